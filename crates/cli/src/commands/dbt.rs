@@ -1,0 +1,12 @@
+//! `sluice dbt`: flags/env -> typed config -> `sluice_dbt`.
+
+use sluice_runtime::ExitCode;
+
+use crate::context::{Context, UsageError};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
+    Err(UsageError("`sluice dbt` is not built yet".into()).into())
+}

@@ -1,0 +1,3 @@
+pub mod dbt;
+pub mod extract;
+pub mod load;

@@ -1,0 +1,1 @@
+//! Run dbt-bigquery under supervision: profiles, logs, signals, artifacts.

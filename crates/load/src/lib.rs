@@ -1,0 +1,1 @@
+//! Load objects from Cloud Storage into BigQuery with idempotent load jobs.
