@@ -11,6 +11,17 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
+mod crc;
+mod gcs;
+mod glob;
+mod local;
+mod location;
+
+pub use crc::Crc32c;
+pub use gcs::{CHUNK_QUANTUM, GcsOptions, GcsStore, normalize_emulator_host};
+pub use local::LocalStore;
+pub use location::{Location, join_key};
+
 /// Everything an object store can tell about one object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectMeta {
@@ -105,9 +116,11 @@ pub trait ObjectWriter: Send {
 }
 
 /// Keys under `pattern`'s literal prefix that match the glob (`**` crosses `/`).
+///
+/// `*`, `?` and `[...]` match within one `/`-separated segment; `\\` escapes. Only the literal
+/// prefix before the first glob character is listed, so put globs late in the pattern.
 pub async fn list_glob(store: &dyn ObjectStore, pattern: &str) -> Result<Vec<ObjectMeta>> {
-    let _ = (store, pattern);
-    todo!()
+    glob::list_glob(store, pattern).await
 }
 
 /// How to reach Cloud Storage; the binary fills it from flags/env.
@@ -124,6 +137,101 @@ pub async fn open(
     url: &str,
     config: &StoreConfig,
 ) -> Result<(std::sync::Arc<dyn ObjectStore>, String)> {
-    let _ = (url, config);
-    todo!()
+    match Location::parse(url)? {
+        Location::Local { root } => Ok((
+            std::sync::Arc::new(LocalStore::new(root, config.cancel.clone())),
+            String::new(),
+        )),
+        Location::Gcs { bucket, prefix } => {
+            let store = GcsStore::connect(&bucket, GcsOptions::from_config(config)).await?;
+            Ok((std::sync::Arc::new(store), prefix))
+        }
+    }
+}
+
+/// Reads a whole object into memory, refusing objects larger than `max_bytes` (for manifests,
+/// schemas and other small files; stream anything else).
+pub async fn read_to_bytes(store: &dyn ObjectStore, key: &str, max_bytes: u64) -> Result<Bytes> {
+    use futures::StreamExt;
+    let mut stream = store.read(key, None).await?;
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (out.len() + chunk.len()) as u64 > max_bytes {
+            return Err(StorageError::Io {
+                url: store.url_of(key),
+                operation: "read into memory",
+                source: format!("object is larger than the {max_bytes}-byte limit").into(),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// Writes `data` to `key` in one go and commits (small objects; stream anything else).
+pub async fn write_bytes(
+    store: &dyn ObjectStore,
+    key: &str,
+    data: Bytes,
+    options: WriteOptions,
+) -> Result<ObjectMeta> {
+    let mut writer = store.writer(key, options).await?;
+    writer.write(data).await?;
+    writer.commit().await
+}
+
+fn bad_range(url: &str, range: &Range<u64>) -> StorageError {
+    StorageError::Io {
+        url: url.to_string(),
+        operation: "read",
+        source: format!("invalid range {}..{}", range.start, range.end).into(),
+    }
+}
+
+/// The rule both backends follow for `read(key, Some(range))` on an object of `size` bytes:
+/// a non-empty range must start inside the object and is cut at its end; an empty range may
+/// start at the end. Returns `(start, len)`.
+fn resolve_range(url: &str, range: Option<Range<u64>>, size: u64) -> Result<(u64, u64)> {
+    let Some(range) = range else {
+        return Ok((0, size));
+    };
+    if range.start > range.end {
+        return Err(bad_range(url, &range));
+    }
+    let starts_past_end = if range.start == range.end {
+        range.start > size
+    } else {
+        range.start >= size
+    };
+    if starts_past_end {
+        return Err(StorageError::Io {
+            url: url.to_string(),
+            operation: "read",
+            source: format!(
+                "range {}..{} starts past the end of the {size}-byte object",
+                range.start, range.end
+            )
+            .into(),
+        });
+    }
+    Ok((range.start, range.end.min(size) - range.start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(resolve_range("u", None, 10).unwrap(), (0, 10));
+        assert_eq!(resolve_range("u", Some(2..5), 10).unwrap(), (2, 3));
+        assert_eq!(resolve_range("u", Some(8..50), 10).unwrap(), (8, 2));
+        assert_eq!(resolve_range("u", Some(10..10), 10).unwrap(), (10, 0));
+        assert!(resolve_range("u", Some(10..11), 10).is_err());
+        assert!(resolve_range("u", Some(11..11), 10).is_err());
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = 5..2;
+        assert!(resolve_range("u", Some(reversed), 10).is_err());
+    }
 }

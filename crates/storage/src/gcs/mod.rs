@@ -1,0 +1,311 @@
+//! The Cloud Storage backend (`gs://bucket`).
+//!
+//! Reads go through the official `google-cloud-storage` crate (ranged, resumed on transient
+//! failures, crc32c-checked on full reads). Writes, listing, metadata and deletes are small
+//! JSON-API calls over reqwest (see `docs/storage.md` for why): the crate's `StorageControl`
+//! is gRPC-only, and its writer cannot give the atomicity/abort/precondition guarantees the
+//! interface promises against both GCS and the emulator.
+
+mod client;
+mod upload;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use google_cloud_storage::client::Storage;
+use google_cloud_storage::model_ext::ReadRange;
+use sluice_runtime::RetryPolicy;
+use tokio_util::sync::CancellationToken;
+
+use crate::location::validate_gcs_name;
+use crate::{
+    ByteStream, ObjectMeta, ObjectStore, ObjectWriter, Result, StorageError, StoreConfig,
+    WriteOptions,
+};
+use client::Client;
+pub use upload::CHUNK_QUANTUM;
+
+/// Production endpoint of the JSON API.
+const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// How to reach Cloud Storage, in full. [`crate::open`] derives it from [`StoreConfig`].
+#[derive(Debug, Clone)]
+pub struct GcsOptions {
+    /// `None`: `https://storage.googleapis.com`.
+    pub endpoint: Option<String>,
+    /// Send no credentials (emulators). Otherwise Application Default Credentials.
+    pub anonymous: bool,
+    /// Resumable upload chunk: a positive multiple of 256 KiB. Objects smaller than this go in
+    /// one request. Up to three chunks are in memory per writer.
+    pub chunk_size: usize,
+    pub retry: RetryPolicy,
+    pub cancel: CancellationToken,
+    /// Per-request limit for metadata calls.
+    pub json_timeout: Duration,
+    /// Per-request limit for one chunk upload.
+    pub upload_timeout: Duration,
+}
+
+impl Default for GcsOptions {
+    fn default() -> Self {
+        GcsOptions {
+            endpoint: None,
+            anonymous: false,
+            chunk_size: 8 * 1024 * 1024,
+            retry: RetryPolicy::default(),
+            cancel: CancellationToken::new(),
+            json_timeout: Duration::from_secs(60),
+            upload_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `127.0.0.1:4443`, `http://127.0.0.1:4443/` or `.../storage/v1` -> `http://127.0.0.1:4443`.
+pub fn normalize_emulator_host(host: &str) -> String {
+    let host = host.trim().trim_end_matches('/');
+    let host = host.strip_suffix("/storage/v1").unwrap_or(host);
+    if host.contains("://") {
+        host.to_string()
+    } else {
+        format!("http://{host}")
+    }
+}
+
+impl GcsOptions {
+    /// The emulator from `STORAGE_EMULATOR_HOST` (anonymous) or production with ADC.
+    pub fn from_config(config: &StoreConfig) -> Self {
+        GcsOptions {
+            endpoint: config
+                .gcs_emulator_host
+                .as_deref()
+                .map(normalize_emulator_host),
+            anonymous: config.gcs_emulator_host.is_some(),
+            cancel: config.cancel.clone(),
+            ..GcsOptions::default()
+        }
+    }
+}
+
+/// A store over one bucket; keys are object names.
+#[derive(Debug, Clone)]
+pub struct GcsStore {
+    client: Arc<Client>,
+    reader: Storage,
+    bucket: String,
+    chunk_size: usize,
+}
+
+impl GcsStore {
+    /// Builds the clients (no request is made; credentials are resolved lazily).
+    pub async fn connect(bucket: &str, options: GcsOptions) -> Result<Self> {
+        let root = format!("gs://{bucket}");
+        let bad = |reason: String| StorageError::InvalidLocation {
+            url: root.clone(),
+            reason,
+        };
+        if options.chunk_size == 0 || !options.chunk_size.is_multiple_of(CHUNK_QUANTUM) {
+            return Err(bad(format!(
+                "upload chunk size {} is not a positive multiple of 256 KiB",
+                options.chunk_size
+            )));
+        }
+        let connect_err = |what: &str, e: &dyn std::fmt::Display| StorageError::Io {
+            url: root.clone(),
+            operation: "connect",
+            source: format!("{what}: {e}").into(),
+        };
+        let credentials = if options.anonymous {
+            google_cloud_auth::credentials::anonymous::Builder::new().build()
+        } else {
+            google_cloud_auth::credentials::Builder::default()
+                .build()
+                .map_err(|e| connect_err("Application Default Credentials", &e))?
+        };
+        let endpoint = options
+            .endpoint
+            .as_deref()
+            .unwrap_or(GCS_ENDPOINT)
+            .trim_end_matches('/')
+            .to_string();
+        let reader = Storage::builder()
+            .with_endpoint(endpoint.clone())
+            .with_credentials(credentials.clone())
+            .build()
+            .await
+            .map_err(|e| connect_err("building the Cloud Storage client", &e))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(20))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| connect_err("building the HTTP client", &e))?;
+        Ok(GcsStore {
+            client: Arc::new(Client {
+                http,
+                endpoint,
+                credentials,
+                retry: options.retry,
+                cancel: options.cancel,
+                json_timeout: options.json_timeout,
+                upload_timeout: options.upload_timeout,
+            }),
+            reader,
+            bucket: bucket.to_string(),
+            chunk_size: options.chunk_size,
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn checked(&self, key: &str) -> Result<String> {
+        let url = self.url_of(key);
+        validate_gcs_name(&url, key)?;
+        Ok(url)
+    }
+
+    /// Deletes `key` only if it is still at `generation` (GCS `ifGenerationMatch`; ignored by
+    /// fake-gcs-server). Absent is not an error.
+    pub async fn delete_generation(&self, key: &str, generation: i64) -> Result<()> {
+        let url = self.checked(key)?;
+        self.client
+            .delete_object(&self.bucket, key, Some(generation), &url, &self.client.cancel)
+            .await
+    }
+}
+
+fn read_error(url: &str, e: google_cloud_storage::Error) -> StorageError {
+    match e.http_status_code() {
+        Some(404) => StorageError::NotFound {
+            url: url.to_string(),
+        },
+        Some(416) => StorageError::Io {
+            url: url.to_string(),
+            operation: "read",
+            source: "the range starts at or past the end of the object".into(),
+        },
+        _ => StorageError::Io {
+            url: url.to_string(),
+            operation: "read",
+            source: Box::new(e),
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for GcsStore {
+    fn root_url(&self) -> String {
+        format!("gs://{}", self.bucket)
+    }
+
+    fn url_of(&self, key: &str) -> String {
+        format!("gs://{}/{key}", self.bucket)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let url = self.url_of(prefix);
+        let mut out: Vec<ObjectMeta> = self
+            .client
+            .list_objects(&self.bucket, prefix, &url)
+            .await?
+            .into_iter()
+            .map(client::ObjectResource::into_meta)
+            .collect();
+        // GCS lists in UTF-8 byte order already; sort anyway so the contract does not depend
+        // on the server.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let url = self.checked(key)?;
+        Ok(self
+            .client
+            .get_object(&self.bucket, key, &url, &self.client.cancel)
+            .await?
+            .map(client::ObjectResource::into_meta))
+    }
+
+    async fn read(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let url = self.checked(key)?;
+        let cancel = self.client.cancel.clone();
+        let mut request = self
+            .reader
+            .read_object(format!("projects/_/buckets/{}", self.bucket), key);
+        if let Some(range) = range {
+            if range.start > range.end {
+                return Err(crate::bad_range(&url, &range));
+            }
+            if range.start == range.end {
+                // Nothing to fetch, but the object must exist and the range must fit.
+                let meta = self.head(key).await?.ok_or(StorageError::NotFound {
+                    url: url.clone(),
+                })?;
+                crate::resolve_range(&url, Some(range), meta.size)?;
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            request = request.set_read_range(ReadRange::segment(range.start, range.end - range.start));
+        }
+        let response = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                return Err(StorageError::Cancelled { url, operation: "read" });
+            }
+            response = request.send() => response.map_err(|e| read_error(&url, e))?,
+        };
+        let err_url = url.clone();
+        let stream = futures::stream::unfold(Some(response), |state| async move {
+            let mut response = state?;
+            let item = response.next().await?;
+            Some((item, Some(response)))
+        })
+        .map(move |item| item.map_err(|e| read_error(&err_url, e)));
+        Ok(crate::local::cancellable(Box::pin(stream), cancel, url))
+    }
+
+    async fn writer(&self, key: &str, options: WriteOptions) -> Result<Box<dyn ObjectWriter>> {
+        let url = self.checked(key)?;
+        if self.client.cancel.is_cancelled() {
+            return Err(StorageError::Cancelled {
+                url,
+                operation: "write",
+            });
+        }
+        let ctx = upload::UploadCtx {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            url,
+            options,
+            chunk_size: self.chunk_size,
+        };
+        Ok(Box::new(upload::GcsWriter::new(ctx, &self.client.cancel)))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let url = self.checked(key)?;
+        self.client
+            .delete_object(&self.bucket, key, None, &url, &self.client.cancel)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulator_hosts() {
+        assert_eq!(normalize_emulator_host("127.0.0.1:4443"), "http://127.0.0.1:4443");
+        assert_eq!(
+            normalize_emulator_host("http://localhost:4443/"),
+            "http://localhost:4443"
+        );
+        assert_eq!(
+            normalize_emulator_host("http://localhost:4443/storage/v1/"),
+            "http://localhost:4443"
+        );
+    }
+}

@@ -1,0 +1,538 @@
+//! The local-directory backend.
+//!
+//! Keys are `/`-separated paths under the root directory. A writer streams into a hidden temp
+//! file next to the target (`.{name}.sluice-tmp-{random}`), hashing as it goes, then fsyncs
+//! and renames it into place on commit, so readers see either nothing or the whole object.
+//! Custom metadata, content type and the crc32c live in a hidden sidecar
+//! (`.{name}.sluice-meta.json`) that is put in place before the data.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::sync::CancellationToken;
+
+use crate::crc::Crc32c;
+use crate::location::{
+    LOCAL_META_SUFFIX, LOCAL_TMP_MARKER, is_local_internal_name, validate_local_key,
+};
+use crate::{
+    ByteStream, ObjectMeta, ObjectStore, ObjectWriter, Result, StorageError, WriteOptions,
+};
+
+/// Write buffer in front of the temp file: big enough that each write is one syscall-sized
+/// block on the blocking pool, small enough to be irrelevant next to a GCS chunk.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// Chunk size of streamed reads.
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
+
+/// A store rooted at a local directory (which need not exist until the first write).
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+    root_url: String,
+    cancel: CancellationToken,
+}
+
+/// What the sidecar records. `size` lets a reader notice a sidecar that does not belong to the
+/// data next to it (left over from a crash or a lost create-if-absent race) and ignore it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sidecar {
+    size: u64,
+    crc32c: u32,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+fn io_err(url: &str, operation: &'static str, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        url: url.to_string(),
+        operation,
+        source: Box::new(source),
+    }
+}
+
+fn other_err(url: &str, operation: &'static str, msg: String) -> StorageError {
+    StorageError::Io {
+        url: url.to_string(),
+        operation,
+        source: msg.into(),
+    }
+}
+
+fn sidecar_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}{LOCAL_META_SUFFIX}"))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let random: u64 = rand::random();
+    path.with_file_name(format!(".{name}{LOCAL_TMP_MARKER}{random:016x}"))
+}
+
+fn to_utc(time: std::io::Result<std::time::SystemTime>) -> Option<chrono::DateTime<chrono::Utc>> {
+    time.ok().map(chrono::DateTime::<chrono::Utc>::from)
+}
+
+/// Blocking: the object's metadata from its file and sidecar, `None` if no regular file.
+fn stat_object(key: &str, path: &Path) -> std::io::Result<Option<ObjectMeta>> {
+    let file = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut meta = ObjectMeta {
+        key: key.to_string(),
+        size: file.len(),
+        updated: to_utc(file.modified()),
+        ..ObjectMeta::default()
+    };
+    match std::fs::read(sidecar_path(path)) {
+        Ok(raw) => match serde_json::from_slice::<Sidecar>(&raw) {
+            Ok(sidecar) if sidecar.size == file.len() => {
+                meta.crc32c = Some(sidecar.crc32c);
+                meta.metadata = sidecar.metadata;
+                meta.content_type = sidecar.content_type;
+            }
+            Ok(_) => tracing::debug!(key, "ignoring a sidecar whose size does not match the data"),
+            Err(e) => tracing::warn!(key, error = %e, "ignoring an unreadable metadata sidecar"),
+        },
+        // Files put there by other tools have no sidecar: no metadata, crc32c unknown.
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(Some(meta))
+}
+
+/// Best-effort fsync of a directory so a rename in it survives a crash.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (should be absolute; [`crate::open`] makes it so).
+    pub fn new(root: impl Into<PathBuf>, cancel: CancellationToken) -> Self {
+        let root = root.into();
+        let shown = root.to_string_lossy();
+        let root_url = format!("file://{}", shown.trim_end_matches('/'));
+        LocalStore {
+            root,
+            root_url,
+            cancel,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn checked_path(&self, key: &str) -> Result<PathBuf> {
+        validate_local_key(&self.url_of(key), key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Blocking walk of the tree under `prefix`'s directory part.
+    fn walk(&self, prefix: &str) -> std::io::Result<Vec<ObjectMeta>> {
+        // Start at the deepest directory the prefix names in full: `raw/2024/pa` -> `raw/2024`.
+        let start_key = match prefix.rfind('/') {
+            Some(at) => &prefix[..at],
+            None => "",
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.join(start_key), start_key.to_string())];
+        while let Some((dir, dir_key)) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    tracing::warn!(path = %entry.path().display(), "skipping a non-UTF-8 file name");
+                    continue;
+                };
+                if is_local_internal_name(&name) {
+                    continue;
+                }
+                let key = if dir_key.is_empty() {
+                    name
+                } else {
+                    format!("{dir_key}/{name}")
+                };
+                // Do not follow directory symlinks (loops); file symlinks are read through.
+                if entry.file_type()?.is_dir() {
+                    let as_dir = format!("{key}/");
+                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if key.starts_with(prefix)
+                    && let Some(meta) = stat_object(&key, &entry.path())?
+                {
+                    out.push(meta);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    url: &str,
+    operation: &'static str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| other_err(url, operation, format!("blocking task failed: {e}")))?
+        .map_err(|e| io_err(url, operation, e))
+}
+
+/// Ends `stream` with a `Cancelled` error (never a silent, truncated end) once `cancel` fires.
+pub(crate) fn cancellable(
+    stream: ByteStream,
+    cancel: CancellationToken,
+    url: String,
+) -> ByteStream {
+    let state = Some((stream, cancel, url));
+    Box::pin(futures::stream::unfold(state, |state| async move {
+        let (mut stream, cancel, url) = state?;
+        let item = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                return Some((Err(StorageError::Cancelled { url, operation: "read" }), None));
+            }
+            item = stream.next() => item?,
+        };
+        let next = if item.is_ok() {
+            Some((stream, cancel, url))
+        } else {
+            None
+        };
+        Some((item, next))
+    }))
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalStore {
+    fn root_url(&self) -> String {
+        self.root_url.clone()
+    }
+
+    fn url_of(&self, key: &str) -> String {
+        if self.root_url.ends_with('/') {
+            format!("{}{key}", self.root_url)
+        } else {
+            format!("{}/{key}", self.root_url)
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let url = self.url_of(prefix);
+        // The directory part of the prefix must not climb out of the root.
+        if let Some(at) = prefix.rfind('/') {
+            validate_local_key(&url, &prefix[..at])?;
+        }
+        let this = self.clone();
+        let prefix = prefix.to_string();
+        blocking(&url, "list", move || this.walk(&prefix)).await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = self.checked_path(key)?;
+        let owned = key.to_string();
+        blocking(&self.url_of(key), "head", move || stat_object(&owned, &path)).await
+    }
+
+    async fn read(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let path = self.checked_path(key)?;
+        let url = self.url_of(key);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                return Err(StorageError::NotFound { url });
+            }
+            Err(e) => return Err(io_err(&url, "open for read", e)),
+        };
+        let stat = file
+            .metadata()
+            .await
+            .map_err(|e| io_err(&url, "open for read", e))?;
+        if !stat.is_file() {
+            return Err(StorageError::NotFound { url });
+        }
+        let (start, len) = crate::resolve_range(&url, range, stat.len())?;
+        if start > 0 {
+            file.seek(SeekFrom::Start(start))
+                .await
+                .map_err(|e| io_err(&url, "seek", e))?;
+        }
+        use tokio::io::AsyncReadExt;
+        let reader = file.take(len);
+        let err_url = url.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK)
+            .map(move |r| r.map_err(|e| io_err(&err_url, "read", e)));
+        Ok(cancellable(Box::pin(stream), self.cancel.clone(), url))
+    }
+
+    async fn writer(&self, key: &str, options: WriteOptions) -> Result<Box<dyn ObjectWriter>> {
+        let path = self.checked_path(key)?;
+        let url = self.url_of(key);
+        if self.cancel.is_cancelled() {
+            return Err(StorageError::Cancelled {
+                url,
+                operation: "write",
+            });
+        }
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_err(&url, "create parent directories", e))?;
+        }
+        // Fail before any bytes are produced; the link at commit is what actually enforces it.
+        if options.if_absent && tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Err(StorageError::AlreadyExists { url });
+        }
+        let tmp = temp_path(&path);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .map_err(|e| io_err(&url, "create temp file", e))?;
+        Ok(Box::new(LocalWriter {
+            key: key.to_string(),
+            url,
+            path,
+            tmp: Some(tmp),
+            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            crc: Crc32c::new(),
+            size: 0,
+            options,
+            cancel: self.cancel.clone(),
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.checked_path(key)?;
+        let url = self.url_of(key);
+        blocking(&url, "delete", move || {
+            // Data first: a sidecar without data is invisible, data without its sidecar is not.
+            for p in [sidecar_path(&path), path.clone()].into_iter().rev() {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+struct LocalWriter {
+    key: String,
+    url: String,
+    path: PathBuf,
+    /// The temp file while it exists; `Drop` removes it if still set.
+    tmp: Option<PathBuf>,
+    file: Option<BufWriter<tokio::fs::File>>,
+    crc: Crc32c,
+    size: u64,
+    options: WriteOptions,
+    cancel: CancellationToken,
+}
+
+impl LocalWriter {
+    fn cancelled(&mut self, operation: &'static str) -> StorageError {
+        self.discard();
+        StorageError::Cancelled {
+            url: self.url.clone(),
+            operation,
+        }
+    }
+
+    fn discard(&mut self) {
+        self.file = None;
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+
+    async fn finish(&mut self) -> Result<ObjectMeta> {
+        let url = self.url.clone();
+        let mut file = self.file.take().ok_or_else(|| {
+            other_err(&url, "commit", "writer already failed or finished".into())
+        })?;
+        file.flush().await.map_err(|e| io_err(&url, "flush", e))?;
+        let file = file.into_inner();
+        file.sync_all().await.map_err(|e| io_err(&url, "fsync", e))?;
+        let on_disk = file
+            .metadata()
+            .await
+            .map_err(|e| io_err(&url, "stat temp file", e))?
+            .len();
+        drop(file);
+        if on_disk != self.size {
+            return Err(other_err(
+                &url,
+                "commit",
+                format!("temp file holds {on_disk} bytes, {} were written", self.size),
+            ));
+        }
+        if self.cancel.is_cancelled() {
+            return Err(self.cancelled("commit"));
+        }
+        let tmp = self.tmp.clone().expect("temp file exists until commit");
+        let sidecar = Sidecar {
+            size: self.size,
+            crc32c: self.crc.value(),
+            metadata: self.options.metadata.clone(),
+            content_type: self.options.content_type.clone(),
+        };
+        let path = self.path.clone();
+        let if_absent = self.options.if_absent;
+        let outcome = blocking(&url, "commit", move || {
+            commit_files(&path, &tmp, &sidecar, if_absent)
+        })
+        .await?;
+        // The temp name is gone (renamed, or linked and removed) unless the link lost a race.
+        self.tmp = None;
+        match outcome {
+            Committed::Yes => {}
+            Committed::AlreadyExists => return Err(StorageError::AlreadyExists { url }),
+        }
+        let updated = tokio::fs::metadata(&self.path)
+            .await
+            .ok()
+            .and_then(|m| to_utc(m.modified()));
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size: self.size,
+            generation: None,
+            crc32c: Some(self.crc.value()),
+            metadata: self.options.metadata.clone(),
+            content_type: self.options.content_type.clone(),
+            updated,
+        })
+    }
+}
+
+enum Committed {
+    Yes,
+    AlreadyExists,
+}
+
+/// Blocking: sidecar into place, then the data (atomic rename, or a hard link that refuses to
+/// replace an existing file for create-if-absent). Removes the temp files on every path.
+fn commit_files(
+    path: &Path,
+    tmp: &Path,
+    sidecar: &Sidecar,
+    if_absent: bool,
+) -> std::io::Result<Committed> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let result = (|| {
+        if if_absent && std::fs::symlink_metadata(path).is_ok() {
+            return Ok(Committed::AlreadyExists);
+        }
+        let meta_tmp = temp_path(&sidecar_path(path));
+        let json = serde_json::to_vec(sidecar).map_err(std::io::Error::other)?;
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&meta_tmp)?;
+            std::io::Write::write_all(&mut f, &json)?;
+            f.sync_all()?;
+            std::fs::rename(&meta_tmp, sidecar_path(path))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&meta_tmp);
+            return Err(e);
+        }
+        if if_absent {
+            // link(2) fails with EEXIST instead of replacing: the atomic "create if absent".
+            match std::fs::hard_link(tmp, path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    return Ok(Committed::AlreadyExists);
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            std::fs::rename(tmp, path)?;
+        }
+        Ok(Committed::Yes)
+    })();
+    match std::fs::remove_file(tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %tmp.display(), error = %e, "could not remove temp file"),
+    }
+    sync_dir(dir);
+    result
+}
+
+#[async_trait::async_trait]
+impl ObjectWriter for LocalWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(self.cancelled("write"));
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(other_err(
+                &self.url,
+                "write",
+                "writer already failed or finished".into(),
+            ));
+        };
+        if let Err(e) = file.write_all(&chunk).await {
+            let err = io_err(&self.url, "write", e);
+            self.discard();
+            return Err(err);
+        }
+        self.crc.update(&chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ObjectMeta> {
+        if self.cancel.is_cancelled() {
+            return Err(self.cancelled("commit"));
+        }
+        let result = self.finish().await;
+        if result.is_err() {
+            self.discard();
+        }
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.discard();
+        Ok(())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
