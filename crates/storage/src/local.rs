@@ -156,7 +156,9 @@ impl LocalStore {
         while let Some((dir, dir_key)) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+                Err(e)
+                    if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory =>
+                {
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -257,7 +259,10 @@ impl ObjectStore for LocalStore {
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         let path = self.checked_path(key)?;
         let owned = key.to_string();
-        blocking(&self.url_of(key), "head", move || stat_object(&owned, &path)).await
+        blocking(&self.url_of(key), "head", move || {
+            stat_object(&owned, &path)
+        })
+        .await
     }
 
     async fn read(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
@@ -378,12 +383,15 @@ impl LocalWriter {
 
     async fn finish(&mut self) -> Result<ObjectMeta> {
         let url = self.url.clone();
-        let mut file = self.file.take().ok_or_else(|| {
-            other_err(&url, "commit", "writer already failed or finished".into())
-        })?;
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| other_err(&url, "commit", "writer already failed or finished".into()))?;
         file.flush().await.map_err(|e| io_err(&url, "flush", e))?;
         let file = file.into_inner();
-        file.sync_all().await.map_err(|e| io_err(&url, "fsync", e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| io_err(&url, "fsync", e))?;
         let on_disk = file
             .metadata()
             .await
@@ -394,7 +402,10 @@ impl LocalWriter {
             return Err(other_err(
                 &url,
                 "commit",
-                format!("temp file holds {on_disk} bytes, {} were written", self.size),
+                format!(
+                    "temp file holds {on_disk} bytes, {} were written",
+                    self.size
+                ),
             ));
         }
         if self.cancel.is_cancelled() {

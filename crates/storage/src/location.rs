@@ -64,7 +64,10 @@ impl Location {
 
 fn parse_file_url(url: &str) -> Result<Location> {
     if !url.starts_with("file://") {
-        return Err(invalid(url, "file URLs need an absolute path: file:///abs/dir"));
+        return Err(invalid(
+            url,
+            "file URLs need an absolute path: file:///abs/dir",
+        ));
     }
     let parsed = url::Url::parse(url).map_err(|e| invalid(url, e.to_string()))?;
     match parsed.host_str() {
@@ -72,7 +75,9 @@ fn parse_file_url(url: &str) -> Result<Location> {
         Some(host) => {
             return Err(invalid(
                 url,
-                format!("file URL names host {host:?}; only local paths are supported (file:///abs/dir)"),
+                format!(
+                    "file URL names host {host:?}; only local paths are supported (file:///abs/dir)"
+                ),
             ));
         }
     }
@@ -90,7 +95,10 @@ fn parse_file_url(url: &str) -> Result<Location> {
 /// digits, `-`, `_` and `.`, starting and ending with a letter or digit.
 fn validate_bucket(url: &str, bucket: &str) -> Result<()> {
     if bucket.is_empty() {
-        return Err(invalid(url, "empty bucket name (expected gs://bucket[/prefix])"));
+        return Err(invalid(
+            url,
+            "empty bucket name (expected gs://bucket[/prefix])",
+        ));
     }
     if let Some(bad) = bucket
         .chars()
@@ -110,7 +118,10 @@ fn validate_bucket(url: &str, bucket: &str) -> Result<()> {
             format!("bucket name {bucket:?} must be 3 to {max} characters long"),
         ));
     }
-    if bucket.split('.').any(|part| part.is_empty() || part.len() > 63) {
+    if bucket
+        .split('.')
+        .any(|part| part.is_empty() || part.len() > 63)
+    {
         return Err(invalid(
             url,
             format!("bucket name {bucket:?}: each dot-separated part must be 1 to 63 characters"),
@@ -135,7 +146,10 @@ pub(crate) fn validate_gcs_name(url: &str, name: &str) -> Result<()> {
         return Err(invalid(url, "object name longer than 1024 bytes"));
     }
     if name.contains(['\r', '\n']) {
-        return Err(invalid(url, "object name contains a carriage return or line feed"));
+        return Err(invalid(
+            url,
+            "object name contains a carriage return or line feed",
+        ));
     }
     if name == "." || name == ".." {
         return Err(invalid(url, "object name must not be '.' or '..'"));
@@ -216,8 +230,14 @@ mod tests {
             bucket: b.into(),
             prefix: p.into(),
         };
-        assert_eq!(Location::parse("gs://my-bucket").unwrap(), gcs("my-bucket", ""));
-        assert_eq!(Location::parse("gs://my-bucket/").unwrap(), gcs("my-bucket", ""));
+        assert_eq!(
+            Location::parse("gs://my-bucket").unwrap(),
+            gcs("my-bucket", "")
+        );
+        assert_eq!(
+            Location::parse("gs://my-bucket/").unwrap(),
+            gcs("my-bucket", "")
+        );
         assert_eq!(
             Location::parse("gs://b_1.example.com/raw/2024/").unwrap(),
             gcs("b_1.example.com", "raw/2024/")

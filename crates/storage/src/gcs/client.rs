@@ -208,7 +208,12 @@ pub(crate) async fn status_failure(response: Response) -> Failure {
     }
     let message = match serde_json::from_str::<ErrorBody>(&body) {
         Ok(e) if !e.error.message.is_empty() => e.error.message,
-        _ => body.chars().take(1024).collect::<String>().trim().to_string(),
+        _ => body
+            .chars()
+            .take(1024)
+            .collect::<String>()
+            .trim()
+            .to_string(),
     };
     let message = if message.is_empty() {
         StatusCode::from_u16(status)
@@ -287,7 +292,10 @@ impl Client {
     }
 
     /// Adds the credentials' headers (none for anonymous credentials).
-    pub(crate) async fn authorize(&self, builder: RequestBuilder) -> Result<RequestBuilder, Failure> {
+    pub(crate) async fn authorize(
+        &self,
+        builder: RequestBuilder,
+    ) -> Result<RequestBuilder, Failure> {
         match self
             .credentials
             .headers(http::Extensions::new())
@@ -357,7 +365,10 @@ impl Client {
     ) -> Result<Option<ObjectResource>, StorageError> {
         let url = self.object_url(bucket, name);
         self.retrying("GCS get object metadata", cancel, |_| async {
-            let req = self.http.request(Method::GET, &url).timeout(self.json_timeout);
+            let req = self
+                .http
+                .request(Method::GET, &url)
+                .timeout(self.json_timeout);
             let response = self.send(req, &[404]).await?;
             if response.status() == StatusCode::NOT_FOUND {
                 return Ok(None);
@@ -375,7 +386,11 @@ impl Client {
         prefix: &str,
         gs_url: &str,
     ) -> Result<Vec<ObjectResource>, StorageError> {
-        let url = format!("{}/storage/v1/b/{}/o", self.endpoint, encode_segment(bucket));
+        let url = format!(
+            "{}/storage/v1/b/{}/o",
+            self.endpoint,
+            encode_segment(bucket)
+        );
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -476,6 +491,9 @@ mod tests {
         assert_eq!(classify(&status(429)), RetryDecision::Retry);
         assert_eq!(classify(&status(412)), RetryDecision::Stop);
         assert_eq!(classify(&status(404)), RetryDecision::Stop);
-        assert_eq!(classify(&Failure::Protocol("x".into())), RetryDecision::Stop);
+        assert_eq!(
+            classify(&Failure::Protocol("x".into())),
+            RetryDecision::Stop
+        );
     }
 }

@@ -171,7 +171,13 @@ impl GcsStore {
     pub async fn delete_generation(&self, key: &str, generation: i64) -> Result<()> {
         let url = self.checked(key)?;
         self.client
-            .delete_object(&self.bucket, key, Some(generation), &url, &self.client.cancel)
+            .delete_object(
+                &self.bucket,
+                key,
+                Some(generation),
+                &url,
+                &self.client.cancel,
+            )
             .await
     }
 }
@@ -240,13 +246,15 @@ impl ObjectStore for GcsStore {
             }
             if range.start == range.end {
                 // Nothing to fetch, but the object must exist and the range must fit.
-                let meta = self.head(key).await?.ok_or(StorageError::NotFound {
-                    url: url.clone(),
-                })?;
+                let meta = self
+                    .head(key)
+                    .await?
+                    .ok_or(StorageError::NotFound { url: url.clone() })?;
                 crate::resolve_range(&url, Some(range), meta.size)?;
                 return Ok(Box::pin(futures::stream::empty()));
             }
-            request = request.set_read_range(ReadRange::segment(range.start, range.end - range.start));
+            request =
+                request.set_read_range(ReadRange::segment(range.start, range.end - range.start));
         }
         let response = tokio::select! {
             biased;
@@ -298,7 +306,10 @@ mod tests {
 
     #[test]
     fn emulator_hosts() {
-        assert_eq!(normalize_emulator_host("127.0.0.1:4443"), "http://127.0.0.1:4443");
+        assert_eq!(
+            normalize_emulator_host("127.0.0.1:4443"),
+            "http://127.0.0.1:4443"
+        );
         assert_eq!(
             normalize_emulator_host("http://localhost:4443/"),
             "http://localhost:4443"

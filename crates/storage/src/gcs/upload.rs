@@ -125,8 +125,8 @@ impl GcsWriter {
 
     /// Hands the (full) buffer to the upload task, starting the task on the first chunk.
     async fn flush_full(&mut self) -> Result<()> {
-        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.ctx.chunk_size))
-            .freeze();
+        let chunk =
+            std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.ctx.chunk_size)).freeze();
         if self.session.is_none() {
             // Capacity 1: one chunk queued while one is in flight; the next `send` waits.
             let (tx, rx) = mpsc::channel(1);
@@ -174,7 +174,9 @@ impl GcsWriter {
 impl ObjectWriter for GcsWriter {
     async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
         if self.finished {
-            return Err(self.ctx.io("write", "writer already failed or finished".into()));
+            return Err(self
+                .ctx
+                .io("write", "writer already failed or finished".into()));
         }
         if self.abort.is_cancelled() {
             self.shut_down().await;
@@ -200,7 +202,9 @@ impl ObjectWriter for GcsWriter {
 
     async fn commit(mut self: Box<Self>) -> Result<ObjectMeta> {
         if self.finished {
-            return Err(self.ctx.io("commit", "writer already failed or finished".into()));
+            return Err(self
+                .ctx
+                .io("commit", "writer already failed or finished".into()));
         }
         if self.abort.is_cancelled() {
             self.shut_down().await;
@@ -299,7 +303,9 @@ async fn drive_session(
                     _ = abort.cancelled() => return Err(ctx.cancelled("upload")),
                     sent = put_bytes(ctx, session, offset, data, None, abort) => sent,
                 };
-                match sent.map_err(|e| super::client::to_storage_error(e, &ctx.url, "upload chunk"))? {
+                match sent
+                    .map_err(|e| super::client::to_storage_error(e, &ctx.url, "upload chunk"))?
+                {
                     Sent::Persisted(n) if n == end => offset = n,
                     Sent::Persisted(n) => {
                         return Err(ctx.io(
@@ -329,7 +335,9 @@ async fn drive_session(
                     Ok(Sent::Persisted(n)) => {
                         return Err(ctx.io(
                             "commit",
-                            format!("server did not finalise the upload (holds {n} of {total} bytes)"),
+                            format!(
+                                "server did not finalise the upload (holds {n} of {total} bytes)"
+                            ),
                         ));
                     }
                     Err(e) => return finalize_failed(ctx, e, crc, total).await,
@@ -365,7 +373,9 @@ async fn start_session(ctx: &UploadCtx, cancel: &CancellationToken) -> Result<St
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-                .ok_or_else(|| Failure::Protocol("no Location header for the upload session".into()))
+                .ok_or_else(|| {
+                    Failure::Protocol("no Location header for the upload session".into())
+                })
         })
         .await
         .map_err(|e| match e {
@@ -487,7 +497,9 @@ async fn put_bytes(
                         "server finalised the upload before its last chunk".into(),
                     ));
                 }
-                return Client::json(response).await.map(|o| Sent::Finalized(Box::new(o)));
+                return Client::json(response)
+                    .await
+                    .map(|o| Sent::Finalized(Box::new(o)));
             }
         })
         .await
@@ -611,7 +623,9 @@ async fn finalize_failed(
                 remote: calculated_crc(failure.message()).unwrap_or(0),
             })
         }
-        _ => Err(failure_to_storage_error(failure, attempts, &ctx.url, "commit")),
+        _ => Err(failure_to_storage_error(
+            failure, attempts, &ctx.url, "commit",
+        )),
     }
 }
 
@@ -624,7 +638,12 @@ fn calculated_crc(message: &str) -> Option<u32> {
 
 /// Checks a finalised object against what was sent; deletes it (that generation only) and
 /// fails if it differs, so no bad object stays visible.
-async fn verify(ctx: &UploadCtx, object: ObjectResource, crc: u32, total: u64) -> Result<ObjectMeta> {
+async fn verify(
+    ctx: &UploadCtx,
+    object: ObjectResource,
+    crc: u32,
+    total: u64,
+) -> Result<ObjectMeta> {
     let generation = object.generation();
     let remote_crc = object.crc32c();
     let remote_size = object.size();
