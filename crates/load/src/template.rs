@@ -211,6 +211,14 @@ impl TableTemplate {
         self.decorator.is_some()
     }
 
+    /// The decorator when it has no placeholders (`t$20240101` -> `20240101`).
+    pub fn decorator_literal(&self) -> Option<&str> {
+        match self.decorator.as_deref() {
+            Some([Piece::Literal(d)]) => Some(d),
+            _ => None,
+        }
+    }
+
     /// Placeholder names used, in order of appearance.
     pub fn variables(&self) -> Vec<&str> {
         self.all_pieces()

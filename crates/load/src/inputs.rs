@@ -1,0 +1,314 @@
+//! Finding the objects to load: a glob over a bucket, or the task manifests `extract` wrote.
+//!
+//! Every task lists the whole input (listing is cheap next to loading) and then keeps its own
+//! share of the work items, so tasks agree on the split without talking to each other.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sluice_storage::{ObjectStore, StoreConfig};
+
+use crate::config::Input;
+use crate::errors::LoadError;
+use crate::plan::SourceObject;
+use crate::template::ObjectVars;
+
+/// Manifests larger than this are refused (they list objects; they are not data).
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What discovery found, plus the open stores (one per bucket) to read footers with.
+pub struct Discovered {
+    pub objects: Vec<SourceObject>,
+    pub stores: Stores,
+    /// Keys skipped because a path segment starts with `_` or `.` (`_SUCCESS`, `_manifests/`, ...).
+    pub skipped_hidden: usize,
+}
+
+/// Open stores by bucket.
+#[derive(Default, Clone)]
+pub struct Stores {
+    config: StoreConfig,
+    by_bucket: BTreeMap<String, Arc<dyn ObjectStore>>,
+}
+
+impl Stores {
+    pub fn new(config: StoreConfig) -> Stores {
+        Stores {
+            config,
+            by_bucket: BTreeMap::new(),
+        }
+    }
+
+    /// The store for `bucket`, opened on first use.
+    pub async fn bucket(&mut self, bucket: &str) -> Result<Arc<dyn ObjectStore>, LoadError> {
+        if let Some(store) = self.by_bucket.get(bucket) {
+            return Ok(store.clone());
+        }
+        let (store, _) = sluice_storage::open(&format!("gs://{bucket}"), &self.config).await?;
+        self.by_bucket.insert(bucket.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// The store for `bucket` if already open.
+    pub fn get(&self, bucket: &str) -> Option<Arc<dyn ObjectStore>> {
+        self.by_bucket.get(bucket).cloned()
+    }
+}
+
+/// `gs://bucket/rest` -> (`bucket`, `rest`).
+pub fn split_gs_url(url: &str) -> Result<(String, String), LoadError> {
+    let rest = url
+        .strip_prefix("gs://")
+        .ok_or_else(|| LoadError::Input(format!("{url}: not a gs:// URL")))?;
+    let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(LoadError::Input(format!("{url}: no bucket")));
+    }
+    Ok((bucket.to_string(), path.to_string()))
+}
+
+/// `_` and `.` segments are Hadoop/Spark/extract bookkeeping (`_SUCCESS`, `_manifests/`,
+/// `.staging/`), never data.
+fn is_hidden(key: &str) -> bool {
+    key.split('/')
+        .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
+}
+
+/// The glob's literal prefix up to its last `/`: the directory template variables are relative to.
+fn glob_base(pattern: &str) -> &str {
+    let literal = match pattern.find(['*', '?', '[', '{', '\\']) {
+        Some(at) => &pattern[..at],
+        None => pattern,
+    };
+    match literal.rfind('/') {
+        Some(i) => &literal[..=i],
+        None => "",
+    }
+}
+
+pub async fn discover(input: &Input, store_config: &StoreConfig) -> Result<Discovered, LoadError> {
+    let mut stores = Stores::new(store_config.clone());
+    match input {
+        Input::Glob(url) => {
+            let (bucket, pattern) = split_gs_url(url)?;
+            let store = stores.bucket(&bucket).await?;
+            let listed = sluice_storage::list_glob(store.as_ref(), &pattern).await?;
+            let base = glob_base(&pattern);
+            let mut skipped_hidden = 0;
+            let mut objects = Vec::with_capacity(listed.len());
+            for meta in listed {
+                // Keys below the glob's base only: a hidden directory above it is the user's choice.
+                let below = meta.key.strip_prefix(base).unwrap_or(&meta.key);
+                if meta.key.ends_with('/') || is_hidden(below) {
+                    skipped_hidden += usize::from(!meta.key.ends_with('/'));
+                    continue;
+                }
+                objects.push(SourceObject {
+                    vars: ObjectVars::from_key(&meta.key, base, None),
+                    bucket: bucket.clone(),
+                    key: meta.key,
+                    generation: meta.generation,
+                    size: Some(meta.size),
+                    listed_in: url.clone(),
+                });
+            }
+            Ok(Discovered {
+                objects,
+                stores,
+                skipped_hidden,
+            })
+        }
+        Input::Manifests(url) => {
+            let (bucket, prefix) = split_gs_url(url)?;
+            let store = stores.bucket(&bucket).await?;
+            let listed = store.list(&prefix).await?;
+            let manifests: Vec<_> = listed
+                .into_iter()
+                .filter(|m| is_task_manifest(m.key.strip_prefix(&prefix).unwrap_or(&m.key)))
+                .collect();
+            if manifests.is_empty() {
+                return Err(LoadError::Input(format!(
+                    "no task manifests (task-NNNNN.json) under {url}"
+                )));
+            }
+            // Template variables are relative to the extract destination the manifests sit in.
+            let base = prefix
+                .trim_end_matches('/')
+                .strip_suffix("_manifests")
+                .unwrap_or("")
+                .to_string();
+            let mut objects = Vec::new();
+            for manifest in manifests {
+                let manifest_url = store.url_of(&manifest.key);
+                let bytes = sluice_storage::read_to_bytes(
+                    store.as_ref(),
+                    &manifest.key,
+                    MAX_MANIFEST_BYTES,
+                )
+                .await?;
+                for entry in parse_manifest(&bytes, &manifest_url)? {
+                    let (bucket, key) = resolve_entry_url(&entry.url, &bucket, &base);
+                    objects.push(SourceObject {
+                        vars: ObjectVars::from_key(&key, &base, entry.dataset.clone()),
+                        bucket,
+                        key,
+                        generation: entry.generation,
+                        size: entry.size,
+                        listed_in: manifest_url.clone(),
+                    });
+                }
+            }
+            Ok(Discovered {
+                objects,
+                stores,
+                skipped_hidden: 0,
+            })
+        }
+    }
+}
+
+/// `task-00003.json` directly under the manifest prefix (not the per-item receipts in subdirectories).
+fn is_task_manifest(name: &str) -> bool {
+    !name.contains('/') && name.starts_with("task-") && name.ends_with(".json")
+}
+
+/// An absolute `gs://` URL, or a key relative to the extract destination.
+fn resolve_entry_url(url: &str, bucket: &str, base: &str) -> (String, String) {
+    match split_gs_url(url) {
+        Ok((b, k)) => (b, k),
+        Err(_) => (
+            bucket.to_string(),
+            format!("{base}{}", url.trim_start_matches('/')),
+        ),
+    }
+}
+
+/// One object a manifest lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestEntry {
+    pub url: String,
+    pub generation: Option<i64>,
+    pub size: Option<u64>,
+    pub dataset: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Text(String),
+}
+
+impl Number {
+    fn value(&self) -> Option<i64> {
+        match self {
+            Number::Int(i) => Some(*i),
+            Number::Text(t) => t.trim().parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    #[serde(alias = "uri")]
+    url: Option<String>,
+    #[serde(alias = "name")]
+    key: Option<String>,
+    generation: Option<Number>,
+    #[serde(alias = "bytes")]
+    size: Option<Number>,
+    dataset: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawManifest {
+    #[serde(alias = "outputs")]
+    objects: Vec<RawEntry>,
+    dataset: Option<String>,
+}
+
+/// Parses a task manifest: `{"objects": [{"url": "gs://...", "generation": N, "size": N,
+/// "dataset": "..."}, ...]}` (see docs/load.md for the fields used).
+pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Vec<ManifestEntry>, LoadError> {
+    let fail = |reason: String| LoadError::Manifest {
+        url: url.to_string(),
+        reason,
+    };
+    let raw: RawManifest =
+        serde_json::from_slice(bytes).map_err(|e| fail(format!("not a task manifest: {e}")))?;
+    raw.objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let url = e
+                .url
+                .or(e.key)
+                .ok_or_else(|| fail(format!("object {} has neither `url` nor `key`", i + 1)))?;
+            Ok(ManifestEntry {
+                url,
+                generation: e.generation.as_ref().and_then(Number::value),
+                size: e
+                    .size
+                    .as_ref()
+                    .and_then(Number::value)
+                    .and_then(|s| u64::try_from(s).ok()),
+                dataset: e.dataset.or_else(|| raw.dataset.clone()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_bases() {
+        assert_eq!(
+            split_gs_url("gs://b/raw/x").unwrap(),
+            ("b".to_string(), "raw/x".to_string())
+        );
+        assert_eq!(split_gs_url("gs://b").unwrap(), ("b".into(), "".into()));
+        assert!(split_gs_url("s3://b/x").is_err());
+        assert_eq!(glob_base("raw/**/*.parquet"), "raw/");
+        assert_eq!(glob_base("raw/part-*.csv"), "raw/");
+        assert_eq!(glob_base("*.csv"), "");
+        assert_eq!(glob_base("raw/exact.csv"), "raw/");
+    }
+
+    #[test]
+    fn hidden_and_manifest_names() {
+        assert!(is_hidden("_SUCCESS"));
+        assert!(is_hidden("city/_manifests/task-00000.json"));
+        assert!(is_hidden(".staging/x"));
+        assert!(!is_hidden("city/dt=2024-01-01/a.parquet"));
+        assert!(is_task_manifest("task-00003.json"));
+        assert!(!is_task_manifest("items/city/a.json"));
+        assert!(!is_task_manifest("notes.json"));
+    }
+
+    #[test]
+    fn manifest_entries() {
+        let entries = parse_manifest(
+            br#"{"objects":[
+                {"url":"gs://b/raw/city/a.parquet","generation":"17","size":10,"dataset":"city"},
+                {"key":"city/b.parquet","generation":18,"bytes":"20"}],
+               "dataset":"fallback"}"#,
+            "gs://b/raw/_manifests/task-00000.json",
+        )
+        .unwrap();
+        assert_eq!(entries[0].generation, Some(17));
+        assert_eq!(entries[0].size, Some(10));
+        assert_eq!(entries[1].url, "city/b.parquet");
+        assert_eq!(entries[1].dataset.as_deref(), Some("fallback"));
+        assert_eq!(
+            resolve_entry_url(&entries[1].url, "b", "raw/"),
+            ("b".to_string(), "raw/city/b.parquet".to_string())
+        );
+        let err = parse_manifest(br#"{"objects":[{}]}"#, "gs://b/m.json").unwrap_err();
+        assert!(err.to_string().contains("gs://b/m.json"), "{err}");
+        let err = parse_manifest(b"[]", "gs://b/m.json").unwrap_err();
+        assert!(err.to_string().contains("not a task manifest"), "{err}");
+    }
+}
