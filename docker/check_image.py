@@ -412,6 +412,20 @@ def check_requirements() -> None:
               f"requirements.txt pins {name}=={got}, requirements.in wants ~={major}.{minor}: "
               "run docker/compile-requirements")
     print(f"  {len(pins)} packages pinned, {hashes} hashes")
+    # The local stack's dbt (scripts/requirements-stack.txt, used by the emulator tests) must be
+    # the image's dbt, or the tests exercise a dbt that does not ship.
+    stack = ROOT / "scripts/requirements-stack.txt"
+    if stack.exists():
+        stack_pins = {}
+        for ln in stack.read_text().splitlines():
+            m = re.match(r"^([A-Za-z0-9_.-]+)==([^ \\;]+)", ln)
+            if m:
+                stack_pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+        for name in sorted(p for p in pins if p.startswith("dbt-")):
+            if name in stack_pins:
+                check(stack_pins[name] == pins[name],
+                      f"{name}: image pins {pins[name]}, scripts/requirements-stack.txt {stack_pins[name]}")
+        print("  dbt pins match scripts/requirements-stack.txt")
 
 
 def main() -> int:
