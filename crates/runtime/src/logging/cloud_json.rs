@@ -12,7 +12,8 @@
 //! - the fields of every enclosing span, outermost first, then the event's own fields, as
 //!   top-level keys (inner wins on a name clash); `spans` lists the span names.
 //!
-//! Special keys are written last, so an event field called e.g. `severity` cannot forge them.
+//! The special keys come first in each line (easier to read raw) and replace same-named fields,
+//! so an event field called e.g. `severity` cannot forge them.
 
 use crate::TaskContext;
 use serde_json::{Map, Value};
@@ -114,16 +115,18 @@ where
             entry.insert("spans".into(), Value::Array(spans));
         }
 
-        entry.insert("severity".into(), severity(meta.level()).into());
-        entry.insert("message".into(), message.into());
-        entry.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-                .into(),
-        );
-        entry.insert("target".into(), meta.target().into());
-        entry.insert(KEY_LABELS.into(), self.labels.clone());
+        let mut head: Vec<(&'static str, Value)> = vec![
+            ("severity", severity(meta.level()).into()),
+            ("message", message.into()),
+            (
+                "timestamp",
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                    .into(),
+            ),
+            ("target", meta.target().into()),
+            (KEY_LABELS, self.labels.clone()),
+        ];
         if let Some(file) = meta.file() {
             let mut location = Map::new();
             location.insert("file".into(), file.into());
@@ -134,10 +137,17 @@ where
                 "function".into(),
                 meta.module_path().unwrap_or(meta.target()).into(),
             );
-            entry.insert(KEY_SOURCE_LOCATION.into(), Value::Object(location));
+            head.push((KEY_SOURCE_LOCATION, Value::Object(location)));
+        }
+        // The special keys win over same-named fields.
+        for (key, _) in &head {
+            entry.remove(*key);
         }
 
-        let Ok(mut line) = serde_json::to_vec(&Value::Object(entry)) else {
+        let Ok(mut line) = serde_json::to_vec(&Entry {
+            head,
+            fields: entry,
+        }) else {
             return;
         };
         line.push(b'\n');
@@ -146,6 +156,27 @@ where
         let mut writer = self.make_writer.make_writer_for(meta);
         let _ = writer.write_all(&line);
         let _ = writer.flush();
+    }
+}
+
+/// A LogEntry line: the special keys first, in a fixed order, so raw lines read well in a
+/// terminal too (a plain `Map` would sort them in among the fields), then the fields.
+struct Entry {
+    head: Vec<(&'static str, Value)>,
+    fields: Map<String, Value>,
+}
+
+impl serde::Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.head.len() + self.fields.len()))?;
+        for (key, value) in &self.head {
+            map.serialize_entry(key, value)?;
+        }
+        for (key, value) in &self.fields {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
     }
 }
 
