@@ -1,0 +1,438 @@
+//! Typed configuration. The binary builds it from flags and `SLUICE_...` env; nothing in this
+//! crate reads the process environment.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_runtime::{RetryPolicy, ShardStrategy};
+
+/// Everything one `sluice extract` task needs.
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    /// URLs, local paths or `file://` URLs given directly (one work item each).
+    pub urls: Vec<String>,
+    /// A manifest of sources: a local path, `file://`, `http(s)://` or `gs://` URL.
+    pub manifest: Option<String>,
+    /// Socrata SODA resources (`https://HOST/resource/ID`); their pages are the work items.
+    pub socrata: Vec<String>,
+    pub socrata_options: SocrataOptions,
+    /// `gs://bucket/prefix`, `file:///dir` or a local directory.
+    pub dest: String,
+    /// Dataset name (the first path segment under `dest`); per source default: the source name.
+    pub dataset: Option<String>,
+    pub format: OutputFormat,
+    pub partition: Option<PartitionSpec>,
+    /// Items processed at once by this task.
+    pub concurrency: usize,
+    pub bad_rows: BadRows,
+    /// Fail the item when more rows than this are quarantined.
+    pub max_bad_rows: Option<u64>,
+    /// Skip items whose recorded source version (ETag / Last-Modified / size) still matches.
+    pub skip_existing: bool,
+    pub shard_strategy: ShardStrategy,
+    /// Decompress gzip/zip inputs (default). `false` copies bytes exactly as served.
+    pub decompress: bool,
+    pub csv: CsvOptions,
+    pub parquet: ParquetOptions,
+    pub http: HttpOptions,
+    pub progress: ProgressOptions,
+}
+
+impl ExtractConfig {
+    /// A config with defaults for everything but the destination.
+    pub fn new(dest: impl Into<String>) -> Self {
+        ExtractConfig {
+            urls: Vec::new(),
+            manifest: None,
+            socrata: Vec::new(),
+            socrata_options: SocrataOptions::default(),
+            dest: dest.into(),
+            dataset: None,
+            format: OutputFormat::Passthrough,
+            partition: None,
+            concurrency: 4,
+            bad_rows: BadRows::Fail,
+            max_bad_rows: None,
+            skip_existing: false,
+            shard_strategy: ShardStrategy::default(),
+            decompress: true,
+            csv: CsvOptions::default(),
+            parquet: ParquetOptions::default(),
+            http: HttpOptions::default(),
+            progress: ProgressOptions::default(),
+        }
+    }
+}
+
+/// What is written for each source member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The (decompressed) bytes, unchanged.
+    #[default]
+    Passthrough,
+    /// CSV converted to Parquet.
+    Parquet,
+}
+
+impl OutputFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Passthrough => "passthrough",
+            OutputFormat::Parquet => "parquet",
+        }
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "passthrough" | "raw" => Ok(OutputFormat::Passthrough),
+            "parquet" => Ok(OutputFormat::Parquet),
+            _ => Err(format!(
+                "unknown format {s:?}; expected passthrough or parquet"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens to a row whose value does not fit the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadRows {
+    /// Fail the item with an error naming source, line, column and value.
+    #[default]
+    Fail,
+    /// Write the row to a `.rejects.jsonl` object next to the output and count it.
+    Quarantine,
+}
+
+impl FromStr for BadRows {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fail" => Ok(BadRows::Fail),
+            "quarantine" => Ok(BadRows::Quarantine),
+            _ => Err(format!(
+                "unknown bad-rows policy {s:?}; expected fail or quarantine"
+            )),
+        }
+    }
+}
+
+/// A Hive-style partition segment (`dt=2026-11-28`) put between the dataset and the file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSpec {
+    pub key: String,
+    pub value: PartitionValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionValue {
+    Fixed(String),
+    /// The UTC date when the task starts (`dt=today`).
+    Today,
+}
+
+impl PartitionSpec {
+    /// The segment for a task starting at `now`.
+    pub fn resolve(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+        match &self.value {
+            PartitionValue::Fixed(v) => format!("{}={v}", self.key),
+            PartitionValue::Today => format!("{}={}", self.key, now.format("%Y-%m-%d")),
+        }
+    }
+}
+
+impl FromStr for PartitionSpec {
+    type Err = String;
+    /// `KEY=VALUE`; `dt=today` means the UTC date at task start; a `dt`/`date` value must be
+    /// `YYYY-MM-DD`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("partition {s:?} must look like dt=YYYY-MM-DD or dt=today"))?;
+        let key_ok = !key.is_empty()
+            && key.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !key_ok {
+            return Err(format!(
+                "partition key {key:?} must be lowercase letters, digits and '_' (e.g. dt)"
+            ));
+        }
+        if value.eq_ignore_ascii_case("today") {
+            return Ok(PartitionSpec {
+                key: key.to_string(),
+                value: PartitionValue::Today,
+            });
+        }
+        if value.is_empty()
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "partition value {value:?} must be non-empty letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if matches!(key, "dt" | "date")
+            && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_err()
+        {
+            return Err(format!(
+                "partition {key}={value}: {key} must be a date YYYY-MM-DD (or `today`)"
+            ));
+        }
+        Ok(PartitionSpec {
+            key: key.to_string(),
+            value: PartitionValue::Fixed(value.to_string()),
+        })
+    }
+}
+
+/// How CSV is read when converting to Parquet. Every field can be overridden per source in a
+/// manifest's `options`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Field delimiter; `None` = `,` (or tab for `.tsv` sources).
+    pub delimiter: Option<u8>,
+    pub quote: u8,
+    /// An escape character (`\"` style); `None` = RFC 4180 doubled quotes only.
+    pub escape: Option<u8>,
+    pub has_header: bool,
+    /// Values read as NULL (compared exactly, after nothing is trimmed).
+    pub null_values: Vec<String>,
+    /// Rows sampled to infer the schema.
+    pub infer_rows: usize,
+    /// Upper bound of the sample kept in memory for inference.
+    pub infer_bytes: usize,
+    /// A schema override file (JSON or TOML): column -> type.
+    pub schema_file: Option<String>,
+    /// Rows per Arrow batch.
+    pub batch_rows: usize,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: None,
+            quote: b'"',
+            escape: None,
+            has_header: true,
+            null_values: vec![String::new(), "NA".into(), "NULL".into()],
+            infer_rows: 10_000,
+            infer_bytes: 8 * 1024 * 1024,
+            schema_file: None,
+            batch_rows: 8192,
+        }
+    }
+}
+
+/// Parquet column compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd(i32),
+    Snappy,
+    None,
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    /// `zstd`, `zstd:LEVEL`, `snappy`, `none`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "zstd" => Ok(Compression::Zstd(1)),
+            "snappy" => Ok(Compression::Snappy),
+            "none" | "uncompressed" => Ok(Compression::None),
+            other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
+                Some(Ok(level)) if (1..=22).contains(&level) => Ok(Compression::Zstd(level)),
+                _ => Err(format!(
+                    "unknown compression {s:?}; expected zstd, zstd:LEVEL (1-22), snappy or none"
+                )),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetOptions {
+    pub compression: Compression,
+    /// A row group is closed after this many rows...
+    pub row_group_rows: usize,
+    /// ...or when its estimated encoded size reaches this (it is held in memory until then).
+    pub row_group_bytes: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            compression: Compression::Zstd(1),
+            row_group_rows: 1_000_000,
+            row_group_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// A secret that never prints: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SocrataOptions {
+    /// Sent as `X-App-Token`; never logged.
+    pub app_token: Option<Secret>,
+    /// Rows per page (`$limit`); each page is one work item and one object.
+    pub page_size: u64,
+    /// Only rows with `:updated_at` after this (a SoQL floating timestamp, e.g.
+    /// `2026-11-01T00:00:00`).
+    pub since: Option<String>,
+}
+
+impl Default for SocrataOptions {
+    fn default() -> Self {
+        SocrataOptions {
+            app_token: None,
+            page_size: 50_000,
+            since: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a response.
+    pub read_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub user_agent: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            user_agent: concat!("sluice/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// A log line per active item every `interval`, and one per finished item.
+    #[default]
+    Log,
+    /// An indicatif bar per item on stderr (a terminal), plus the per-item summary lines.
+    Bar,
+    /// Only the per-item summary lines.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProgressOptions {
+    pub mode: ProgressMode,
+    pub interval: Duration,
+}
+
+impl Default for ProgressOptions {
+    fn default() -> Self {
+        ProgressOptions {
+            mode: ProgressMode::Log,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Per-source overrides from a manifest entry's `options` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceOptions {
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    pub header: Option<bool>,
+    pub null_values: Option<Vec<String>>,
+    pub infer_rows: Option<usize>,
+    /// Schema override file for this source (path or URL).
+    pub schema: Option<String>,
+    /// Glob(s) selecting zip members (`*.csv`); default: every file member.
+    pub members: Option<Vec<String>>,
+    /// `false`: keep gzip/zip bytes as served.
+    pub decompress: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_parse_and_validate() {
+        let p: PartitionSpec = "dt=2026-11-28".parse().unwrap();
+        assert_eq!(p.resolve(chrono::Utc::now()), "dt=2026-11-28");
+        let today: PartitionSpec = "dt=today".parse().unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-02T23:59:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(today.resolve(now), "dt=2026-01-02");
+        assert!("dt=2026-13-01".parse::<PartitionSpec>().is_err());
+        assert!("dt=28/11/2026".parse::<PartitionSpec>().is_err());
+        assert!("DT=2026-11-28".parse::<PartitionSpec>().is_err());
+        assert!("2026-11-28".parse::<PartitionSpec>().is_err());
+        assert!("region=eu/west".parse::<PartitionSpec>().is_err());
+        assert!("region=eu-west".parse::<PartitionSpec>().is_ok());
+    }
+
+    #[test]
+    fn compression_and_format_parse() {
+        assert_eq!("zstd".parse(), Ok(Compression::Zstd(1)));
+        assert_eq!("ZSTD:9".parse(), Ok(Compression::Zstd(9)));
+        assert_eq!("snappy".parse(), Ok(Compression::Snappy));
+        assert!("zstd:0".parse::<Compression>().is_err());
+        assert!("lz4".parse::<Compression>().is_err());
+        assert_eq!("Parquet".parse(), Ok(OutputFormat::Parquet));
+        assert!("csv".parse::<OutputFormat>().is_err());
+        assert_eq!("quarantine".parse(), Ok(BadRows::Quarantine));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

@@ -1,0 +1,59 @@
+//! Converters: what is written for one decoded member.
+//!
+//! - passthrough: the bytes, unchanged ([`passthrough`]);
+//! - CSV -> Parquet ([`parquet`]), built from [`records`] (CSV records with line numbers),
+//!   [`schema`] (inference and overrides) and [`columns`] (typed Arrow arrays).
+
+pub mod columns;
+pub mod parquet;
+pub mod records;
+pub mod schema;
+
+use std::io::Read;
+
+use crate::decode::ChannelReader;
+use crate::error::{ExtractError, Result};
+use crate::sink::{Committed, ObjectSink};
+
+/// Read size for decoded (gzip/zip) passthrough.
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// Copies a decoded stream into `sink` and commits it.
+pub fn passthrough(
+    input: &mut dyn Read,
+    mut sink: ObjectSink,
+    source_name: &str,
+) -> Result<Committed> {
+    let mut buffer = vec![0u8; COPY_BUFFER];
+    loop {
+        let n = match input.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(e, source_name)),
+        };
+        sink.write_all_bytes(&buffer[..n])?;
+    }
+    sink.commit()
+}
+
+/// Copies the raw channel into `sink` without re-buffering (no decoding needed).
+pub fn passthrough_chunks(
+    input: &mut ChannelReader,
+    mut sink: ObjectSink,
+    source_name: &str,
+) -> Result<Committed> {
+    while let Some(chunk) = input.next_chunk().map_err(|e| read_error(e, source_name))? {
+        sink.write_bytes(chunk)?;
+    }
+    sink.commit()
+}
+
+/// An error out of the decoding `Read` chain: either the source's own error (network,
+/// cancellation) carried through, or a decoding problem named after the source.
+pub fn read_error(err: std::io::Error, source_name: &str) -> ExtractError {
+    ExtractError::from_io(err, |e| ExtractError::Decode {
+        source_name: source_name.to_string(),
+        detail: e.to_string(),
+    })
+}

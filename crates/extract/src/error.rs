@@ -1,0 +1,240 @@
+//! Errors. Every message names what it failed on: the source (URL redacted), the object, the
+//! line/column/value. [`ExtractError::retry_decision`] says whether redoing the item can help.
+
+use std::time::Duration;
+
+use sluice_runtime::RetryDecision;
+use sluice_storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// Bad flags, manifest or schema file: exit 2, retrying will not help.
+    #[error("{0}")]
+    Config(String),
+
+    /// The server answered with an error status.
+    #[error("{url}: HTTP {status}{}", message_suffix(.message))]
+    Http {
+        url: String,
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+
+    /// No usable answer (connect, reset, timeout, truncated body).
+    #[error("{url}: {detail}")]
+    Transport {
+        url: String,
+        detail: String,
+        /// Connection problems are transient; protocol violations are not.
+        transient: bool,
+    },
+
+    /// The source changed between a dropped transfer and its resumption (ETag / Last-Modified
+    /// no longer match, or the server ignored `If-Range`): the item starts over.
+    #[error("{url}: source changed while resuming at byte {offset}; restarting the item")]
+    SourceChanged { url: String, offset: u64 },
+
+    /// A local input file could not be read.
+    #[error("{path}: {source}")]
+    LocalIo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Corrupt or unsupported compressed input.
+    #[error("{source_name}: {detail}")]
+    Decode { source_name: String, detail: String },
+
+    /// A value that does not fit the schema (with `--bad-rows fail`).
+    #[error(
+        "{source_name}: line {line}, column {column_index} ({column}): value {value:?} is not a valid {expected}{}",
+        hint_suffix(.hint)
+    )]
+    BadValue {
+        source_name: String,
+        line: u64,
+        column: String,
+        /// 1-based.
+        column_index: usize,
+        value: String,
+        expected: String,
+        hint: Option<String>,
+    },
+
+    /// A CSV record that cannot be read as a row (wrong field count, invalid UTF-8).
+    #[error("{source_name}: line {line}: {detail}")]
+    BadRecord {
+        source_name: String,
+        line: u64,
+        detail: String,
+    },
+
+    #[error("{source_name}: {rejected} rows quarantined, more than --max-bad-rows {limit}")]
+    TooManyBadRows {
+        source_name: String,
+        rejected: u64,
+        limit: u64,
+    },
+
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+
+    /// Parquet/Arrow encoding failed (a bug or resource problem, not bad input).
+    #[error("{source_name}: writing Parquet: {detail}")]
+    Encode { source_name: String, detail: String },
+
+    #[error("cancelled")]
+    Cancelled,
+
+    /// Several items failed; each is logged, this summarises.
+    #[error("{failed} of {total} items failed; first: {first}")]
+    ItemsFailed {
+        failed: usize,
+        total: usize,
+        first: Box<ExtractError>,
+    },
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+impl ExtractError {
+    /// Whether redoing the item (a fresh download) may succeed.
+    pub fn retry_decision(&self) -> RetryDecision {
+        match self {
+            ExtractError::Http {
+                status,
+                retry_after,
+                ..
+            } => match (
+                sluice_runtime::retry::classify_http_status(*status, None),
+                retry_after,
+            ) {
+                (RetryDecision::Stop, _) => RetryDecision::Stop,
+                (_, Some(wait)) => RetryDecision::RetryAfter(*wait),
+                (decision, None) => decision,
+            },
+            ExtractError::Transport { transient, .. } => {
+                if *transient {
+                    RetryDecision::Retry
+                } else {
+                    RetryDecision::Stop
+                }
+            }
+            ExtractError::SourceChanged { .. } => RetryDecision::Retry,
+            _ => RetryDecision::Stop,
+        }
+    }
+
+    /// Configuration problems map to exit code 2.
+    pub fn is_config(&self) -> bool {
+        matches!(self, ExtractError::Config(_))
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            ExtractError::Cancelled => true,
+            ExtractError::Storage(StorageError::Cancelled { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// Wraps this error into an `io::Error` so it can cross `Read`/`Write` boundaries, and be
+    /// recovered whole by [`ExtractError::from_io`].
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+
+    /// Recovers an error wrapped by [`ExtractError::into_io`], or wraps a plain I/O error.
+    pub fn from_io(
+        err: std::io::Error,
+        context: impl FnOnce(std::io::Error) -> ExtractError,
+    ) -> Self {
+        if err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<ExtractError>())
+        {
+            match err
+                .into_inner()
+                .map(|inner| inner.downcast::<ExtractError>())
+            {
+                Some(Ok(inner)) => *inner,
+                _ => ExtractError::Internal("lost an error crossing an I/O boundary".into()),
+            }
+        } else {
+            context(err)
+        }
+    }
+}
+
+pub type Result<T, E = ExtractError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let http = |status, retry_after| ExtractError::Http {
+            url: "u".into(),
+            status,
+            retry_after,
+            message: String::new(),
+        };
+        assert_eq!(http(503, None).retry_decision(), RetryDecision::Retry);
+        assert_eq!(
+            http(429, Some(Duration::from_secs(3))).retry_decision(),
+            RetryDecision::RetryAfter(Duration::from_secs(3))
+        );
+        assert_eq!(http(404, None).retry_decision(), RetryDecision::Stop);
+        assert_eq!(
+            http(403, Some(Duration::from_secs(3))).retry_decision(),
+            RetryDecision::Stop
+        );
+        let bad = ExtractError::BadValue {
+            source_name: "https://h/a.csv".into(),
+            line: 7,
+            column: "amount".into(),
+            column_index: 3,
+            value: "12,5".into(),
+            expected: "INT64".into(),
+            hint: None,
+        };
+        assert_eq!(bad.retry_decision(), RetryDecision::Stop);
+        assert_eq!(
+            bad.to_string(),
+            "https://h/a.csv: line 7, column 3 (amount): value \"12,5\" is not a valid INT64"
+        );
+    }
+
+    #[test]
+    fn survives_io_round_trip() {
+        let io = ExtractError::SourceChanged {
+            url: "u".into(),
+            offset: 5,
+        }
+        .into_io();
+        let back = ExtractError::from_io(io, |e| ExtractError::Internal(e.to_string()));
+        assert!(matches!(
+            back,
+            ExtractError::SourceChanged { offset: 5, .. }
+        ));
+        let plain = std::io::Error::other("disk on fire");
+        let wrapped = ExtractError::from_io(plain, |e| ExtractError::Internal(e.to_string()));
+        assert_eq!(wrapped.to_string(), "disk on fire");
+    }
+}

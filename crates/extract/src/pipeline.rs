@@ -1,0 +1,332 @@
+//! The blocking half of an item: decode (plain, gzip, zip members) and convert each member
+//! into one object. Runs on a blocking thread fed by the source pump.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use flate2::bufread::MultiGzDecoder;
+
+use crate::config::{BadRows, OutputFormat, ParquetOptions};
+use crate::convert::parquet::{CsvToParquet, csv_to_parquet, default_delimiter, is_csv_like};
+use crate::convert::records::Dialect;
+use crate::convert::{passthrough, passthrough_chunks, read_error};
+use crate::decode::zip::ZipStream;
+use crate::decode::{ChannelReader, Container};
+use crate::error::{ExtractError, Result};
+use crate::naming::{Layout, member_stem, split_extensions};
+use crate::receipt::{ColumnRecord, ObjectRecord, RejectsRecord, crc_hex};
+use crate::sink::{Committed, SinkFactory};
+use crate::source::WorkItem;
+
+/// Buffer between a decompressor and the CSV reader.
+const DECODED_BUFFER: usize = 256 * 1024;
+
+/// Everything the blocking half needs.
+pub struct PipelineCtx {
+    pub item: Arc<WorkItem>,
+    pub layout: Layout,
+    pub sinks: SinkFactory,
+    /// Metadata put on every object of the item (source, version, task...).
+    pub metadata: BTreeMap<String, String>,
+    pub bad_rows: BadRows,
+    pub max_bad_rows: Option<u64>,
+    pub parquet: ParquetOptions,
+    pub rows: Arc<AtomicU64>,
+}
+
+/// One member on its way to becoming an object.
+struct Member<'a> {
+    /// Path inside a zip, if any.
+    path: Option<&'a str>,
+    stem: String,
+    data_ext: String,
+}
+
+pub fn content_type(ext: &str) -> &'static str {
+    match ext {
+        "csv" => "text/csv",
+        "tsv" | "tab" => "text/tab-separated-values",
+        "txt" => "text/plain",
+        "json" | "geojson" => "application/json",
+        "jsonl" | "ndjson" | "rejects.jsonl" => "application/x-ndjson",
+        "xml" => "application/xml",
+        "parquet" => "application/vnd.apache.parquet",
+        "gz" => "application/gzip",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Decodes and converts everything the reader yields; returns the objects committed.
+pub fn run(mut reader: ChannelReader, ctx: &PipelineCtx) -> Result<Vec<ObjectRecord>> {
+    let item = &ctx.item;
+    let container = if item.decompress {
+        let head = reader.peek(4).map_err(|e| read_error(e, &item.display))?;
+        Container::sniff(head, &item.compression_ext)
+    } else {
+        Container::Plain
+    };
+    let plain_member = || Member {
+        path: None,
+        stem: item.name.clone(),
+        data_ext: item.data_ext.clone(),
+    };
+    match container {
+        Container::Plain => {
+            if item.format == OutputFormat::Passthrough {
+                let member = plain_member();
+                let (key, sink) = open_passthrough(ctx, &member);
+                let committed = passthrough_chunks(&mut reader, sink, &item.display)?;
+                return Ok(vec![record(ctx, &member, key, committed, None)]);
+            }
+            Ok(convert_member(ctx, &mut reader, &plain_member())?
+                .into_iter()
+                .collect())
+        }
+        Container::Gzip => {
+            let mut decoded = BufReader::with_capacity(DECODED_BUFFER, MultiGzDecoder::new(reader));
+            Ok(convert_member(ctx, &mut decoded, &plain_member())?
+                .into_iter()
+                .collect())
+        }
+        Container::Zip => convert_zip(ctx, reader),
+    }
+}
+
+fn convert_zip(ctx: &PipelineCtx, reader: ChannelReader) -> Result<Vec<ObjectRecord>> {
+    let item = &ctx.item;
+    let mut zip = ZipStream::new(reader);
+    let mut objects = Vec::new();
+    let mut seen = Vec::new();
+    while let Some(header) = zip
+        .next_member()
+        .map_err(|e| read_error(e, &item.display))?
+    {
+        if header.is_dir() {
+            continue;
+        }
+        seen.push(header.name.clone());
+        if let Some((globs, _)) = &item.members
+            && !globs.is_match(&header.name)
+        {
+            continue;
+        }
+        let (_, data_ext, _) = split_extensions(header.name.rsplit('/').next().unwrap_or(""));
+        let member = Member {
+            path: Some(&header.name),
+            stem: member_stem(&item.name, &header.name),
+            data_ext,
+        };
+        let raw = zip.reader().map_err(|e| read_error(e, &item.display))?;
+        let mut buffered = BufReader::with_capacity(DECODED_BUFFER, raw);
+        // A gzip inside the zip is decoded too.
+        let is_gzip = buffered
+            .fill_buf()
+            .map_err(|e| read_error(e, &item.display))?
+            .starts_with(&[0x1f, 0x8b]);
+        let produced = if is_gzip {
+            let mut inner = BufReader::with_capacity(DECODED_BUFFER, MultiGzDecoder::new(buffered));
+            convert_member(ctx, &mut inner, &member)?
+        } else {
+            let out = convert_member(ctx, &mut buffered, &member)?;
+            // Read the member to its end so its CRC is checked even if the converter stopped.
+            std::io::copy(&mut buffered, &mut std::io::sink())
+                .map_err(|e| read_error(e, &item.display))?;
+            out
+        };
+        objects.extend(produced);
+    }
+    if objects.is_empty() {
+        let wanted = item
+            .members
+            .as_ref()
+            .map(|(_, patterns)| format!(" matching {}", patterns.join(", ")))
+            .unwrap_or_default();
+        return Err(ExtractError::Decode {
+            source_name: item.display.clone(),
+            detail: format!(
+                "zip archive has no file members{wanted} (members: {})",
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            ),
+        });
+    }
+    Ok(objects)
+}
+
+fn source_name(ctx: &PipelineCtx, member: &Member<'_>) -> String {
+    match member.path {
+        Some(path) => format!("{}!{path}", ctx.item.display),
+        None => ctx.item.display.clone(),
+    }
+}
+
+fn metadata_for(ctx: &PipelineCtx, member: &Member<'_>) -> BTreeMap<String, String> {
+    let mut metadata = ctx.metadata.clone();
+    if let Some(path) = member.path {
+        metadata.insert("sluice-member".into(), path.to_string());
+    }
+    metadata
+}
+
+fn open_passthrough(ctx: &PipelineCtx, member: &Member<'_>) -> (String, crate::sink::ObjectSink) {
+    let item = &ctx.item;
+    let mut ext = if member.data_ext.is_empty() {
+        "bin".to_string()
+    } else {
+        member.data_ext.clone()
+    };
+    if !item.decompress && !item.compression_ext.is_empty() {
+        ext = format!("{ext}.{}", item.compression_ext);
+    }
+    let key = ctx
+        .layout
+        .object_key(&item.dataset, &member.stem, item.chunk(), &ext);
+    let content_type = if !item.decompress && !item.compression_ext.is_empty() {
+        content_type(&item.compression_ext)
+    } else {
+        content_type(&member.data_ext)
+    };
+    let sink = ctx
+        .sinks
+        .open(&key, metadata_for(ctx, member), content_type);
+    (key, sink)
+}
+
+fn convert_member(
+    ctx: &PipelineCtx,
+    input: &mut dyn BufRead,
+    member: &Member<'_>,
+) -> Result<Option<ObjectRecord>> {
+    let item = &ctx.item;
+    let src = source_name(ctx, member);
+    match item.format {
+        OutputFormat::Passthrough => {
+            let (key, sink) = open_passthrough(ctx, member);
+            let committed = passthrough(input as &mut dyn Read, sink, &src)?;
+            Ok(Some(record(ctx, member, key, committed, None)))
+        }
+        OutputFormat::Parquet => {
+            if !is_csv_like(&member.data_ext) {
+                return Err(ExtractError::Config(format!(
+                    "{src}: --format parquet converts CSV, and .{} does not look like CSV; \
+                     use passthrough for it (or select members with options.members)",
+                    member.data_ext
+                )));
+            }
+            let csv = &item.csv;
+            let dialect = Dialect {
+                delimiter: csv
+                    .delimiter
+                    .unwrap_or_else(|| default_delimiter(&member.data_ext)),
+                quote: csv.quote,
+                escape: csv.escape,
+            };
+            let key = ctx
+                .layout
+                .object_key(&item.dataset, &member.stem, item.chunk(), "parquet");
+            let rejects_key = ctx
+                .layout
+                .rejects_key(&item.dataset, &member.stem, item.chunk());
+            let metadata = metadata_for(ctx, member);
+            let mut footer: Vec<(String, String)> = metadata
+                .iter()
+                .map(|(k, v)| (k.replace('-', "."), v.clone()))
+                .collect();
+            footer.sort();
+            let job = CsvToParquet {
+                source_name: &src,
+                dialect,
+                has_header: csv.has_header,
+                null_values: &csv.null_values,
+                infer_rows: csv.infer_rows,
+                infer_bytes: csv.infer_bytes,
+                batch_rows: csv.batch_rows,
+                soda_types: item.soda_types.as_deref().map(Vec::as_slice),
+                schema_file: item.schema_override.as_deref(),
+                parquet: &ctx.parquet,
+                bad_rows: ctx.bad_rows,
+                max_bad_rows: ctx.max_bad_rows,
+                footer_metadata: footer,
+                rows_counter: &ctx.rows,
+            };
+            let sink = ctx
+                .sinks
+                .open(&key, metadata.clone(), content_type("parquet"));
+            let mut open_rejects = || {
+                ctx.sinks.open(
+                    &rejects_key,
+                    metadata.clone(),
+                    content_type("rejects.jsonl"),
+                )
+            };
+            let converted = csv_to_parquet(input, &job, sink, &mut open_rejects)?;
+            let Some(object) = converted.object else {
+                tracing::warn!(source = %src, "{src}: empty input (not even a header); nothing written");
+                return Ok(None);
+            };
+            let rejects = converted.rejects.map(|r| RejectsRecord {
+                url: ctx.sinks.store().url_of(&r.meta.key),
+                name: r.meta.key.clone(),
+                size: r.meta.size,
+                generation: r.meta.generation,
+                crc32c: crc_hex(r.meta.crc32c),
+                sha256: r.sha256,
+                rows: converted.rejected,
+            });
+            let mut rec = record(ctx, member, key, object, Some(converted.rows));
+            rec.rejected_rows = converted.rejected;
+            rec.rejects = rejects;
+            rec.row_groups = Some(converted.row_groups);
+            rec.columns = Some(
+                converted
+                    .columns
+                    .iter()
+                    .map(|c| ColumnRecord {
+                        name: c.name.clone(),
+                        column_type: c.column_type.name().to_string(),
+                    })
+                    .collect(),
+            );
+            Ok(Some(rec))
+        }
+    }
+}
+
+fn record(
+    ctx: &PipelineCtx,
+    member: &Member<'_>,
+    key: String,
+    committed: Committed,
+    rows: Option<u64>,
+) -> ObjectRecord {
+    let item = &ctx.item;
+    ObjectRecord {
+        url: ctx.sinks.store().url_of(&key),
+        name: key,
+        dataset: item.dataset.clone(),
+        partition: ctx.layout.partition.clone(),
+        format: item.format.as_str().to_string(),
+        content_type: committed
+            .meta
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        size: committed.meta.size,
+        generation: committed.meta.generation,
+        crc32c: crc_hex(committed.meta.crc32c),
+        sha256: committed.sha256,
+        rows,
+        rejected_rows: 0,
+        member: member.path.map(str::to_string),
+        page: item.page.as_ref().map(|p| p.number),
+        columns: None,
+        row_groups: None,
+        rejects: None,
+    }
+}

@@ -1,0 +1,529 @@
+//! One task's run: plan, take the share, process items with bounded concurrency (reusing or
+//! skipping what is already written), write receipts and the task manifest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use futures::StreamExt;
+use sluice_runtime::shard::take_share;
+use sluice_runtime::{CancellationToken, RetryDecision, RetryPolicy, TaskContext};
+use sluice_storage::{ObjectStore, StorageError, StoreConfig, WriteOptions};
+
+use crate::config::ExtractConfig;
+use crate::decode::ChannelReader;
+use crate::error::{ExtractError, Result};
+use crate::naming::Layout;
+use crate::pipeline::{self, PipelineCtx};
+use crate::plan::plan;
+use crate::progress::{ItemProgress, ProgressHub, human_bytes};
+use crate::receipt::{
+    FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, RECEIPT_KIND, Receipt,
+    SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals,
+};
+use crate::sink::SinkFactory;
+use crate::source::http::{HttpClient, SourceVersion};
+use crate::source::{self, Origin, WorkItem};
+
+/// Item-level attempts (each attempt's requests are retried on their own as well).
+const ITEM_ATTEMPTS: u32 = 4;
+/// Largest receipt read back.
+const RECEIPT_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// What a successful task produced.
+#[derive(Debug)]
+pub struct TaskOutcome {
+    pub manifest: TaskManifest,
+    /// Where the task manifest was written.
+    pub manifest_url: String,
+    /// Items in the whole plan (all tasks).
+    pub planned_items: usize,
+}
+
+struct Shared {
+    config: ExtractConfig,
+    client: HttpClient,
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    sinks: SinkFactory,
+    hub: Arc<ProgressHub>,
+    task: TaskContext,
+    cancel: CancellationToken,
+}
+
+/// Runs this task's share of the extraction.
+pub async fn run(
+    config: ExtractConfig,
+    task: &TaskContext,
+    store_config: StoreConfig,
+    cancel: CancellationToken,
+) -> Result<TaskOutcome> {
+    let started_at = chrono::Utc::now();
+    let client = HttpClient::new(&config.http, cancel.clone())?;
+    let (store, prefix) = sluice_storage::open(&config.dest, &store_config)
+        .await
+        .map_err(|e| match e {
+            StorageError::InvalidLocation { .. } => ExtractError::Config(format!("--dest: {e}")),
+            other => ExtractError::Storage(other),
+        })?;
+    let partition = config.partition.as_ref().map(|p| p.resolve(started_at));
+    let layout = Layout::new(&prefix, partition.clone());
+
+    let all = plan(&config, &client, &store_config).await?;
+    let planned_items = all.len();
+    let share = take_share(
+        all,
+        WorkItem::shard_key,
+        task.index,
+        task.count,
+        config.shard_strategy,
+    );
+    tracing::info!(
+        task_index = task.index,
+        task_count = task.count,
+        planned = planned_items,
+        share = share.len(),
+        dest = %store.url_of(&layout.prefix),
+        format = %config.format,
+        "task {}/{}: {} of {} items, writing to {}",
+        task.index,
+        task.count,
+        share.len(),
+        planned_items,
+        store.url_of(layout.prefix.trim_end_matches('/'))
+    );
+
+    let hub = ProgressHub::new(config.progress.clone());
+    let reporter_stop = CancellationToken::new();
+    let reporter = hub.spawn_reporter(reporter_stop.clone());
+    let concurrency = config.concurrency.max(1);
+    let shared = Arc::new(Shared {
+        sinks: SinkFactory::new(
+            store.clone(),
+            tokio::runtime::Handle::current(),
+            cancel.clone(),
+        ),
+        config,
+        client,
+        store: store.clone(),
+        layout: layout.clone(),
+        hub,
+        task: task.clone(),
+        cancel: cancel.clone(),
+    });
+
+    let mut items: Vec<ItemRecord> = futures::stream::iter(share)
+        .map(|item| process(shared.clone(), item))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    reporter_stop.cancel();
+    let _ = reporter.await;
+    items.sort_by(|a, b| a.key.cmp(&b.key));
+
+    if cancel.is_cancelled() {
+        // SIGTERM: no time for bookkeeping, and every upload in flight has been aborted.
+        return Err(ExtractError::Cancelled);
+    }
+
+    let totals = Totals::from_items(&items);
+    let failures: Vec<&ItemRecord> = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed)
+        .collect();
+    let manifest = TaskManifest {
+        kind: TASK_MANIFEST_KIND.to_string(),
+        version: FORMAT_VERSION,
+        job: task.job.clone(),
+        execution: task.execution.clone(),
+        task_index: task.index,
+        task_count: task.count,
+        attempt: task.attempt,
+        dest: store.url_of(layout.prefix.trim_end_matches('/')),
+        partition,
+        started_at: started_at.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        complete: failures.is_empty(),
+        items: items.clone(),
+        totals: totals.clone(),
+    };
+    let manifest_key = layout.task_manifest_key(task.index);
+    let manifest_url = store.url_of(&manifest_key);
+    write_json(store.as_ref(), &manifest_key, &manifest).await?;
+
+    tracing::info!(
+        items = totals.items,
+        extracted = totals.extracted,
+        reused = totals.reused,
+        skipped = totals.skipped,
+        failed = totals.failed,
+        objects = totals.objects,
+        rows = totals.rows,
+        rejected_rows = totals.rejected_rows,
+        bytes = totals.bytes,
+        source_bytes = totals.source_bytes,
+        manifest = %manifest_url,
+        "task done: {} items ({} extracted, {} reused, {} skipped, {} failed), {} objects, {} rows, {} written; manifest {manifest_url}",
+        totals.items,
+        totals.extracted,
+        totals.reused,
+        totals.skipped,
+        totals.failed,
+        totals.objects,
+        totals.rows,
+        human_bytes(totals.bytes),
+    );
+
+    if let Some(first) = failures.first() {
+        return Err(ExtractError::ItemsFailed {
+            failed: failures.len(),
+            total: items.len(),
+            first: Box::new(ExtractError::Internal(format!(
+                "{}: {}",
+                first.source.url,
+                first.error.clone().unwrap_or_default()
+            ))),
+        });
+    }
+    Ok(TaskOutcome {
+        manifest,
+        manifest_url,
+        planned_items,
+    })
+}
+
+async fn write_json<T: serde::Serialize>(
+    store: &dyn ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    let mut body = serde_json::to_vec_pretty(value)
+        .map_err(|e| ExtractError::Internal(format!("serializing {key}: {e}")))?;
+    body.push(b'\n');
+    sluice_storage::write_bytes(
+        store,
+        key,
+        bytes::Bytes::from(body),
+        WriteOptions {
+            if_absent: false,
+            metadata: BTreeMap::new(),
+            content_type: Some("application/json".into()),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+fn source_record(item: &WorkItem, version: SourceVersion, bytes: u64) -> SourceRecord {
+    SourceRecord {
+        kind: match (&item.origin, &item.page) {
+            (_, Some(_)) => "socrata",
+            (Origin::Http(_), None) => "http",
+            (Origin::Local(_), None) => "file",
+        }
+        .to_string(),
+        url: item.display.clone(),
+        version,
+        bytes,
+        page: item.page.as_ref().map(|p| PageRecord {
+            number: p.number,
+            offset: p.offset,
+            limit: p.limit,
+            dataset_rows: p.dataset_rows,
+        }),
+    }
+}
+
+fn label(item: &WorkItem) -> String {
+    match &item.page {
+        Some(p) => format!("{}/{} page {}", item.dataset, item.name, p.number),
+        None => format!("{}/{}", item.dataset, item.name),
+    }
+}
+
+async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
+    let item = Arc::new(item);
+    let receipt_key = shared.layout.receipt_key(
+        &item.dataset,
+        &item.name,
+        item.page.as_ref().map(|p| p.number),
+    );
+    let failed = |error: String, attempts: u32| ItemRecord {
+        key: item.shard_key(),
+        name: item.name.clone(),
+        dataset: item.dataset.clone(),
+        source: source_record(&item, SourceVersion::default(), 0),
+        status: ItemStatus::Failed,
+        error: Some(error),
+        objects: Vec::new(),
+        resumes: 0,
+        attempts,
+        execution: shared.task.execution.clone(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+    };
+    if shared.cancel.is_cancelled() {
+        return failed("cancelled before it started".into(), 0);
+    }
+
+    match existing(&shared, &item, &receipt_key).await {
+        Ok(Some(record)) => {
+            tracing::info!(
+                item = %item.display,
+                status = ?record.status,
+                objects = record.objects.len(),
+                "{}: {} ({} objects already written)",
+                label(&item),
+                match record.status {
+                    ItemStatus::Reused => "done by an earlier attempt of this execution",
+                    _ => "source unchanged since the last extract, skipped",
+                },
+                record.objects.len()
+            );
+            return record;
+        }
+        Ok(None) => {}
+        Err(e) if e.is_cancelled() => return failed(e.to_string(), 0),
+        Err(e) => {
+            tracing::warn!(item = %item.display, error = %e, "cannot check earlier outputs of {}; extracting again: {e}", item.display);
+        }
+    }
+
+    let progress = shared.hub.start(&label(&item));
+    let attempts = AtomicU32::new(0);
+    let policy = RetryPolicy {
+        max_attempts: shared.config.http.retry.max_attempts.min(ITEM_ATTEMPTS),
+        ..shared.config.http.retry.clone()
+    };
+    let what = format!("extract {}", item.display);
+    let result = policy
+        .run(
+            &what,
+            &shared.cancel,
+            |attempt| {
+                attempts.store(attempt + 1, Ordering::Relaxed);
+                progress.restart();
+                extract_once(shared.clone(), item.clone(), progress.clone())
+            },
+            // Requests were already retried; an item is redone only when its transfer broke
+            // and could not be resumed, or the source changed under us.
+            |e: &ExtractError| match e {
+                ExtractError::Transport {
+                    transient: true, ..
+                }
+                | ExtractError::SourceChanged { .. } => RetryDecision::Retry,
+                _ => RetryDecision::Stop,
+            },
+        )
+        .await;
+    shared.hub.finish(&progress);
+    let attempts = attempts.load(Ordering::Relaxed);
+    let extracted = match result {
+        Ok(extracted) => extracted,
+        Err(e) => {
+            let error = if e.is_cancelled() {
+                ExtractError::Cancelled
+            } else {
+                e.into_last_error()
+                    .unwrap_or_else(|| ExtractError::Internal("no attempt was made".into()))
+            };
+            if !error.is_cancelled() {
+                tracing::error!(item = %item.display, error = %error, "{}: failed: {error}", label(&item));
+            }
+            return failed(error.to_string(), attempts);
+        }
+    };
+
+    let secs = progress.elapsed().as_secs_f64().max(1e-3);
+    let record = ItemRecord {
+        key: item.shard_key(),
+        name: item.name.clone(),
+        dataset: item.dataset.clone(),
+        source: source_record(&item, extracted.version, extracted.source_bytes),
+        status: ItemStatus::Extracted,
+        error: None,
+        objects: extracted.objects,
+        resumes: extracted.resumes,
+        attempts,
+        execution: shared.task.execution.clone(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+    };
+    let receipt = Receipt {
+        kind: RECEIPT_KIND.to_string(),
+        version: FORMAT_VERSION,
+        item: record.clone(),
+    };
+    if let Err(e) = write_json(shared.store.as_ref(), &receipt_key, &receipt).await {
+        tracing::error!(item = %item.display, error = %e, "{}: objects written but the receipt failed: {e}", label(&item));
+        return failed(format!("writing the receipt: {e}"), attempts);
+    }
+    let rows: u64 = record.objects.iter().filter_map(|o| o.rows).sum();
+    let written: u64 = record.objects.iter().map(|o| o.size).sum();
+    let rejected: u64 = record.objects.iter().map(|o| o.rejected_rows).sum();
+    tracing::info!(
+        item = %item.display,
+        objects = record.objects.len(),
+        rows,
+        rejected_rows = rejected,
+        source_bytes = record.source.bytes,
+        bytes_written = written,
+        seconds = secs,
+        rate_bytes_per_sec = (record.source.bytes as f64 / secs) as u64,
+        resumes = record.resumes,
+        attempts,
+        "{}: {} objects, {rows} rows{}, {} in -> {} out in {secs:.1}s ({}/s)",
+        label(&item),
+        record.objects.len(),
+        if rejected > 0 { format!(" ({rejected} quarantined)") } else { String::new() },
+        human_bytes(record.source.bytes),
+        human_bytes(written),
+        human_bytes((record.source.bytes as f64 / secs) as u64),
+    );
+    record
+}
+
+/// What one successful attempt produced.
+struct Extracted {
+    objects: Vec<ObjectRecord>,
+    version: SourceVersion,
+    resumes: u32,
+    source_bytes: u64,
+}
+
+fn object_metadata(
+    shared: &Shared,
+    item: &WorkItem,
+    version: &SourceVersion,
+) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("sluice-source".into(), item.display.clone());
+    m.insert("sluice-item".into(), item.shard_key());
+    m.insert("sluice-dataset".into(), item.dataset.clone());
+    m.insert("sluice-format".into(), item.format.as_str().into());
+    m.insert("sluice-task".into(), shared.task.describe());
+    if let Some(e) = &version.etag {
+        m.insert("sluice-source-etag".into(), e.clone());
+    }
+    if let Some(lm) = &version.last_modified {
+        m.insert("sluice-source-last-modified".into(), lm.clone());
+    }
+    if let Some(size) = version.size {
+        m.insert("sluice-source-size".into(), size.to_string());
+    }
+    if let Some(p) = &item.page {
+        m.insert("sluice-page".into(), p.number.to_string());
+    }
+    m
+}
+
+async fn extract_once(
+    shared: Arc<Shared>,
+    item: Arc<WorkItem>,
+    progress: Arc<ItemProgress>,
+) -> Result<Extracted> {
+    let opened = source::open(&item, &shared.client).await?;
+    // The plan's version (Socrata) identifies the content better than a page's headers.
+    let version = item
+        .planned_version
+        .clone()
+        .unwrap_or_else(|| opened.version());
+    progress.set_total(opened.total());
+    let ctx = PipelineCtx {
+        metadata: object_metadata(&shared, &item, &version),
+        item: item.clone(),
+        layout: shared.layout.clone(),
+        sinks: shared.sinks.clone(),
+        bad_rows: shared.config.bad_rows,
+        max_bad_rows: shared.config.max_bad_rows,
+        parquet: shared.config.parquet.clone(),
+        rows: progress.rows.clone(),
+    };
+    let (tx, reader) = ChannelReader::channel();
+    let pump = tokio::spawn(opened.pump(tx, progress.bytes.clone()));
+    let outcome = tokio::task::spawn_blocking(move || pipeline::run(reader, &ctx))
+        .await
+        .map_err(|e| ExtractError::Internal(format!("pipeline thread: {e}")))?;
+    match outcome {
+        Ok(objects) => {
+            let resumes = pump.await.unwrap_or(0);
+            Ok(Extracted {
+                objects,
+                version,
+                resumes,
+                source_bytes: progress.bytes.load(Ordering::Relaxed),
+            })
+        }
+        Err(e) => {
+            pump.abort();
+            Err(e)
+        }
+    }
+}
+
+/// An earlier result this item can stand on, if any: done by an earlier attempt of this
+/// execution (task retry), or, with `--skip-existing`, written from the same source version.
+async fn existing(
+    shared: &Shared,
+    item: &WorkItem,
+    receipt_key: &str,
+) -> Result<Option<ItemRecord>> {
+    let resuming = shared.task.attempt > 0 && shared.task.execution.is_some();
+    if !resuming && !shared.config.skip_existing {
+        return Ok(None);
+    }
+    let store = shared.store.as_ref();
+    if store.head(receipt_key).await?.is_none() {
+        return Ok(None);
+    }
+    let bytes = sluice_storage::read_to_bytes(store, receipt_key, RECEIPT_LIMIT).await?;
+    let receipt: Receipt = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(receipt = %store.url_of(receipt_key), error = %e, "unreadable receipt; extracting again");
+            return Ok(None);
+        }
+    };
+    let previous = receipt.item;
+    let same_shape = previous.status != ItemStatus::Failed
+        && previous
+            .objects
+            .iter()
+            .all(|o| o.format == item.format.as_str());
+    if !same_shape || !objects_intact(store, &previous.objects).await? {
+        return Ok(None);
+    }
+    if resuming && previous.execution == shared.task.execution {
+        return Ok(Some(ItemRecord {
+            status: ItemStatus::Reused,
+            ..previous
+        }));
+    }
+    if shared.config.skip_existing
+        && let Some(current) = item.current_version(&shared.client).await?
+        && previous.source.version.matches(&current)
+    {
+        return Ok(Some(ItemRecord {
+            status: ItemStatus::Skipped,
+            ..previous
+        }));
+    }
+    Ok(None)
+}
+
+/// Every recorded object is still there, at the recorded generation and size.
+async fn objects_intact(store: &dyn ObjectStore, objects: &[ObjectRecord]) -> Result<bool> {
+    for o in objects {
+        let mut checks = vec![(o.name.as_str(), o.size, o.generation)];
+        if let Some(r) = &o.rejects {
+            checks.push((r.name.as_str(), r.size, r.generation));
+        }
+        for (name, size, generation) in checks {
+            match store.head(name).await? {
+                Some(meta)
+                    if meta.size == size
+                        && (generation.is_none() || meta.generation == generation) => {}
+                _ => return Ok(false),
+            }
+        }
+    }
+    Ok(true)
+}

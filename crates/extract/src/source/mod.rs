@@ -1,0 +1,196 @@
+//! Sources: where an item's bytes come from, and the async pump that feeds them to the
+//! blocking decode/convert pipeline.
+
+pub mod http;
+pub mod manifest;
+pub mod socrata;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use globset::GlobSet;
+use tokio::io::AsyncReadExt;
+
+use crate::config::{CsvOptions, OutputFormat};
+use crate::convert::schema::SchemaOverride;
+use crate::decode::{ChunkSender, END_OF_STREAM};
+use crate::error::{ExtractError, Result};
+use http::{HttpBody, HttpClient, HttpTarget, SourceVersion};
+
+/// Where an item's bytes are.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Http(HttpTarget),
+    Local(PathBuf),
+}
+
+/// A Socrata page's place in its dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageInfo {
+    pub number: u64,
+    pub offset: u64,
+    pub limit: u64,
+    /// Rows the whole pull has (from the count query).
+    pub dataset_rows: u64,
+}
+
+/// One unit of work: one download, producing one object per member.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    /// Source name (sanitized): the stem of object names.
+    pub name: String,
+    /// Dataset (sanitized): the directory and, for `load`, the table.
+    pub dataset: String,
+    pub origin: Origin,
+    /// The URL (redacted) or path, as shown in messages and recorded in metadata.
+    pub display: String,
+    /// Data extension of the source (`csv`), after any compression extension.
+    pub data_ext: String,
+    /// Compression extension (`gz`, `zip`) if the name has one.
+    pub compression_ext: String,
+    pub format: OutputFormat,
+    pub page: Option<PageInfo>,
+    pub csv: CsvOptions,
+    pub schema_override: Option<Arc<SchemaOverride>>,
+    /// Socrata's declared column types.
+    pub soda_types: Option<Arc<Vec<(String, String)>>>,
+    /// Zip members to extract (all files when `None`), with the patterns for messages.
+    pub members: Option<(Arc<GlobSet>, Vec<String>)>,
+    pub decompress: bool,
+    /// The version the plan saw (Socrata: the dataset version from the count query).
+    pub planned_version: Option<SourceVersion>,
+}
+
+impl WorkItem {
+    /// The stable key items are sharded and sorted by.
+    pub fn shard_key(&self) -> String {
+        match &self.page {
+            Some(page) => format!("{}/{}/{:06}", self.dataset, self.name, page.number),
+            None => format!("{}/{}", self.dataset, self.name),
+        }
+    }
+
+    /// The chunk number in object names.
+    pub fn chunk(&self) -> u64 {
+        self.page.as_ref().map_or(0, |p| p.number)
+    }
+
+    /// What `--skip-existing` compares with the recorded version, without downloading.
+    pub async fn current_version(&self, client: &HttpClient) -> Result<Option<SourceVersion>> {
+        if let Some(planned) = &self.planned_version {
+            return Ok(planned.is_known().then(|| planned.clone()));
+        }
+        match &self.origin {
+            Origin::Http(target) => client.head(target).await,
+            Origin::Local(path) => Ok(local_version(path).await.ok()),
+        }
+    }
+}
+
+async fn local_version(path: &PathBuf) -> std::io::Result<SourceVersion> {
+    let meta = tokio::fs::metadata(path).await?;
+    let modified = meta
+        .modified()
+        .ok()
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
+    Ok(SourceVersion {
+        etag: None,
+        last_modified: modified,
+        size: Some(meta.len()),
+    })
+}
+
+/// An opened source: what it is, and its bytes to pump.
+pub enum Opened {
+    Http(HttpBody),
+    Local {
+        file: tokio::fs::File,
+        version: SourceVersion,
+    },
+}
+
+impl Opened {
+    pub fn version(&self) -> SourceVersion {
+        match self {
+            Opened::Http(body) => body.version.clone(),
+            Opened::Local { version, .. } => version.clone(),
+        }
+    }
+
+    /// Size as served, when known (progress and ETA).
+    pub fn total(&self) -> Option<u64> {
+        match self {
+            Opened::Http(body) => body.total(),
+            Opened::Local { version, .. } => version.size,
+        }
+    }
+
+    pub fn resumes(&self) -> u32 {
+        match self {
+            Opened::Http(body) => body.resumes(),
+            Opened::Local { .. } => 0,
+        }
+    }
+
+    /// Streams every byte into `tx`, then the end marker; counts into `progress`. An error is
+    /// sent down the channel too, so the decoder stops with the real cause. Returns the number
+    /// of resumptions.
+    pub async fn pump(mut self, tx: ChunkSender, progress: Arc<AtomicU64>) -> u32 {
+        loop {
+            let next = match &mut self {
+                Opened::Http(body) => body.next_chunk().await,
+                Opened::Local { file, .. } => read_local_chunk(file).await,
+            };
+            match next {
+                Ok(Some(chunk)) => {
+                    progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        // The decoder stopped reading (finished a zip early, or failed).
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Ok(END_OF_STREAM)).await;
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+        self.resumes()
+    }
+}
+
+const LOCAL_CHUNK: usize = 256 * 1024;
+
+async fn read_local_chunk(file: &mut tokio::fs::File) -> Result<Option<Bytes>> {
+    let mut buf = bytes::BytesMut::with_capacity(LOCAL_CHUNK);
+    let n = file
+        .read_buf(&mut buf)
+        .await
+        .map_err(|e| ExtractError::LocalIo {
+            path: String::from("(local file)"),
+            source: e,
+        })?;
+    Ok((n > 0).then(|| buf.freeze()))
+}
+
+/// Opens the item's bytes (HTTP GET with retries, or the local file).
+pub async fn open(item: &WorkItem, client: &HttpClient) -> Result<Opened> {
+    match &item.origin {
+        Origin::Http(target) => Ok(Opened::Http(client.get(target).await?)),
+        Origin::Local(path) => {
+            let io = |source| ExtractError::LocalIo {
+                path: path.display().to_string(),
+                source,
+            };
+            let file = tokio::fs::File::open(path).await.map_err(io)?;
+            let version = local_version(path).await.map_err(io)?;
+            Ok(Opened::Local { file, version })
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! Test support (feature `testing`): a real HTTP/1.1 server on loopback that serves files with
+//! `ETag`/`Last-Modified`/`Range`/`If-Range`, injects faults (error statuses with
+//! `Retry-After`, connections dropped mid-body, delays), streams slowly on request, stands in
+//! for a Socrata SODA endpoint, and records every request. Plus gzip/zip builders and Parquet
+//! read-back. Used by this crate's tests and by `sluice-cli`'s.
+//!
+//! The server runs on a thread of its own with its own runtime, so synchronous tests (which
+//! spawn the `sluice` binary) and async tests can both use it.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// What to do to the next request for a path (consumed in order).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and an optional `Retry-After`).
+    Status(u16, Option<String>),
+    /// Serve normally but cut the connection after this many body bytes.
+    DropAfter(usize),
+    /// Wait before answering.
+    Delay(Duration),
+}
+
+/// A file the server serves.
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    pub body: Bytes,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Advertise and honour `Range`.
+    pub ranges: bool,
+    pub content_type: String,
+    /// Body chunk size and the pause after each chunk (slow servers).
+    pub chunk: usize,
+    pub chunk_delay: Duration,
+}
+
+impl ServedFile {
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        let body = body.into();
+        let etag = format!("\"{:016x}\"", sluice_runtime::shard::fnv1a64(&body));
+        ServedFile {
+            body,
+            etag: Some(etag),
+            last_modified: Some("Wed, 04 Sep 2024 17:25:46 GMT".into()),
+            ranges: true,
+            content_type: "text/csv".into(),
+            chunk: 64 * 1024,
+            chunk_delay: Duration::ZERO,
+        }
+    }
+
+    pub fn without_ranges(mut self) -> Self {
+        self.ranges = false;
+        self
+    }
+
+    pub fn without_validators(mut self) -> Self {
+        self.etag = None;
+        self.last_modified = None;
+        self
+    }
+
+    pub fn slow(mut self, chunk: usize, delay: Duration) -> Self {
+        self.chunk = chunk.max(1);
+        self.chunk_delay = delay;
+        self
+    }
+}
+
+/// A Socrata dataset the server emulates at `/resource/{id}.json|csv`.
+#[derive(Debug, Clone)]
+pub struct SocrataDataset {
+    /// (field name, SODA type)
+    pub fields: Vec<(String, String)>,
+    pub rows: Vec<Vec<String>>,
+    /// `:updated_at` per row (ISO text, compared as strings).
+    pub updated_at: Vec<String>,
+    /// When set, requests without this `X-App-Token` get 403.
+    pub app_token: Option<String>,
+    pub last_modified: String,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, as sent.
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<String, ServedFile>,
+    faults: HashMap<String, VecDeque<Fault>>,
+    socrata: HashMap<String, SocrataDataset>,
+    requests: Vec<Recorded>,
+}
+
+/// See the module docs. Stops when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-http-server".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("test server runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind test server");
+                    addr_tx
+                        .send(listener.local_addr().expect("local addr"))
+                        .expect("report address");
+                    let mut stop_rx = stop_rx;
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop_rx => break,
+                            accepted = listener.accept() => {
+                                let Ok((stream, _)) = accepted else { continue };
+                                let state = server_state.clone();
+                                tokio::spawn(async move {
+                                    let service = hyper::service::service_fn(move |req| {
+                                        handle(req, state.clone())
+                                    });
+                                    let _ = hyper::server::conn::http1::Builder::new()
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
+                                });
+                            }
+                        }
+                    }
+                });
+            })
+            .expect("spawn test server thread");
+        let addr = addr_rx.recv().expect("test server address");
+        TestServer {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base(), path.trim_start_matches('/'))
+    }
+
+    pub fn serve(&self, path: &str, file: ServedFile) -> String {
+        let path = format!("/{}", path.trim_start_matches('/'));
+        self.lock().files.insert(path.clone(), file);
+        self.url(&path)
+    }
+
+    /// Queues faults for the next requests to `path`.
+    pub fn fail(&self, path: &str, faults: impl IntoIterator<Item = Fault>) {
+        let path = format!("/{}", path.trim_start_matches('/'));
+        self.lock().faults.entry(path).or_default().extend(faults);
+    }
+
+    /// Serves a Socrata dataset; returns `http://.../resource/{id}`.
+    pub fn socrata(&self, id: &str, dataset: SocrataDataset) -> String {
+        self.lock().socrata.insert(id.to_string(), dataset);
+        self.url(&format!("resource/{id}"))
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        let path = format!("/{}", path.trim_start_matches('/'));
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path() == path)
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(status: u16, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<Response<Body>, Infallible> {
+    let recorded = Recorded {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    let path = req.uri().path().to_string();
+    let (fault, file, socrata) = {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.requests.push(recorded.clone());
+        let fault = s.faults.get_mut(&path).and_then(VecDeque::pop_front);
+        let socrata = path
+            .strip_prefix("/resource/")
+            .and_then(|rest| rest.rsplit_once('.'))
+            .and_then(|(id, ext)| s.socrata.get(id).map(|d| (d.clone(), ext.to_string())));
+        (fault, s.files.get(&path).cloned(), socrata)
+    };
+    let mut drop_after = None;
+    match fault {
+        Some(Fault::Status(code, retry_after)) => {
+            let mut response = full(code, format!("injected {code}"));
+            if let Some(ra) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", ra.parse().expect("retry-after value"));
+            }
+            return Ok(response);
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::DropAfter(n)) => drop_after = Some(n),
+        None => {}
+    }
+    if let Some((dataset, ext)) = socrata {
+        return Ok(socrata_response(&dataset, &ext, &recorded));
+    }
+    let Some(file) = file else {
+        return Ok(full(404, "not found"));
+    };
+    Ok(file_response(&file, &recorded, drop_after))
+}
+
+fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start: u64 = start.parse().ok()?;
+    let end: u64 = if end.is_empty() {
+        len.checked_sub(1)?
+    } else {
+        end.parse::<u64>().ok()?.min(len.checked_sub(1)?)
+    };
+    (start <= end).then_some((start, end))
+}
+
+fn file_response(file: &ServedFile, req: &Recorded, drop_after: Option<usize>) -> Response<Body> {
+    let len = file.body.len() as u64;
+    let mut status = 200;
+    let mut start = 0u64;
+    let mut end = len.saturating_sub(1);
+    if file.ranges
+        && let Some(range) = req.header("range")
+    {
+        let validator_ok = match req.header("if-range") {
+            None => true,
+            Some(v) => file.etag.as_deref() == Some(v) || file.last_modified.as_deref() == Some(v),
+        };
+        if validator_ok {
+            match parse_range(range, len) {
+                Some((s, e)) => {
+                    status = 206;
+                    start = s;
+                    end = e;
+                }
+                None => {
+                    let mut r = full(416, "bad range");
+                    r.headers_mut()
+                        .insert("content-range", format!("bytes */{len}").parse().unwrap());
+                    return r;
+                }
+            }
+        }
+    }
+    let slice = if len == 0 {
+        Bytes::new()
+    } else {
+        file.body.slice(start as usize..=end as usize)
+    };
+    let body_len = slice.len();
+    let head_only = req.method == "HEAD";
+    let chunk = file.chunk;
+    let delay = file.chunk_delay;
+    let stream = futures::stream::unfold((slice, 0usize), move |(data, sent)| async move {
+        if head_only || sent >= data.len() {
+            return None;
+        }
+        if let Some(limit) = drop_after
+            && sent >= limit
+        {
+            return Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected drop",
+                )),
+                (data, usize::MAX),
+            ));
+        }
+        let mut take = chunk.min(data.len() - sent);
+        if let Some(limit) = drop_after {
+            take = take.min(limit - sent);
+        }
+        if !delay.is_zero() && sent > 0 {
+            tokio::time::sleep(delay).await;
+        }
+        let piece = data.slice(sent..sent + take);
+        Some((Ok(Frame::data(piece)), (data, sent + take)))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *response.status_mut() = StatusCode::from_u16(status).expect("status");
+    let headers = response.headers_mut();
+    headers.insert("content-length", body_len.to_string().parse().unwrap());
+    headers.insert("content-type", file.content_type.parse().unwrap());
+    if file.ranges {
+        headers.insert("accept-ranges", "bytes".parse().unwrap());
+    }
+    if let Some(etag) = &file.etag {
+        headers.insert("etag", etag.parse().unwrap());
+    }
+    if let Some(lm) = &file.last_modified {
+        headers.insert("last-modified", lm.parse().unwrap());
+    }
+    if status == 206 {
+        headers.insert(
+            "content-range",
+            format!("bytes {start}-{end}/{len}").parse().unwrap(),
+        );
+    }
+    response
+}
+
+fn csv_line(fields: &[String]) -> String {
+    let quoted: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            if f.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    format!("{}\n", quoted.join(","))
+}
+
+fn socrata_response(dataset: &SocrataDataset, ext: &str, req: &Recorded) -> Response<Body> {
+    if let Some(token) = &dataset.app_token
+        && req.header("x-app-token") != Some(token.as_str())
+    {
+        return full(
+            403,
+            r#"{"error":true,"message":"Invalid app_token specified"}"#,
+        );
+    }
+    let query = req.uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    // `$where` support: `:updated_at > 'TS'` only.
+    let selected: Vec<usize> = match params.get("$where") {
+        None => (0..dataset.rows.len()).collect(),
+        Some(w) => {
+            let Some(ts) = w
+                .strip_prefix(":updated_at > '")
+                .and_then(|rest| rest.strip_suffix('\''))
+            else {
+                return full(
+                    400,
+                    format!(r#"{{"error":true,"message":"unsupported $where {w}"}}"#),
+                );
+            };
+            (0..dataset.rows.len())
+                .filter(|&i| dataset.updated_at.get(i).is_some_and(|u| u.as_str() > ts))
+                .collect()
+        }
+    };
+    let mut response = if ext == "json" {
+        if params.get("$select").map(String::as_str) != Some("count(*)") {
+            return full(400, "only $select=count(*) is emulated for JSON");
+        }
+        full(200, format!(r#"[{{"count":"{}"}}]"#, selected.len()))
+    } else if ext == "csv" {
+        let limit: usize = params
+            .get("$limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(1000);
+        let offset: usize = params
+            .get("$offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        if limit > 0 && params.get("$order").map(String::as_str) != Some(":id") {
+            return full(400, "paging without $order=:id");
+        }
+        let names: Vec<String> = dataset.fields.iter().map(|(n, _)| n.clone()).collect();
+        let mut body = csv_line(&names);
+        for &i in selected.iter().skip(offset).take(limit) {
+            body.push_str(&csv_line(&dataset.rows[i]));
+        }
+        full(200, body)
+    } else {
+        return full(404, "unknown format");
+    };
+    let headers = response.headers_mut();
+    let names: Vec<&str> = dataset.fields.iter().map(|(n, _)| n.as_str()).collect();
+    let types: Vec<&str> = dataset.fields.iter().map(|(_, t)| t.as_str()).collect();
+    headers.insert(
+        "x-soda2-fields",
+        serde_json::to_string(&names).unwrap().parse().unwrap(),
+    );
+    headers.insert(
+        "x-soda2-types",
+        serde_json::to_string(&types).unwrap().parse().unwrap(),
+    );
+    headers.insert(
+        "x-soda2-truth-last-modified",
+        dataset.last_modified.parse().unwrap(),
+    );
+    response
+}
+
+/// Gzip-compresses `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).expect("gzip in memory");
+    encoder.finish().expect("gzip in memory")
+}
+
+/// Builds a zip archive. Members: (name, data, deflate?, data descriptor?). Includes a real
+/// central directory, so other tools can read it too.
+pub fn zip(members: &[(&str, &[u8], bool, bool)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data, deflate, descriptor) in members {
+        let compressed = if *deflate {
+            let mut enc =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(data).expect("deflate");
+            enc.finish().expect("deflate")
+        } else {
+            data.to_vec()
+        };
+        let method: u16 = if *deflate { 8 } else { 0 };
+        let flags: u16 = if *descriptor { 0x0808 } else { 0x0800 };
+        let crc = crc32fast::hash(data);
+        let offset = out.len() as u32;
+        let (c, cs, us) = if *descriptor {
+            (0, 0, 0)
+        } else {
+            (crc, compressed.len() as u32, data.len() as u32)
+        };
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&20u16.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&method.to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&cs.to_le_bytes());
+        out.extend_from_slice(&us.to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&compressed);
+        if *descriptor {
+            out.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
+            out.extend_from_slice(&crc.to_le_bytes());
+            out.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        }
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&20u16.to_le_bytes());
+        central.extend_from_slice(&20u16.to_le_bytes());
+        central.extend_from_slice(&flags.to_le_bytes());
+        central.extend_from_slice(&method.to_le_bytes());
+        central.extend_from_slice(&[0u8; 4]);
+        central.extend_from_slice(&crc.to_le_bytes());
+        central.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0u8; 12]);
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+/// Reads a whole Parquet file (small test outputs only).
+pub fn read_parquet(
+    data: Bytes,
+) -> (
+    arrow::datatypes::SchemaRef,
+    Vec<arrow::array::RecordBatch>,
+    parquet::file::metadata::ParquetMetaData,
+) {
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+        .expect("a Parquet file");
+    let schema = builder.schema().clone();
+    let metadata = builder.metadata().as_ref().clone();
+    let batches = builder
+        .build()
+        .expect("a Parquet reader")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("Parquet batches");
+    (schema, batches, metadata)
+}
