@@ -1,7 +1,6 @@
 //! What every subcommand gets: the task contract, the shutdown token and store settings,
 //! plus the mapping from failures to exit codes.
 
-use sluice_runtime::cancel::StopSignal;
 use sluice_runtime::{CancellationToken, ExitCode, Shutdown, TaskContext};
 use sluice_storage::StoreConfig;
 
@@ -37,16 +36,9 @@ pub struct UsageError(pub String);
 
 /// Logs the failure with its whole cause chain and picks the exit code.
 pub fn classify_failure(err: &anyhow::Error, shutdown: &Shutdown) -> ExitCode {
-    match shutdown.signal() {
-        Some(StopSignal::Interrupt) => {
-            tracing::error!(error = format!("{err:#}"), "interrupted by SIGINT");
-            return ExitCode::Interrupted;
-        }
-        Some(StopSignal::Terminate) => {
-            tracing::error!(error = format!("{err:#}"), "terminated by SIGTERM");
-            return ExitCode::Terminated;
-        }
-        None => {}
+    if let (Some(signal), Some(code)) = (shutdown.signal(), shutdown.exit_code()) {
+        tracing::error!(error = format!("{err:#}"), "stopped by {}", signal.name());
+        return code;
     }
     if err.downcast_ref::<UsageError>().is_some() {
         tracing::error!("{err:#}");
