@@ -22,6 +22,11 @@ impl Crc32c {
     pub fn value(&self) -> u32 {
         self.0
     }
+
+    /// The value as GCS writes it (`crc32c` of an object resource, `X-Goog-Hash`).
+    pub fn to_base64(&self) -> String {
+        to_base64(self.0)
+    }
 }
 
 /// `u32` -> GCS's base64 of the big-endian bytes.

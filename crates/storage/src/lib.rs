@@ -17,7 +17,7 @@ mod glob;
 mod local;
 mod location;
 
-pub use crc::Crc32c;
+pub use crc::{Crc32c, from_base64 as crc32c_from_base64, to_base64 as crc32c_to_base64};
 pub use gcs::{CHUNK_QUANTUM, GcsOptions, GcsStore, normalize_emulator_host};
 pub use local::LocalStore;
 pub use location::{Location, join_key};

@@ -417,6 +417,56 @@ async fn urls_name_the_object(fx: Fixture) {
     );
 }
 
+async fn concurrent_if_absent_writers_one_wins(fx: Fixture) {
+    let once = WriteOptions {
+        if_absent: true,
+        ..WriteOptions::default()
+    };
+    // Both start before either commits, so only the commit itself can decide.
+    let mut a = fx.store.writer("race.bin", once.clone()).await.unwrap();
+    let mut b = fx.store.writer("race.bin", once).await.unwrap();
+    a.write(Bytes::from_static(b"from a")).await.unwrap();
+    b.write(Bytes::from_static(b"from b")).await.unwrap();
+    a.commit().await.unwrap();
+    let err = b.commit().await.unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(
+        read_all(fx.store.as_ref(), "race.bin", None).await,
+        b"from a"
+    );
+    let head = fx.store.head("race.bin").await.unwrap().unwrap();
+    assert_eq!(head.crc32c, Some(crc32c::crc32c(b"from a")));
+    // The loser left no temp files behind.
+    let files = files_under(&fx.disk_root());
+    assert!(files.iter().all(|f| !f.contains("sluice-tmp")), "{files:?}");
+}
+
+async fn cancelled_read_ends_with_an_error(fx: Fixture) {
+    let payload = data(4 * 1024 * 1024, 16);
+    write_in_pieces(&fx, "big.bin", &payload, WriteOptions::default())
+        .await
+        .unwrap();
+    let mut stream = fx.store.read("big.bin", None).await.unwrap();
+    use futures::StreamExt;
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(!first.is_empty() && first.len() < payload.len());
+    fx.cancel.cancel();
+    let mut got = first.len();
+    loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => got += chunk.len(),
+            Some(Err(StorageError::Cancelled { url, operation })) => {
+                assert!(url.ends_with("/big.bin"));
+                assert_eq!(operation, "read");
+                break;
+            }
+            Some(Err(e)) => panic!("unexpected error {e:?}"),
+            None => panic!("stream ended quietly after a cancel ({got} bytes)"),
+        }
+    }
+    assert!(got < payload.len());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -441,4 +491,6 @@ suite!(
     cancelled_before_commit_leaves_nothing,
     delete_objects,
     urls_name_the_object,
+    concurrent_if_absent_writers_one_wins,
+    cancelled_read_ends_with_an_error,
 );

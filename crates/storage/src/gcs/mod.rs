@@ -44,7 +44,7 @@ pub struct GcsOptions {
     pub cancel: CancellationToken,
     /// Per-request limit for metadata calls.
     pub json_timeout: Duration,
-    /// Per-request limit for one chunk upload.
+    /// Per-request limit for one chunk upload (sending it and getting the answer).
     pub upload_timeout: Duration,
 }
 
@@ -57,7 +57,7 @@ impl Default for GcsOptions {
             retry: RetryPolicy::default(),
             cancel: CancellationToken::new(),
             json_timeout: Duration::from_secs(60),
-            upload_timeout: Duration::from_secs(600),
+            upload_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -135,9 +135,10 @@ impl GcsStore {
             .build()
             .await
             .map_err(|e| connect_err("building the Cloud Storage client", &e))?;
+        // No client-wide read timeout: reqwest's runs from the start of the request, so it would
+        // also bound the time to send a chunk. Per-request timeouts are set instead.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
-            .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| connect_err("building the HTTP client", &e))?;
         Ok(GcsStore {

@@ -12,7 +12,7 @@
 //! in flight), whatever the object size.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::Method;
@@ -428,18 +428,21 @@ async fn put_bytes(
 ) -> std::result::Result<Sent, RetryError<Failure>> {
     let client = &ctx.client;
     let end = offset + data.len() as u64;
-    // Bytes `0..confirmed` are known to be on the server. Atomics, not Cells: the future runs
-    // on a spawned task and must be Send.
+    // Bytes `0..confirmed` are known to be on the server. An atomic, not a Cell: the future
+    // runs on a spawned task and must be Send.
     let confirmed = AtomicU64::new(offset);
-    let must_query = AtomicBool::new(false);
     let what = if last.is_some() {
         "GCS finalise upload"
     } else {
         "GCS upload chunk"
     };
+    // Each attempt's future borrows these (the closure is called once per attempt).
+    let (confirmed, data) = (&confirmed, &data);
     client
-        .retrying(what, cancel, |_| async {
-            if must_query.swap(false, Ordering::SeqCst) {
+        .retrying(what, cancel, |attempt| async move {
+            // After any failure some of the bytes may have arrived (or, for the last chunk,
+            // the object may be complete): ask the session before sending anything again.
+            if attempt > 0 {
                 match query_session(ctx, session, last.map(|(total, _)| total)).await? {
                     Sent::Finalized(object) => return Ok(Sent::Finalized(object)),
                     Sent::Persisted(n) if (offset..=end).contains(&n) => {
@@ -474,14 +477,7 @@ async fn put_bytes(
                     // The full-object checksum: GCS refuses to finalise if the bytes differ.
                     req = req.header("X-Goog-Hash", format!("crc32c={}", to_base64(crc)));
                 }
-                let response = match client.send(req, &[308]).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // Some of the bytes may have arrived: ask before resending.
-                        must_query.store(true, Ordering::SeqCst);
-                        return Err(e);
-                    }
-                };
+                let response = client.send(req, &[308]).await?;
                 if response.status().as_u16() == 308 {
                     let n = persisted(&response)?;
                     if n <= from || n > end {

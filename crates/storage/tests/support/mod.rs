@@ -168,6 +168,8 @@ pub enum Action {
     Forward,
     /// Answer with this status without forwarding.
     Respond(u16),
+    /// Answer with this status and JSON error message without forwarding.
+    RespondWith(u16, String),
     /// Forward, then throw the answer away and reply with this status (a lost response).
     ForwardThenRespond(u16),
 }
@@ -305,6 +307,10 @@ impl ProxyState {
         }
 
         let action = (self.hook)(&seen, &mut body);
+        if let Action::RespondWith(status, message) = &action {
+            let body = serde_json::json!({"error": {"code": status, "message": message}});
+            return respond(*status, vec![], Bytes::from(body.to_string()));
+        }
         if let Action::Respond(status) = action {
             return respond(
                 status,
@@ -337,13 +343,13 @@ impl ProxyState {
                     value.replace(&self.upstream, &self.endpoint),
                 ));
             } else if name != "content-length" && name != "transfer-encoding" {
-                if name == "range" && status == 308 {
-                    if let Some(n) = value
+                if name == "range"
+                    && status == 308
+                    && let Some(n) = value
                         .strip_prefix("bytes=0-")
                         .and_then(|n| n.parse::<u64>().ok())
-                    {
-                        self.persisted.lock().unwrap().insert(uri.clone(), n + 1);
-                    }
+                {
+                    self.persisted.lock().unwrap().insert(uri.clone(), n + 1);
                 }
                 headers.push((name.to_string(), value));
             }
