@@ -270,6 +270,49 @@ async fn abandoned_sessions_are_cancelled() {
     assert!(store.list("").await.unwrap().is_empty());
 }
 
+/// A writer buffers at most three chunks (filling, queued, in flight): with the server stalled
+/// on the first chunk, writing the start of a fourth blocks instead of buffering more.
+#[tokio::test]
+async fn a_stalled_upload_applies_backpressure() {
+    let server = server();
+    let proxy = Proxy::start(server.endpoint(), |seen, _| {
+        if seen.method == "PUT" {
+            Action::Hang
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let store = gcs_store(&proxy.endpoint, CancellationToken::new()).await;
+    let mut w = store
+        .writer("slow.bin", WriteOptions::default())
+        .await
+        .unwrap();
+    let chunk = Bytes::from(data(CHUNK, 27));
+    for i in 0..3 {
+        tokio::time::timeout(Duration::from_secs(5), w.write(chunk.clone()))
+            .await
+            .unwrap_or_else(|_| panic!("chunk {i} should be accepted"))
+            .unwrap();
+    }
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(500),
+        w.write(Bytes::from_static(b"x")),
+    )
+    .await;
+    assert!(blocked.is_err(), "a fourth chunk was buffered");
+    // Dropping the stalled writer still cleans up (the hung request is abandoned).
+    drop(w);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .any(|s| s.method == "DELETE" && s.uri.contains("upload_id="))
+    );
+    assert!(store.list("").await.unwrap().is_empty());
+}
+
 /// Permanent failures are not retried and name the object and the operation.
 #[tokio::test]
 async fn permanent_failures_name_object_and_operation() {
@@ -377,18 +420,11 @@ async fn gcloud_storage_interoperates() {
         .unwrap();
 
     let config = tempfile::tempdir().unwrap();
-    let endpoint = server.endpoint();
     let gcloud = async |args: &[&str]| {
         let out = tokio::process::Command::new("gcloud")
             .args(args)
             .env("CLOUDSDK_CONFIG", config.path())
-            .env(
-                "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE",
-                format!("{endpoint}/storage/v1/"),
-            )
-            .env("CLOUDSDK_AUTH_DISABLE_CREDENTIALS", "true")
-            .env("CLOUDSDK_CORE_PROJECT", "test")
-            .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+            .envs(server.gcloud_env())
             .output()
             .await
             .expect("gcloud is installed (see docs/local-stack.md)");

@@ -112,7 +112,7 @@ pub(crate) struct GcsWriter {
 impl GcsWriter {
     pub(crate) fn new(ctx: UploadCtx, cancel: &CancellationToken) -> Self {
         GcsWriter {
-            buf: BytesMut::with_capacity(ctx.chunk_size),
+            buf: BytesMut::new(),
             ctx: Arc::new(ctx),
             crc: Crc32c::new(),
             total: 0,
@@ -123,10 +123,30 @@ impl GcsWriter {
         }
     }
 
+    /// Grows the buffer geometrically but never past one chunk: small objects only cost what
+    /// they use, large ones exactly `chunk_size` per buffer.
+    fn reserve(&mut self, additional: usize) {
+        let needed = self.buf.len() + additional;
+        if needed <= self.buf.capacity() {
+            return;
+        }
+        // Once a chunk has gone out the object is large: take a whole chunk at once.
+        let capacity = if self.session.is_some() {
+            self.ctx.chunk_size
+        } else {
+            needed
+                .max(self.buf.capacity() * 2)
+                .max(64 * 1024)
+                .min(self.ctx.chunk_size)
+        };
+        let mut grown = BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(&self.buf);
+        self.buf = grown;
+    }
+
     /// Hands the (full) buffer to the upload task, starting the task on the first chunk.
     async fn flush_full(&mut self) -> Result<()> {
-        let chunk =
-            std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.ctx.chunk_size)).freeze();
+        let chunk = std::mem::take(&mut self.buf).freeze();
         if self.session.is_none() {
             // Capacity 1: one chunk queued while one is in flight; the next `send` waits.
             let (tx, rx) = mpsc::channel(1);
@@ -194,6 +214,7 @@ impl ObjectWriter for GcsWriter {
             let take = (self.ctx.chunk_size - self.buf.len()).min(chunk.len());
             let piece = chunk.split_to(take);
             self.crc.update(&piece);
+            self.reserve(piece.len());
             self.buf.extend_from_slice(&piece);
             self.total += take as u64;
         }

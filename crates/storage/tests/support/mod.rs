@@ -14,8 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use sluice_runtime::{CancellationToken, RetryPolicy};
 use sluice_storage::{GcsOptions, GcsStore, LocalStore, ObjectStore};
-mod fake_gcs;
-pub use fake_gcs::FakeGcs;
+pub use sluice_testkit::FakeGcs;
 
 pub const BUCKET: &str = "sluice-test";
 /// Small chunks so a few MiB exercise multi-chunk resumable uploads.
@@ -170,6 +169,8 @@ pub enum Action {
     Respond(u16),
     /// Answer with this status and JSON error message without forwarding.
     RespondWith(u16, String),
+    /// Never answer (a stalled server).
+    Hang,
     /// Forward, then throw the answer away and reply with this status (a lost response).
     ForwardThenRespond(u16),
 }
@@ -307,6 +308,9 @@ impl ProxyState {
         }
 
         let action = (self.hook)(&seen, &mut body);
+        if let Action::Hang = action {
+            std::future::pending::<()>().await;
+        }
         if let Action::RespondWith(status, message) = &action {
             let body = serde_json::json!({"error": {"code": status, "message": message}});
             return respond(*status, vec![], Bytes::from(body.to_string()));
