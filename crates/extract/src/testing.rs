@@ -358,6 +358,9 @@ fn file_response(file: &ServedFile, req: &Recorded, drop_after: Option<usize>) -
         if let Some(limit) = drop_after
             && sent >= limit
         {
+            // Let hyper flush what was sent (it writes when the body is pending), so the
+            // client really receives `limit` bytes before the connection dies.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             return Some((
                 Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionReset,

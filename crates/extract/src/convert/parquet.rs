@@ -172,9 +172,11 @@ pub fn csv_to_parquet(
             row_groups: 0,
         });
     }
+    // Only the first `infer_rows` records are sampled, even when more were buffered.
+    let sampled = complete.min(job.infer_rows + usize::from(job.has_header));
     let inferred = infer(
         &sample,
-        complete.max(1),
+        sampled.max(1),
         job.dialect,
         job.has_header,
         job.null_values,
