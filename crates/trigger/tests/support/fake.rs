@@ -48,6 +48,37 @@ pub enum Scenario {
     Hang,
 }
 
+impl Scenario {
+    /// `succeed[:POLLS]`, `fail-task:INDEX:EXIT[:POLLS]`, `retry-task:INDEX:FAILURES[:POLLS]`,
+    /// `hang`.
+    pub fn parse(text: &str) -> Result<Scenario, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let n = |i: usize, default: u32| -> Result<u32, String> {
+            parts.get(i).map_or(Ok(default), |p| {
+                p.parse()
+                    .map_err(|_| format!("{p:?} in {text:?} is not a number"))
+            })
+        };
+        match parts[0] {
+            "succeed" => Ok(Scenario::Succeed { polls: n(1, 2)? }),
+            "fail-task" => Ok(Scenario::FailTask {
+                index: n(1, 0)?,
+                exit_code: n(2, 1)? as i32,
+                polls: n(3, 2)?,
+            }),
+            "retry-task" => Ok(Scenario::RetryTask {
+                index: n(1, 0)?,
+                failures: n(2, 1)?,
+                polls: n(3, 2)?,
+            }),
+            "hang" => Ok(Scenario::Hang),
+            _ => Err(format!(
+                "unknown scenario {text:?} (succeed, fail-task, retry-task, hang)"
+            )),
+        }
+    }
+}
+
 impl Default for Scenario {
     fn default() -> Self {
         Scenario::Succeed { polls: 2 }
@@ -339,7 +370,20 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
 
-    // Admin endpoints of the standalone fake (not part of the API).
+    // Admin endpoints of the standalone fake (not part of the API): set a job's scenario
+    // (`POST /__fake/scenario?job=load&scenario=fail-task:1:3`) and read a summary.
+    if path == "/__fake/scenario" {
+        let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
+        let parsed = get("scenario").as_deref().map(Scenario::parse);
+        return Ok(match (get("job"), parsed) {
+            (Some(job), Some(Ok(s))) => {
+                state.lock().unwrap().scenarios.insert(job, s);
+                respond(200, json!({}))
+            }
+            (_, Some(Err(e))) => respond(400, json!({ "error": e })),
+            _ => respond(400, json!({ "error": "need job= and scenario=" })),
+        });
+    }
     if path == "/__fake/summary" {
         let st = state.lock().unwrap();
         let v = json!({
