@@ -76,6 +76,43 @@ async fn corrupted_upload_is_a_checksum_mismatch_and_leaves_nothing() {
     assert!(files_under(&server.root().join(BUCKET)).is_empty());
 }
 
+/// Full reads are checked against the object's crc32c (by the official crate): a byte flipped
+/// on the way is an error, not silently wrong data.
+#[tokio::test]
+async fn corrupted_download_is_an_error() {
+    let server = server();
+    let direct = gcs_store(&server.endpoint(), CancellationToken::new()).await;
+    let payload = data(3 * CHUNK, 28);
+    write_all(&direct, "d.bin", &payload, WriteOptions::default())
+        .await
+        .unwrap();
+    let proxy = Proxy::start(server.endpoint(), |seen, _| {
+        if seen.method == "GET" && seen.uri.contains("alt=media") {
+            Action::ForwardCorruptingResponse
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let store = gcs_store(&proxy.endpoint, CancellationToken::new()).await;
+    let mut stream = store.read("d.bin", None).await.unwrap();
+    use futures::StreamExt;
+    let mut error = None;
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            error = Some(e);
+            break;
+        }
+    }
+    let error = error.expect("a corrupted download must end with an error");
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("gs://{BUCKET}/d.bin: read failed")),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("checksum"), "{text}");
+}
+
 /// Real GCS refuses to finalise when the bytes do not match the `X-Goog-Hash` we send, with a
 /// 400 naming both values: that too is a `ChecksumMismatch`, with the server's value.
 #[tokio::test]

@@ -169,6 +169,8 @@ pub enum Action {
     Respond(u16),
     /// Answer with this status and JSON error message without forwarding.
     RespondWith(u16, String),
+    /// Forward, and flip one byte in the middle of the answer's body.
+    ForwardCorruptingResponse,
     /// Never answer (a stalled server).
     Hang,
     /// Forward, then throw the answer away and reply with this status (a lost response).
@@ -358,7 +360,13 @@ impl ProxyState {
                 headers.push((name.to_string(), value));
             }
         }
-        let body = response.bytes().await.unwrap();
+        let mut body = response.bytes().await.unwrap();
+        if let Action::ForwardCorruptingResponse = action {
+            let mut flipped = body.to_vec();
+            let at = flipped.len() / 2;
+            flipped[at] ^= 0x01;
+            body = Bytes::from(flipped);
+        }
         if let Action::ForwardThenRespond(status) = action {
             return respond(
                 status,
