@@ -117,7 +117,7 @@ pub trait ObjectWriter: Send {
 
 /// Keys under `pattern`'s literal prefix that match the glob (`**` crosses `/`).
 ///
-/// `*`, `?` and `[...]` match within one `/`-separated segment; `\\` escapes. Only the literal
+/// `*`, `?` and `[...]` match within one `/`-separated segment; `\` escapes. Only the literal
 /// prefix before the first glob character is listed, so put globs late in the pattern.
 pub async fn list_glob(store: &dyn ObjectStore, pattern: &str) -> Result<Vec<ObjectMeta>> {
     glob::list_glob(store, pattern).await
