@@ -51,20 +51,22 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/dbt \
     PATH=/opt/dbt/bin:$PATH
 # dbt-core + dbt-bigquery and every dependency, pinned with hashes (docker/compile-requirements).
+# pip byte-compiles at install time: the job user cannot write .pyc files into /opt/dbt, and dbt
+# imports a lot at every start.
 COPY docker/requirements.txt /opt/dbt-requirements.txt
 RUN python -m venv /opt/dbt \
- && pip install --require-hashes --no-deps -r /opt/dbt-requirements.txt \
+ && pip install --require-hashes --no-deps --compile -r /opt/dbt-requirements.txt \
  && pip check \
  && python -c "import dbt.adapters.bigquery"
+ENV PYTHONDONTWRITEBYTECODE=1
 
-RUN groupadd --system --gid 10001 sluice \
- && useradd --system --uid 10001 --gid sluice --create-home --home-dir /home/sluice \
+RUN groupadd --gid 10001 sluice \
+ && useradd --uid 10001 --gid sluice --create-home --home-dir /home/sluice \
       --shell /usr/sbin/nologin sluice
 
 # Read-only for the job user: `sluice dbt` runs dbt from a writable copy when it must write.
