@@ -446,7 +446,12 @@ impl Exec {
             }
         };
         let pid = child.id().unwrap_or(0) as i32;
-        tracing::debug!(task = index, attempt, pid, "started");
+        tracing::info!(
+            task = index,
+            attempt,
+            pid,
+            "task {index} attempt {attempt} started (pid {pid})"
+        );
         let pumps: Vec<tokio::task::JoinHandle<()>> = [
             child
                 .stdout
@@ -693,7 +698,22 @@ pub async fn run(
         p => p,
     }
     .min(count);
-    let args = run.args.clone().unwrap_or_else(|| job.args.clone());
+    let parent = |name: &str| {
+        run.parent_env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    // --args wins; then the job's local_args (expanded like local env); then its args.
+    let args = match (&run.args, &job.local_args) {
+        (Some(a), _) => a.clone(),
+        (None, Some(local)) => local
+            .iter()
+            .map(|a| expand(a, &parent))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error(job, format!("local_args: {e}")))?,
+        (None, None) => job.args.clone(),
+    };
     let argv_direct = match &run.launcher {
         Launcher::Direct { sluice_bin } => {
             Some(direct_argv(job, &args, sluice_bin.as_deref()).map_err(|e| config_error(job, e))?)

@@ -69,7 +69,7 @@ struct RawSpec {
     jobs: Vec<RawSettings>,
 }
 
-/// One job, or `[defaults]` (where `name` and `local_env` are not allowed).
+/// One job, or `[defaults]` (where `name`, `local_env` and `local_args` are not allowed).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSettings {
@@ -91,6 +91,7 @@ struct RawSettings {
     labels: Option<BTreeMap<String, String>>,
     vpc: Option<RawVpc>,
     local_env: Option<BTreeMap<String, Scalar>>,
+    local_args: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +189,8 @@ pub struct JobSpec {
     pub vpc: Option<Vpc>,
     /// `[local].env` merged with this job's `local_env` (job wins); `${VAR}` not yet expanded.
     pub local_env: Vec<(String, String)>,
+    /// Args for local runs instead of `args` (e.g. loopback URLs); `${VAR}` not yet expanded.
+    pub local_args: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +400,9 @@ impl Spec {
         }
         if raw.defaults.local_env.is_some() {
             v.problem("[defaults]: field \"local_env\" is not allowed here (use [local] env)");
+        }
+        if raw.defaults.local_args.is_some() {
+            v.problem("[defaults]: field \"local_args\" is not allowed here (set it per job)");
         }
         let local_env_defaults = raw.local.env.clone().unwrap_or_default();
         let mut jobs: Vec<JobSpec> = Vec::new();
@@ -722,6 +728,7 @@ impl Validator {
             labels,
             vpc,
             local_env: local_env.into_iter().collect(),
+            local_args: j.local_args.clone(),
         })
     }
 }
@@ -940,6 +947,7 @@ mod tests {
         labels = { step = "extract" }
         vpc = { connector = "projects/demo-project/locations/europe-west1/connectors/c1", egress = "all-traffic" }
         local_env = { SLUICE_DEST = "file:///tmp/out" }
+        local_args = ["extract", "--dest", "gs://demo/raw"]
 
         [[jobs]]
         name = "dbt"
@@ -1008,7 +1016,9 @@ mod tests {
                 ),
             ]
         );
+        assert_eq!(e.local_args.as_deref().map(|a| a.len()), Some(3));
         let d = spec.job("dbt").unwrap();
+        assert_eq!(d.local_args, None);
         assert_eq!(d.region.as_deref(), Some("us-central1"));
         assert_eq!(d.command, vec!["sluice"]);
         assert_eq!(d.tasks, 1);

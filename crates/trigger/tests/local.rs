@@ -337,7 +337,8 @@ env = {{ OUT = "{out}", EMULATOR = "http://127.0.0.1:${{EMU_PORT:-4443}}" }}
 
 [[jobs]]
 name = "extract"
-args = ["extract", "--url", "http://x/a.csv"]
+args = ["extract", "--url", "https://data.example.org/a.csv"]
+local_args = ["extract", "--url", "http://127.0.0.1:${{EMU_PORT:-8000}}/a.csv"]
 local_env = {{ SLUICE_DEST = "gs://demo/raw" }}
 "#,
             out = dir.path().display()
@@ -349,7 +350,11 @@ local_env = {{ SLUICE_DEST = "gs://demo/raw" }}
     let (code, report, _) = run_local(&opts, &Shutdown::new_unsignalled()).await;
     assert_eq!(code, 0, "{report:#}");
     let argv = std::fs::read_to_string(dir.path().join("argv")).unwrap();
-    assert_eq!(argv.trim(), "extract --url http://x/a.csv");
+    assert_eq!(
+        argv.trim(),
+        "extract --url http://127.0.0.1:8000/a.csv",
+        "local_args, expanded"
+    );
     let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
     assert_eq!(
         env.trim(),
