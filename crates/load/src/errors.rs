@@ -134,19 +134,11 @@ pub enum LoadError {
     #[error("{context}: {source}")]
     Api {
         context: String,
-        source: crate::client::ApiError,
+        source: Box<crate::client::ApiError>,
     },
     /// The load job ran and BigQuery reports it failed.
-    #[error("{}", describe_job_failure(.table, .job_id, .error, .errors, *.class))]
-    JobFailed {
-        table: String,
-        /// `project:location.job_id`, the form the console and `bq show -j` take.
-        job_id: String,
-        error: BqError,
-        /// `status.errors`: per-file / per-row details (first few).
-        errors: Vec<BqError>,
-        class: ErrorClass,
-    },
+    #[error("{0}")]
+    JobFailed(Box<JobFailure>),
     #[error(
         "stopped by a shutdown signal; jobs already submitted keep running in BigQuery and a retry follows them by id"
     )]
@@ -157,6 +149,31 @@ pub enum LoadError {
         failures: Vec<LoadError>,
         total: usize,
     },
+}
+
+/// A load job that ran and failed, as BigQuery reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub table: String,
+    /// `project:location.job_id`, the form the console and `bq show -j` take.
+    pub job_id: String,
+    /// `status.errorResult`.
+    pub error: BqError,
+    /// `status.errors`: per-file / per-row details (first few).
+    pub errors: Vec<BqError>,
+    pub class: ErrorClass,
+}
+
+impl fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe_job_failure(
+            &self.table,
+            &self.job_id,
+            &self.error,
+            &self.errors,
+            self.class,
+        ))
+    }
 }
 
 /// How many `status.errors` entries a failure message quotes.
@@ -231,13 +248,13 @@ mod tests {
     fn job_failure_names_table_job_reason_message_location() {
         let top = BqError::new("invalid", "Too many errors", Some("gs://b/a.csv"));
         let row = BqError::new("invalid", "Bad int", Some("gs://b/a.csv:line 3"));
-        let e = LoadError::JobFailed {
+        let e = LoadError::JobFailed(Box::new(JobFailure {
             table: "p.ds.t".into(),
             job_id: "p:US.sluice_load_x".into(),
             error: top.clone(),
             errors: vec![top, row],
             class: ErrorClass::Terminal,
-        };
+        }));
         assert_eq!(
             e.to_string(),
             "load job p:US.sluice_load_x into p.ds.t failed (terminal): invalid: Too many errors \

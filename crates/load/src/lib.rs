@@ -22,6 +22,6 @@ pub use config::{
     ConfigError, CsvOptions, Input, LoadConfig, PartitionType, Partitioning, PollSettings,
     SchemaSource, SchemaUpdate, SourceFormat, WriteMode,
 };
-pub use errors::{BqError, ErrorClass, LoadError};
+pub use errors::{BqError, ErrorClass, JobFailure, LoadError};
 pub use run::{JobReport, LoadReport, Outcome, run};
 pub use template::{TableRef, TableTemplate};

@@ -16,7 +16,7 @@ use sluice_runtime::{CancellationToken, TaskContext, shard};
 
 use crate::client::{ApiError, BigQuery};
 use crate::config::{Input, LoadConfig, SourceFormat};
-use crate::errors::{BqError, ErrorClass, LoadError, QUOTED_ERRORS};
+use crate::errors::{BqError, ErrorClass, JobFailure, LoadError, QUOTED_ERRORS};
 use crate::inputs::{Stores, discover};
 use crate::plan::{self, LoadSpec, SourceObject, WorkItem};
 use crate::schema::{self, ParquetSchema};
@@ -177,7 +177,7 @@ pub async fn run(
         .await
         .map_err(|source| LoadError::Api {
             context: "BigQuery client".into(),
-            source,
+            source: Box::new(source),
         })?;
     let runner = Runner {
         config,
@@ -398,7 +398,7 @@ fn retry_failure(err: RetryError<ApiError>, context: impl FnOnce() -> String) ->
         RetryError::Cancelled { .. } => LoadError::Cancelled,
         RetryError::Exhausted { source, .. } => LoadError::Api {
             context: context(),
-            source,
+            source: Box::new(source),
         },
     }
 }
@@ -614,7 +614,7 @@ impl Runner<'_> {
             };
             let error = bq_error(error);
             let class = error.class();
-            let failure = LoadError::JobFailed {
+            let failure = LoadError::JobFailed(Box::new(JobFailure {
                 table: table.clone(),
                 job_id: display_job_id(&job, project, &id),
                 error: error.clone(),
@@ -624,7 +624,7 @@ impl Runner<'_> {
                     .map(bq_error)
                     .collect(),
                 class,
-            };
+            }));
             // A failed load job wrote nothing, so a new job under the next suffix cannot
             // duplicate data. Resubmit when the failure is transient (bounded by
             // max_job_attempts), or when it belongs to an earlier run: what failed then (a

@@ -509,7 +509,7 @@ pub fn parse_schema_file(text: &str) -> Result<Vec<Field>, String> {
                     Some("REPEATED") => Mode::Repeated,
                     Some(other) => return Err(format!("column `{path}`: unknown mode {other:?}")),
                 };
-                if (field_type == "RECORD") != !f.fields.is_empty() {
+                if (field_type == "RECORD") == f.fields.is_empty() {
                     return Err(format!(
                         "column `{path}`: RECORD columns need `fields`, other types must not have them"
                     ));
