@@ -179,6 +179,9 @@ pub struct LoadConfig {
     pub max_bad_records: Option<u32>,
     /// JSON/CSV: ignore values not in the schema instead of failing the row.
     pub ignore_unknown_values: bool,
+    /// Add the Hive `key=value` directories of the object paths as columns
+    /// (`hivePartitioningOptions`, mode AUTO): `.../dt=2024-01-01/x.parquet` gets a DATE column `dt`.
+    pub hive_partitioning: bool,
     pub write: WriteMode,
     /// Create missing datasets in [`LoadConfig::location`].
     pub create_dataset: bool,
@@ -220,6 +223,7 @@ impl LoadConfig {
             schema: SchemaSource::FromFiles,
             max_bad_records: None,
             ignore_unknown_values: false,
+            hive_partitioning: false,
             write: WriteMode::Append,
             create_dataset: false,
             location: None,

@@ -156,6 +156,94 @@ pub struct LoadSpec {
     pub schema_update_options: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
+    /// `hivePartitioningOptions` (mode AUTO): the source URI prefix; the key columns are in `schema`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hive_prefix: Option<String>,
+}
+
+/// The Hive `key=value` directories of `key` in path order, and the key prefix before the first.
+fn hive_segments(key: &str) -> (String, Vec<(String, String)>) {
+    let mut prefix = String::new();
+    let mut pairs = Vec::new();
+    let dirs = key.rsplit_once('/').map_or("", |(d, _)| d);
+    for segment in dirs.split('/') {
+        match segment.split_once('=') {
+            Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
+            _ if pairs.is_empty() => {
+                prefix.push_str(segment);
+                prefix.push('/');
+            }
+            _ => {}
+        }
+    }
+    (prefix, pairs)
+}
+
+/// BigQuery's AUTO inference for a partition key: DATE, INTEGER or STRING.
+fn hive_key_type<'a>(values: impl Iterator<Item = &'a str> + Clone) -> &'static str {
+    let is_date = |v: &str| {
+        let b = v.as_bytes();
+        b.len() == 10
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+    };
+    let is_int = |v: &str| {
+        let digits = v.strip_prefix('-').unwrap_or(v);
+        !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
+    };
+    if values.clone().all(is_date) {
+        "DATE"
+    } else if values.clone().all(is_int) {
+        "INTEGER"
+    } else {
+        "STRING"
+    }
+}
+
+/// With `--hive-partitioning`: the item's common source URI prefix and its key columns. All
+/// objects of an item must share the prefix and the keys (BigQuery requires one layout per job).
+pub fn hive_columns(item: &WorkItem) -> Result<Option<(String, Vec<Field>)>, LoadError> {
+    let first = &item.objects[0];
+    let (prefix, pairs) = hive_segments(&first.key);
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    let mut values: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    for object in &item.objects {
+        let (p, pairs) = hive_segments(&object.key);
+        let same_keys = pairs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .eq(keys.iter().copied());
+        if (p != prefix && !keys.is_empty()) || !same_keys {
+            return Err(LoadError::Input(format!(
+                "table {}: --hive-partitioning needs one layout per job, but {} and {} differ \
+                 in their `key=value` directories",
+                item.destination,
+                first.url(),
+                object.url()
+            )));
+        }
+        for (i, (_, v)) in pairs.into_iter().enumerate() {
+            values[i].push(v);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let fields = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, vs)| {
+            Field::new(
+                *k,
+                hive_key_type(vs.iter().map(String::as_str)),
+                Mode::Nullable,
+            )
+        })
+        .collect();
+    Ok(Some((format!("gs://{}/{prefix}", first.bucket), fields)))
 }
 
 /// Builds the job template for `item`. `parquet` is the merged footer schema for Parquet items.
@@ -164,7 +252,7 @@ pub fn build_spec(
     item: &WorkItem,
     parquet: Option<&ParquetSchema>,
 ) -> Result<LoadSpec, LoadError> {
-    let (schema, autodetect) = match (&config.schema, parquet) {
+    let (mut schema, autodetect) = match (&config.schema, parquet) {
         (SchemaSource::FromFiles, Some(p)) => (Some(p.fields.clone()), false),
         (SchemaSource::FromFiles, None) => {
             return Err(LoadError::Input(format!(
@@ -175,6 +263,30 @@ pub fn build_spec(
         (SchemaSource::Explicit(fields), _) => (Some(fields.clone()), false),
         (SchemaSource::Autodetect, _) => (None, true),
     };
+    let mut hive_prefix = None;
+    if config.hive_partitioning
+        && let Some((prefix, columns)) = hive_columns(item)?
+    {
+        if let Some(fields) = schema.as_mut() {
+            for column in columns {
+                if fields
+                    .iter()
+                    .any(|f| f.name.eq_ignore_ascii_case(&column.name))
+                {
+                    return Err(LoadError::Table {
+                        table: item.destination.to_string(),
+                        reason: format!(
+                            "--hive-partitioning: the files already have a column `{}`, \
+                             which the `{}=` directories would add again",
+                            column.name, column.name
+                        ),
+                    });
+                }
+                fields.push(column);
+            }
+        }
+        hive_prefix = Some(prefix);
+    }
     if let Some(fields) = &schema {
         let partition_field = config
             .partitioning
@@ -218,6 +330,7 @@ pub fn build_spec(
         clustering: config.clustering.clone(),
         schema_update_options: config.schema_update.api_names(),
         salt: config.job_id_salt.clone(),
+        hive_prefix,
     })
 }
 
@@ -390,6 +503,13 @@ pub fn to_job(
     }
     if spec.ignore_unknown_values {
         load = load.set_ignore_unknown_values(true);
+    }
+    if let Some(prefix) = &spec.hive_prefix {
+        load = load.set_hive_partitioning_options(
+            model::HivePartitioningOptions::new()
+                .set_mode("AUTO")
+                .set_source_uri_prefix(prefix.clone()),
+        );
     }
     if let Some(tp) = api_time_partitioning(spec) {
         load = load.set_time_partitioning(tp);
@@ -606,6 +726,60 @@ mod tests {
         let table = to_table(&spec, &item).unwrap();
         let json = serde_json::to_value(&table).unwrap();
         assert_eq!(json["tableReference"]["tableId"], "t");
+    }
+
+    #[test]
+    fn hive_partitioning_adds_typed_key_columns() {
+        let mut c = config("p.ds.{dataset}");
+        c.hive_partitioning = true;
+        c.partitioning = Some(Partitioning {
+            field: Some("dt".into()),
+            kind: PartitionType::Day,
+        });
+        let items = group(
+            vec![
+                object("raw/city/dt=2024-01-01/n=1/a.parquet", 1),
+                object("raw/city/dt=2024-01-02/n=22/b.parquet", 1),
+            ],
+            &c.table,
+        )
+        .unwrap();
+        let spec = build_spec(&c, &items[0], Some(&parquet_schema())).unwrap();
+        let names: Vec<String> = spec
+            .schema
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.describe_type()))
+            .collect();
+        assert_eq!(
+            names,
+            ["id REQUIRED INTEGER", "day DATE", "dt DATE", "n INTEGER"]
+        );
+        assert_eq!(spec.hive_prefix.as_deref(), Some("gs://b/raw/city/"));
+        let job = to_job(&spec, &items[0], "p", "j", None, &BTreeMap::new());
+        let json = serde_json::to_value(&job).unwrap();
+        assert_eq!(
+            json["configuration"]["load"]["hivePartitioningOptions"]["sourceUriPrefix"],
+            "gs://b/raw/city/"
+        );
+        // Mixed layouts in one job are refused.
+        let mixed = group(
+            vec![
+                object("raw/city/dt=2024-01-01/a.parquet", 1),
+                object("raw/city/b.parquet", 1),
+            ],
+            &c.table,
+        )
+        .unwrap();
+        let err = build_spec(&c, &mixed[0], Some(&parquet_schema())).unwrap_err();
+        assert!(err.to_string().contains("one layout per job"), "{err}");
+        // Without the flag nothing is added.
+        c.hive_partitioning = false;
+        c.partitioning = None;
+        let spec = build_spec(&c, &items[0], Some(&parquet_schema())).unwrap();
+        assert_eq!(spec.schema.unwrap().len(), 2);
+        assert_eq!(hive_key_type(["a", "1"].into_iter()), "STRING");
     }
 
     #[test]
