@@ -275,7 +275,9 @@ pub async fn start(
                         });
                     }
                     // Accepted, but the operation did not name the execution: find it.
-                    None => reconcile(api, target, &marker, since, settings, &cancel).await?,
+                    None => reconcile(api, target, &marker, since, settings, &cancel)
+                        .await
+                        .map_err(|e| unsure(target, "jobs.run returned no execution", e))?,
                 }
             }
             Err(e) => {
@@ -304,7 +306,11 @@ pub async fn start(
                             job = %target.name(), error = %e,
                             "jobs.run failed ambiguously; checking whether it created an execution before retrying"
                         );
-                        reconcile(api, target, &marker, since, settings, &cancel).await?
+                        reconcile(api, target, &marker, since, settings, &cancel)
+                            .await
+                            .map_err(|err| {
+                                unsure(target, &format!("jobs.run failed ambiguously ({e})"), err)
+                            })?
                     }
                 }
             }
@@ -334,6 +340,22 @@ pub async fn start(
             settings.max_attempts
         ),
     })
+}
+
+/// A reconciliation that could not finish: whether an execution started is unknown, and the
+/// message must say so rather than suggest running again.
+fn unsure(target: &JobTarget, what: &str, e: RunError) -> RunError {
+    match e {
+        RunError::Api(a) if a.is_interrupted() => RunError::Api(a),
+        other => RunError::Failed {
+            job: target.name(),
+            message: format!(
+                "{what}, and looking for the execution it may have created failed: {other}; \
+                 an execution may be running — check `sluice-trigger status {}` before running again",
+                target.job
+            ),
+        },
+    }
 }
 
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {

@@ -382,6 +382,10 @@ async fn deploy_creates_then_leaves_unchanged_then_updates() {
     let creates = fake.calls("jobs.create");
     assert_eq!(creates.len(), 2);
     assert!(
+        fake.calls("operations.get").len() >= 2,
+        "create operations are polled to completion"
+    );
+    assert!(
         creates[0]
             .query
             .contains(&("jobId".into(), "extract".into()))
@@ -733,6 +737,34 @@ async fn ambiguous_run_failures_never_start_a_second_execution() {
         assert_eq!(fake.executions_of(EXTRACT).len(), 1);
         fake.assert_no_violations();
     }
+}
+
+#[tokio::test]
+async fn when_looking_fails_too_run_says_an_execution_may_be_running() {
+    let (fake, _dir, spec) = deployed().await;
+    fake.fail_next_run(RunFault::CreateThen503);
+    fake.fail_gets_after_next_run(100, 500);
+    let shutdown = Shutdown::new_unsignalled();
+    let err = commands::run(
+        &ctx(&fake, OutputFormat::Json, Some(spec), &shutdown),
+        &run_opts("extract", true),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit, 1);
+    assert!(err.message.contains("jobs.run failed ambiguously"), "{err}");
+    assert!(err.message.contains("an execution may be running"), "{err}");
+    assert!(
+        err.message.contains("sluice-trigger status extract"),
+        "{err}"
+    );
+    assert_eq!(
+        fake.calls("jobs.run").len(),
+        1,
+        "never re-sent while unsure"
+    );
+    fake.assert_no_violations();
 }
 
 #[tokio::test]

@@ -138,6 +138,8 @@ struct State {
     scenarios: BTreeMap<String, Scenario>,
     run_fault: Option<RunFault>,
     get_failures: Vec<u16>,
+    /// GET failures armed by the next `jobs.run`.
+    get_failures_after_run: Vec<u16>,
     requests: Vec<Recorded>,
     violations: Vec<String>,
     counter: u64,
@@ -236,6 +238,15 @@ impl FakeCloudRun {
             .lock()
             .unwrap()
             .get_failures
+            .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Like [`Self::fail_next_gets`], starting right after the next `jobs.run`.
+    pub fn fail_gets_after_next_run(&self, n: usize, status: u16) {
+        self.state
+            .lock()
+            .unwrap()
+            .get_failures_after_run
             .extend(std::iter::repeat_n(status, n));
     }
 
@@ -566,7 +577,12 @@ async fn handle(
             (200, json!({ "jobs": jobs }))
         }
         "run.projects.locations.jobs.run" => {
-            let fault = state.lock().unwrap().run_fault.take();
+            let fault = {
+                let mut st = state.lock().unwrap();
+                let armed = std::mem::take(&mut st.get_failures_after_run);
+                st.get_failures.extend(armed);
+                st.run_fault.take()
+            };
             if fault == Some(RunFault::Refuse503) {
                 return Ok(google_error(
                     503,
