@@ -1,12 +1,399 @@
 //! `sluice load`: flags/env -> typed config -> `sluice_load`.
+//!
+//! Every flag has a `SLUICE_...` twin. BigQuery is reached at `--bigquery-endpoint`, else at
+//! `BIGQUERY_EMULATOR_HOST` (anonymous credentials), else at Google with Application Default
+//! Credentials. Cloud Storage honours `STORAGE_EMULATOR_HOST` (see `Context::store_config`).
 
-use sluice_runtime::ExitCode;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_load::{
+    ClientConfig, Credentials, CsvOptions, Input, LoadConfig, LoadError, PartitionType,
+    Partitioning, SchemaSource, SchemaUpdate, SourceFormat, TableTemplate, WriteMode,
+};
+use sluice_runtime::{ExitCode, ShardStrategy};
 
 use crate::context::{Context, UsageError};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Parquet,
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+}
 
-pub async fn run(_args: Args, _context: &Context) -> anyhow::Result<ExitCode> {
-    Err(UsageError("`sluice load` is not built yet".into()).into())
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Write {
+    Append,
+    Truncate,
+    Empty,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+enum PartitionKind {
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SchemaUpdateOption {
+    AllowFieldAddition,
+    AllowFieldRelaxation,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["source", "manifests"])))]
+pub struct Args {
+    /// Objects to load: gs://bucket/prefix/**/*.parquet (`*` within a directory, `**` across).
+    #[arg(long, env = "SLUICE_SOURCE", value_name = "GLOB")]
+    source: Option<String>,
+
+    /// The task manifests `sluice extract` wrote: gs://bucket/prefix/_manifests/.
+    #[arg(long, env = "SLUICE_MANIFESTS", value_name = "PREFIX")]
+    manifests: Option<String>,
+
+    /// Destination: PROJECT.DATASET.TABLE, optionally with placeholders ({dataset}, {name},
+    /// {dir}, {KEY} of a Hive KEY=value directory) and a $PARTITION decorator (`t${dt}`).
+    #[arg(long, env = "SLUICE_TABLE", value_name = "TABLE")]
+    table: String,
+
+    #[arg(long, env = "SLUICE_FORMAT", value_enum, default_value = "parquet")]
+    format: Format,
+
+    /// append (WRITE_APPEND), truncate (WRITE_TRUNCATE: replace the table or decorated
+    /// partition atomically) or empty (WRITE_EMPTY: fail unless empty).
+    #[arg(long, env = "SLUICE_WRITE", value_enum, default_value = "append")]
+    write: Write,
+
+    /// Create missing datasets (needs --location).
+    #[arg(long, env = "SLUICE_CREATE_DATASET")]
+    create_dataset: bool,
+
+    /// Location of created datasets and of the load jobs (US, EU, europe-west1, ...).
+    #[arg(long, env = "SLUICE_LOCATION", value_name = "LOC")]
+    location: Option<String>,
+
+    /// Time-partition the table by this DATE/TIMESTAMP/DATETIME column, or by ingestion time
+    /// with _PARTITIONTIME.
+    #[arg(long, env = "SLUICE_PARTITION_BY", value_name = "COL")]
+    partition_by: Option<String>,
+
+    /// Partition granularity (with --partition-by).
+    #[arg(
+        long,
+        env = "SLUICE_PARTITION_TYPE",
+        value_enum,
+        requires = "partition_by"
+    )]
+    partition_type: Option<PartitionKind>,
+
+    /// Cluster the table by up to 4 columns (comma-separated).
+    #[arg(
+        long,
+        env = "SLUICE_CLUSTER_BY",
+        value_name = "COLS",
+        value_delimiter = ','
+    )]
+    cluster_by: Vec<String>,
+
+    /// Schema changes an append (or decorated truncate) may make (comma-separated).
+    #[arg(long, env = "SLUICE_SCHEMA_UPDATE", value_enum, value_delimiter = ',')]
+    schema_update: Vec<SchemaUpdateOption>,
+
+    /// Add the Hive key=value directories of the object paths as columns.
+    #[arg(long, env = "SLUICE_HIVE_PARTITIONING")]
+    hive_partitioning: bool,
+
+    /// CSV/JSON: a BigQuery JSON schema file (the `bq` format).
+    #[arg(
+        long,
+        env = "SLUICE_SCHEMA",
+        value_name = "FILE",
+        conflicts_with = "autodetect"
+    )]
+    schema: Option<std::path::PathBuf>,
+
+    /// CSV/JSON: let BigQuery infer the schema.
+    #[arg(long, env = "SLUICE_AUTODETECT")]
+    autodetect: bool,
+
+    /// CSV: header rows to skip.
+    #[arg(long, env = "SLUICE_SKIP_LEADING_ROWS", default_value_t = 1)]
+    skip_leading_rows: u32,
+
+    /// CSV: field delimiter (`\t` for tab).
+    #[arg(long, env = "SLUICE_FIELD_DELIMITER", default_value = ",")]
+    field_delimiter: String,
+
+    /// CSV: quote character; empty for none.
+    #[arg(long, env = "SLUICE_QUOTE", default_value = "\"")]
+    quote: String,
+
+    /// CSV: quoted fields may contain newlines.
+    #[arg(long, env = "SLUICE_ALLOW_QUOTED_NEWLINES")]
+    allow_quoted_newlines: bool,
+
+    /// CSV: rows missing trailing optional columns are accepted.
+    #[arg(long, env = "SLUICE_ALLOW_JAGGED_ROWS")]
+    allow_jagged_rows: bool,
+
+    /// CSV: the string that means NULL.
+    #[arg(long, env = "SLUICE_NULL_MARKER")]
+    null_marker: Option<String>,
+
+    /// CSV: source encoding (UTF-8, ISO-8859-1, ...).
+    #[arg(long, env = "SLUICE_ENCODING")]
+    encoding: Option<String>,
+
+    /// CSV/JSON: bad rows BigQuery may skip before the job fails.
+    #[arg(long, env = "SLUICE_MAX_BAD_RECORDS", value_name = "N")]
+    max_bad_records: Option<u32>,
+
+    /// CSV/JSON: ignore values that are not in the schema.
+    #[arg(long, env = "SLUICE_IGNORE_UNKNOWN_VALUES")]
+    ignore_unknown_values: bool,
+
+    /// Load jobs in flight at once in this task.
+    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+
+    /// How work items (destinations) are dealt to tasks: contiguous, round-robin or hash.
+    #[arg(long, env = "SLUICE_SHARD_STRATEGY", default_value = "hash")]
+    shard_strategy: ShardStrategy,
+
+    /// Project that runs the jobs; default: each destination's project.
+    #[arg(long, env = "SLUICE_JOB_PROJECT", value_name = "PROJECT")]
+    job_project: Option<String>,
+
+    /// Mixed into every job id: set a new value to load objects again that were loaded before.
+    #[arg(long, env = "SLUICE_JOB_ID_SALT", value_name = "TEXT")]
+    job_id_salt: Option<String>,
+
+    /// Submissions per destination when jobs fail transiently (backendError, ...).
+    #[arg(long, env = "SLUICE_MAX_JOB_ATTEMPTS", default_value_t = 3)]
+    max_job_attempts: u32,
+
+    /// Longest wait between two polls of a running job.
+    #[arg(long, env = "SLUICE_POLL_MAX", default_value = "10s", value_parser = humantime_duration)]
+    poll_max: Duration,
+
+    /// BigQuery API endpoint, e.g. http://127.0.0.1:9050 for an emulator (http:// endpoints get
+    /// anonymous credentials). Default: BIGQUERY_EMULATOR_HOST, else Google.
+    #[arg(long, env = "SLUICE_BIGQUERY_ENDPOINT", value_name = "URL")]
+    bigquery_endpoint: Option<String>,
+
+    /// Read footers and print the jobs (with their ids) without submitting anything.
+    #[arg(long, env = "SLUICE_DRY_RUN")]
+    dry_run: bool,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| (&text[..i], &text[i..]));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// Where BigQuery is: the flag, else `BIGQUERY_EMULATOR_HOST`, else Google with ADC.
+fn bigquery_client(flag: Option<&str>) -> ClientConfig {
+    match flag.filter(|f| !f.trim().is_empty()) {
+        Some(url) if url.starts_with("http://") => ClientConfig::emulator(url),
+        Some(url) => ClientConfig {
+            endpoint: Some(url.trim_end_matches('/').to_string()),
+            credentials: Credentials::Default,
+        },
+        None => match std::env::var("BIGQUERY_EMULATOR_HOST") {
+            Ok(host) if !host.trim().is_empty() => ClientConfig::emulator(&host),
+            _ => ClientConfig::default(),
+        },
+    }
+}
+
+fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
+    let input = match (args.source, args.manifests) {
+        (Some(glob), None) => Input::Glob(glob),
+        (None, Some(prefix)) => Input::Manifests(prefix),
+        _ => return Err(usage("give exactly one of --source and --manifests")),
+    };
+    let table = TableTemplate::parse(&args.table).map_err(usage)?;
+    let mut config = LoadConfig::new(input, table);
+    config.format = match args.format {
+        Format::Parquet => SourceFormat::Parquet,
+        Format::Csv => SourceFormat::Csv,
+        Format::Json => SourceFormat::Json,
+    };
+    config.schema = match (args.schema, args.autodetect) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| usage(format!("--schema {}: {e}", path.display())))?;
+            let fields = sluice_load::schema::parse_schema_file(&text)
+                .map_err(|e| usage(format!("--schema {}: {e}", path.display())))?;
+            SchemaSource::Explicit(fields)
+        }
+        (None, true) => SchemaSource::Autodetect,
+        (None, false) => SchemaSource::FromFiles,
+    };
+    let delimiter = if args.field_delimiter == "\\t" {
+        "\t".to_string()
+    } else {
+        args.field_delimiter
+    };
+    config.csv = CsvOptions {
+        skip_leading_rows: args.skip_leading_rows,
+        field_delimiter: delimiter,
+        quote: args.quote,
+        allow_quoted_newlines: args.allow_quoted_newlines,
+        allow_jagged_rows: args.allow_jagged_rows,
+        null_marker: args.null_marker,
+        encoding: args.encoding,
+    };
+    config.max_bad_records = args.max_bad_records;
+    config.ignore_unknown_values = args.ignore_unknown_values;
+    config.hive_partitioning = args.hive_partitioning;
+    config.write = match args.write {
+        Write::Append => WriteMode::Append,
+        Write::Truncate => WriteMode::Truncate,
+        Write::Empty => WriteMode::Empty,
+    };
+    config.create_dataset = args.create_dataset;
+    config.location = args.location;
+    config.partitioning = args.partition_by.map(|column| Partitioning {
+        field: (!column.eq_ignore_ascii_case("_PARTITIONTIME")).then_some(column),
+        kind: match args.partition_type.unwrap_or(PartitionKind::Day) {
+            PartitionKind::Hour => PartitionType::Hour,
+            PartitionKind::Day => PartitionType::Day,
+            PartitionKind::Month => PartitionType::Month,
+            PartitionKind::Year => PartitionType::Year,
+        },
+    });
+    config.clustering = args
+        .cluster_by
+        .into_iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    config.schema_update = SchemaUpdate {
+        allow_field_addition: args
+            .schema_update
+            .contains(&SchemaUpdateOption::AllowFieldAddition),
+        allow_field_relaxation: args
+            .schema_update
+            .contains(&SchemaUpdateOption::AllowFieldRelaxation),
+    };
+    config.concurrency = args.concurrency;
+    config.shard_strategy = args.shard_strategy;
+    config.job_project = args.job_project;
+    config.job_id_salt = args.job_id_salt;
+    config.max_job_attempts = args.max_job_attempts;
+    config.poll.max = args.poll_max;
+    config.dry_run = args.dry_run;
+    config.bigquery = bigquery_client(args.bigquery_endpoint.as_deref());
+    config.store = context.store_config();
+    config.labels = job_labels(context);
+    config.validate().map_err(|e| usage(e.to_string()))?;
+    Ok(config)
+}
+
+/// Labels on every load job, so BigQuery's job list shows which task submitted it. Values are
+/// lowercased and cut to BigQuery's label rules.
+fn job_labels(context: &Context) -> BTreeMap<String, String> {
+    let clean = |v: &str| -> String {
+        v.to_ascii_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(63)
+            .collect()
+    };
+    let mut labels = BTreeMap::from([("sluice".to_string(), "load".to_string())]);
+    if let Some(job) = &context.task.job {
+        labels.insert("cloud-run-job".into(), clean(job));
+    }
+    if let Some(execution) = &context.task.execution {
+        labels.insert("cloud-run-execution".into(), clean(execution));
+    }
+    labels
+}
+
+pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
+    let config = build_config(args, context)?;
+    let cancel = context.cancel();
+    let report = match sluice_load::run(&config, &context.task, &cancel).await {
+        Ok(report) => report,
+        Err(LoadError::Config(e)) => return Err(usage(e.to_string())),
+        Err(e) => return Err(anyhow::Error::new(e)).context("sluice load"),
+    };
+    let rows: i64 = report.jobs.iter().filter_map(|j| j.rows).sum();
+    let loaded = report
+        .jobs
+        .iter()
+        .filter(|j| j.outcome == sluice_load::Outcome::Loaded)
+        .count();
+    let already = report
+        .jobs
+        .iter()
+        .filter(|j| j.outcome == sluice_load::Outcome::AlreadyLoaded)
+        .count();
+    tracing::info!(
+        jobs = report.jobs.len(),
+        loaded,
+        already_loaded = already,
+        rows,
+        items_total = report.items_total,
+        objects_total = report.objects_total,
+        "load task done: {} job(s) ({loaded} loaded, {already} already loaded), {rows} rows",
+        report.jobs.len()
+    );
+    Ok(ExitCode::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(humantime_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(humantime_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(humantime_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(humantime_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(humantime_duration("x").is_err());
+        assert!(humantime_duration("3h").is_err());
+    }
+
+    #[test]
+    fn endpoints() {
+        let c = bigquery_client(Some("http://127.0.0.1:9050"));
+        assert_eq!(c.credentials, Credentials::Anonymous);
+        let c = bigquery_client(Some("https://bigquery.europe-west1.rep.googleapis.com/"));
+        assert_eq!(c.credentials, Credentials::Default);
+        assert_eq!(
+            c.endpoint.as_deref(),
+            Some("https://bigquery.europe-west1.rep.googleapis.com")
+        );
+    }
 }
