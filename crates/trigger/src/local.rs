@@ -446,6 +446,7 @@ impl Exec {
             }
         };
         let pid = child.id().unwrap_or(0) as i32;
+        live_groups::add(pid);
         tracing::info!(
             task = index,
             attempt,
@@ -493,6 +494,7 @@ impl Exec {
         // Whatever the task left behind in its process group goes with it, as when a
         // container stops; that also closes the pipes the pumps read.
         signal_group(pid, libc::SIGKILL);
+        live_groups::remove(pid);
         for p in pumps {
             let abort = p.abort_handle();
             if tokio::time::timeout(Duration::from_secs(2), p)
@@ -645,6 +647,47 @@ fn signal_group(pgid: i32, sig: libc::c_int) {
         // spawned with process_group(0)); ESRCH once the group is gone is harmless.
         unsafe {
             libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Process groups of running tasks, killed if `sluice-trigger` exits abruptly (a second
+/// Ctrl-C makes the runtime call `exit` at once): tasks live in their own process groups, so
+/// nothing else would stop them.
+mod live_groups {
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, Once};
+
+    static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+    static REGISTER: Once = Once::new();
+
+    extern "C" fn kill_all() {
+        // try_lock: never block inside exit(3); a task being registered right now is the
+        // only thing that can hold the lock.
+        if let Ok(groups) = GROUPS.try_lock() {
+            for pgid in groups.iter() {
+                super::signal_group(*pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    pub fn add(pgid: i32) {
+        REGISTER.call_once(|| {
+            // SAFETY: registers a plain extern "C" function with atexit(3).
+            unsafe {
+                libc::atexit(kill_all);
+            }
+        });
+        if pgid > 0
+            && let Ok(mut g) = GROUPS.lock()
+        {
+            g.insert(pgid);
+        }
+    }
+
+    pub fn remove(pgid: i32) {
+        if let Ok(mut g) = GROUPS.lock() {
+            g.remove(&pgid);
         }
     }
 }

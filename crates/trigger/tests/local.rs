@@ -465,3 +465,75 @@ fn binary_reports_json_on_stdout_and_forwards_sigterm() {
     assert_eq!(report["state"], "CANCELLED");
     assert_eq!(report["message"], "interrupted by SIGTERM");
 }
+
+/// A second SIGTERM makes `sluice-trigger` exit at once; its tasks (in their own process
+/// groups) must not outlive it.
+#[test]
+fn a_second_signal_exits_at_once_without_orphaning_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("jobs.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+[local]
+kill_grace = "20s"
+env = {{ OUT = "{}" }}
+
+[[jobs]]
+name = "stubborn"
+command = ["sh", "-c", '''trap 'echo term >> "$OUT/term"' TERM; echo $$ > "$OUT/pid"; while true; do sleep 0.1; done''']
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_sluice-trigger");
+    let mut child = std::process::Command::new(bin)
+        .args(["local", spec.to_str().unwrap(), "stubborn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists()
+        || std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .is_empty()
+    {
+        assert!(Instant::now() < deadline, "task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let task_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+    // SAFETY (all three): signalling processes this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    while !dir.path().join("term").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the task never saw the forwarded SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        alive(task_pid),
+        "the task ignores SIGTERM and is still in its 20 s grace"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let gone_by = Instant::now() + Duration::from_secs(2);
+    while alive(task_pid) {
+        assert!(
+            Instant::now() < gone_by,
+            "task {task_pid} outlived sluice-trigger"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
