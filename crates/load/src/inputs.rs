@@ -221,11 +221,20 @@ struct RawEntry {
     dataset: Option<String>,
 }
 
+/// `sluice extract`'s task manifest lists objects per source item (docs/extract.md); a flat
+/// `objects` list is accepted too, for manifests written by other tools.
 #[derive(Deserialize)]
 struct RawManifest {
     #[serde(alias = "outputs")]
-    objects: Vec<RawEntry>,
+    objects: Option<Vec<RawEntry>>,
+    items: Option<Vec<RawItem>>,
     dataset: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawItem {
+    #[serde(default)]
+    objects: Vec<RawEntry>,
 }
 
 /// Parses a task manifest: `{"objects": [{"url": "gs://...", "generation": N, "size": N,
@@ -237,8 +246,14 @@ pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Vec<ManifestEntry>, Loa
     };
     let raw: RawManifest =
         serde_json::from_slice(bytes).map_err(|e| fail(format!("not a task manifest: {e}")))?;
+    if raw.objects.is_none() && raw.items.is_none() {
+        return Err(fail("not a task manifest: neither `items` nor `objects`".into()));
+    }
+    let item_objects = raw.items.into_iter().flatten().flat_map(|item| item.objects);
     raw.objects
         .into_iter()
+        .flatten()
+        .chain(item_objects)
         .enumerate()
         .map(|(i, e)| {
             let url = e
