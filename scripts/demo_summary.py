@@ -96,14 +96,15 @@ def main():
 
     timings = []
     for job in ("extract", "load", "dbt"):
-        seconds = args.state / f"{job}.seconds"
         report = args.state / f"{job}.json"
-        if seconds.exists():
-            tasks = ""
-            if report.exists():
-                data = json.loads(report.read_text())
-                tasks = f" ({data.get('succeeded_count', '?')}/{data.get('task_count', '?')} tasks)"
-            timings.append(f"{job} {seconds.read_text().strip()} s{tasks}")
+        if report.exists():
+            data = json.loads(report.read_text())
+            counts = data.get("counts", {})
+            retried = f", {counts['retried']} retried" if counts.get("retried") else ""
+            timings.append(
+                f"{job} {data.get('duration_seconds', 0):.1f} s "
+                f"({counts.get('succeeded', '?')}/{data.get('task_count', '?')} tasks{retried})"
+            )
     print("wall time   " + ", ".join(timings))
     print(f"look at     gcloud storage ls gs://{args.bucket}/raw/**  (with CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE={args.gcs}/storage/v1/)")
     print(f"            curl -s {args.bigquery}/bigquery/v2/projects/{args.project}/queries -d "
