@@ -247,9 +247,15 @@ pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Vec<ManifestEntry>, Loa
     let raw: RawManifest =
         serde_json::from_slice(bytes).map_err(|e| fail(format!("not a task manifest: {e}")))?;
     if raw.objects.is_none() && raw.items.is_none() {
-        return Err(fail("not a task manifest: neither `items` nor `objects`".into()));
+        return Err(fail(
+            "not a task manifest: neither `items` nor `objects`".into(),
+        ));
     }
-    let item_objects = raw.items.into_iter().flatten().flat_map(|item| item.objects);
+    let item_objects = raw
+        .items
+        .into_iter()
+        .flatten()
+        .flat_map(|item| item.objects);
     raw.objects
         .into_iter()
         .flatten()
