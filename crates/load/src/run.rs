@@ -581,10 +581,16 @@ impl Runner<'_> {
                 // The id exists: an earlier attempt of this task (or our own insert whose
                 // response was lost) submitted it. Follow that job instead of loading again.
                 Err(RetryError::Exhausted { source, .. }) if source.is_conflict() => {
+                    // jobs.get needs the job's location outside the US/EU multi-regions; without
+                    // --location, BigQuery's 409 message names it (`Job proj:europe-west1.id`).
+                    let location = self.config.location.clone().or_else(|| {
+                        source
+                            .bq_error()
+                            .and_then(|e| location_from_conflict(&e.message, &id))
+                    });
                     let job = self
                         .call(format!("jobs.get {project}:{id}"), || {
-                            self.client
-                                .get_job(project, &id, self.config.location.as_deref())
+                            self.client.get_job(project, &id, location.as_deref())
                         })
                         .await
                         .map_err(|e| retry_failure(e, || format!("table {table}: job {id}")))?;
@@ -765,6 +771,19 @@ fn check_layout(base: &TableRef, spec: &LoadSpec, table: &model::Table) -> Resul
     Ok(())
 }
 
+/// `europe-west1` from `Already Exists: Job proj:europe-west1.sluice_load_x`.
+fn location_from_conflict(message: &str, id: &str) -> Option<String> {
+    let end = message.find(&format!(".{id}"))?;
+    let before = &message[..end];
+    let start = before.rfind(':')? + 1;
+    let location = &before[start..];
+    (!location.is_empty()
+        && location
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    .then(|| location.to_string())
+}
+
 fn display_job_id(job: &model::Job, project: &str, id: &str) -> String {
     let location = job
         .job_reference
@@ -863,5 +882,30 @@ pub fn log_job(job: &JobReport) {
             "{}: BigQuery reports {rows} output rows but the files' footers hold {file_rows}",
             job.table
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_messages_name_the_location() {
+        assert_eq!(
+            location_from_conflict(
+                "Already Exists: Job proj:europe-west1.sluice_load_x",
+                "sluice_load_x"
+            ),
+            Some("europe-west1".to_string())
+        );
+        assert_eq!(
+            location_from_conflict("Already Exists: Job example.com:proj:US.j", "j"),
+            Some("US".to_string())
+        );
+        assert_eq!(
+            location_from_conflict("Already Exists: Job proj.j2", "j"),
+            None
+        );
+        assert_eq!(location_from_conflict("duplicate", "j"), None);
     }
 }

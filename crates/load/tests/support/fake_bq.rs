@@ -135,6 +135,66 @@ pub fn validate(
     }
 }
 
+/// What BigQuery checks of a `jobs.insert` body: the discovery schema, then the values the
+/// schema leaves as free strings but the API documents (dispositions, formats, job id).
+pub fn check_insert(body: &Value, ints_for_enums: bool) -> Result<(), (String, String)> {
+    validate(body, &json!({"$ref": "Job"}), "job", ints_for_enums)?;
+    let id = body["jobReference"]["jobId"].as_str().unwrap_or_default();
+    let valid_id = !id.is_empty()
+        && id.len() <= 1024
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid_id {
+        return Err((
+            "job.jobReference.jobId".into(),
+            format!("Invalid job ID \"{id}\""),
+        ));
+    }
+    let load = &body["configuration"]["load"];
+    let documented: [(&str, &[&str]); 3] = [
+        (
+            "writeDisposition",
+            &[
+                "WRITE_APPEND",
+                "WRITE_TRUNCATE",
+                "WRITE_TRUNCATE_DATA",
+                "WRITE_EMPTY",
+            ],
+        ),
+        ("createDisposition", &["CREATE_IF_NEEDED", "CREATE_NEVER"]),
+        (
+            "sourceFormat",
+            &[
+                "CSV",
+                "DATASTORE_BACKUP",
+                "NEWLINE_DELIMITED_JSON",
+                "AVRO",
+                "PARQUET",
+                "ORC",
+            ],
+        ),
+    ];
+    for (field, allowed) in documented {
+        if let Some(v) = load.get(field).and_then(Value::as_str)
+            && !allowed.contains(&v)
+        {
+            return Err((
+                format!("job.configuration.load.{field}"),
+                format!("Invalid value for {field}: {v}"),
+            ));
+        }
+    }
+    let uris = load["sourceUris"].as_array().map_or(0, Vec::len);
+    if uris == 0 || load["destinationTable"]["tableId"].as_str().is_none() {
+        return Err((
+            "job.configuration.load".into(),
+            "Load configuration must specify sourceUris and destinationTable".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What a job does once inserted.
 #[derive(Debug, Clone)]
 pub enum Script {
@@ -305,8 +365,7 @@ fn handle(
                 );
             };
             let ints = query.contains("enum-encoding=int") || query.contains("enum-encoding%3Dint");
-            if let Err((location, message)) = validate(&body, &json!({"$ref": "Job"}), "job", ints)
-            {
+            if let Err((location, message)) = check_insert(&body, ints) {
                 return (
                     400,
                     error_body(
@@ -322,37 +381,6 @@ fn handle(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let valid_id = !id.is_empty()
-                && id.len() <= 1024
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid_id {
-                return (
-                    400,
-                    error_body(
-                        400,
-                        "INVALID_ARGUMENT",
-                        "invalid",
-                        &format!("Invalid job ID \"{id}\""),
-                        Some("job.jobReference.jobId"),
-                    ),
-                );
-            }
-            let load = &body["configuration"]["load"];
-            let uris = load["sourceUris"].as_array().map_or(0, Vec::len);
-            if uris == 0 || load["destinationTable"]["tableId"].as_str().is_none() {
-                return (
-                    400,
-                    error_body(
-                        400,
-                        "INVALID_ARGUMENT",
-                        "invalid",
-                        "Load configuration must specify sourceUris and destinationTable",
-                        Some("job.configuration.load"),
-                    ),
-                );
-            }
             if state.jobs.contains_key(&id) {
                 let message = format!("Already Exists: Job {project}:US.{id}");
                 return (
