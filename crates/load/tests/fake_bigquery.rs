@@ -105,7 +105,7 @@ async fn a_job_already_done_counts_as_loaded_without_a_new_job() {
     assert_eq!(job.rows, Some(10));
     assert_eq!(job.job_id, format!("{PROJECT}:US.{id}"));
     // One insert (answered 409) and one get; no second job.
-    assert_eq!(fake.inserted_ids(), [id.clone()]);
+    assert_eq!(fake.inserted_ids(), [id]);
     assert_eq!(fake.gets(), 1);
 }
 
