@@ -139,6 +139,7 @@ pub async fn discover(input: &Input, store_config: &StoreConfig) -> Result<Disco
                 .unwrap_or("")
                 .to_string();
             let mut objects = Vec::new();
+            let mut headers = Vec::new();
             for manifest in manifests {
                 let manifest_url = store.url_of(&manifest.key);
                 let bytes = sluice_storage::read_to_bytes(
@@ -147,7 +148,11 @@ pub async fn discover(input: &Input, store_config: &StoreConfig) -> Result<Disco
                     MAX_MANIFEST_BYTES,
                 )
                 .await?;
-                for entry in parse_manifest(&bytes, &manifest_url)? {
+                let parsed = parse_manifest(&bytes, &manifest_url)?;
+                if let Some(header) = parsed.header {
+                    headers.push((manifest_url.clone(), header));
+                }
+                for entry in parsed.entries {
                     let (bucket, key) = resolve_entry_url(&entry.url, &bucket, &base);
                     objects.push(SourceObject {
                         vars: ObjectVars::from_key(&key, &base, entry.dataset.clone()),
@@ -159,6 +164,7 @@ pub async fn discover(input: &Input, store_config: &StoreConfig) -> Result<Disco
                     });
                 }
             }
+            check_manifest_set(url, &headers)?;
             Ok(Discovered {
                 objects,
                 stores,
@@ -221,45 +227,96 @@ struct RawEntry {
     dataset: Option<String>,
 }
 
-/// `sluice extract`'s task manifest lists objects per source item (docs/extract.md); a flat
-/// `objects` list is accepted too, for manifests written by other tools.
-#[derive(Deserialize)]
-struct RawManifest {
-    #[serde(alias = "outputs")]
-    objects: Option<Vec<RawEntry>>,
-    items: Option<Vec<RawItem>>,
-    dataset: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct RawItem {
+    #[serde(default)]
+    status: Option<String>,
     #[serde(default)]
     objects: Vec<RawEntry>,
 }
 
-/// Parses a task manifest: `{"objects": [{"url": "gs://...", "generation": N, "size": N,
-/// "dataset": "..."}, ...]}` (see docs/load.md for the fields used).
-pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Vec<ManifestEntry>, LoadError> {
+/// `sluice extract`'s task manifest (see docs/extract.md), or a plain `{"objects": [...]}` list.
+#[derive(Deserialize)]
+struct RawManifest {
+    kind: Option<String>,
+    version: Option<u32>,
+    execution: Option<String>,
+    task_index: Option<u32>,
+    task_count: Option<u32>,
+    complete: Option<bool>,
+    #[serde(default)]
+    items: Vec<RawItem>,
+    #[serde(default, alias = "outputs")]
+    objects: Vec<RawEntry>,
+    dataset: Option<String>,
+}
+
+/// The kind `sluice extract` writes.
+pub const EXTRACT_MANIFEST_KIND: &str = "sluice.extract.task-manifest";
+
+/// Which task of which extract execution wrote a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHeader {
+    pub execution: Option<String>,
+    pub task_index: u32,
+    pub task_count: u32,
+}
+
+/// A parsed manifest: its header (extract's format) and the objects it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub header: Option<ManifestHeader>,
+    pub entries: Vec<ManifestEntry>,
+}
+
+/// Parses a task manifest. `sluice extract`'s format (`kind` `sluice.extract.task-manifest`,
+/// version 1) lists `items[].objects[]` with `url`, `generation`, `size`, `dataset`; a manifest
+/// that is not `complete` (its extract task failed part of its share) is refused, since loading
+/// it with `--write truncate` would replace a table with part of its data. A plain
+/// `{"objects": [...]}` list is accepted too, for inputs not written by extract.
+pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Manifest, LoadError> {
     let fail = |reason: String| LoadError::Manifest {
         url: url.to_string(),
         reason,
     };
     let raw: RawManifest =
         serde_json::from_slice(bytes).map_err(|e| fail(format!("not a task manifest: {e}")))?;
-    if raw.objects.is_none() && raw.items.is_none() {
-        return Err(fail(
-            "not a task manifest: neither `items` nor `objects`".into(),
-        ));
-    }
-    let item_objects = raw
-        .items
+    let mut header = None;
+    let raw_entries: Vec<RawEntry> = match raw.kind.as_deref() {
+        Some(EXTRACT_MANIFEST_KIND) => {
+            if raw.version != Some(1) {
+                return Err(fail(format!(
+                    "manifest version {:?} is not supported (this sluice reads version 1)",
+                    raw.version
+                )));
+            }
+            if raw.complete != Some(true) {
+                return Err(fail(
+                    "the manifest is not complete: its extract task failed part of its share; \
+                     rerun extract before loading"
+                        .into(),
+                ));
+            }
+            if let Some(item) = raw
+                .items
+                .iter()
+                .find(|i| i.status.as_deref() == Some("failed"))
+            {
+                let _ = item;
+                return Err(fail("the manifest lists a failed item".into()));
+            }
+            header = Some(ManifestHeader {
+                execution: raw.execution.clone(),
+                task_index: raw.task_index.unwrap_or_default(),
+                task_count: raw.task_count.unwrap_or(1),
+            });
+            raw.items.into_iter().flat_map(|i| i.objects).collect()
+        }
+        Some(other) => return Err(fail(format!("unknown manifest kind {other:?}"))),
+        None => raw.objects,
+    };
+    let entries = raw_entries
         .into_iter()
-        .flatten()
-        .flat_map(|item| item.objects);
-    raw.objects
-        .into_iter()
-        .flatten()
-        .chain(item_objects)
         .enumerate()
         .map(|(i, e)| {
             let url = e
@@ -277,7 +334,49 @@ pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Vec<ManifestEntry>, Loa
                 dataset: e.dataset.or_else(|| raw.dataset.clone()),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, LoadError>>()?;
+    Ok(Manifest { header, entries })
+}
+
+/// extract's manifests under one prefix must be one execution's full set: every task index
+/// `0..task_count` present, one `task_count`, one execution. A missing task (it failed and
+/// wrote nothing) or a stale manifest from an older run with more tasks would otherwise load
+/// part of the data, or old data, without a word.
+pub fn check_manifest_set(
+    prefix: &str,
+    headers: &[(String, ManifestHeader)],
+) -> Result<(), LoadError> {
+    let Some((first_url, first)) = headers.first() else {
+        return Ok(());
+    };
+    for (url, h) in headers {
+        if h.task_count != first.task_count || h.execution != first.execution {
+            return Err(LoadError::Input(format!(
+                "{prefix}: manifests from different extract runs: {first_url} is task {} of {} \
+                 (execution {:?}), {url} is task {} of {} (execution {:?}); remove the stale ones",
+                first.task_index,
+                first.task_count,
+                first.execution,
+                h.task_index,
+                h.task_count,
+                h.execution
+            )));
+        }
+    }
+    let present: BTreeMap<u32, &String> = headers.iter().map(|(u, h)| (h.task_index, u)).collect();
+    let missing: Vec<String> = (0..first.task_count)
+        .filter(|i| !present.contains_key(i))
+        .map(|i| format!("task-{i:05}.json"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(LoadError::Input(format!(
+            "{prefix}: extract ran {} task(s) but {} wrote no manifest ({}); its data would be missing",
+            first.task_count,
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -310,6 +409,53 @@ mod tests {
     }
 
     #[test]
+    fn extract_manifests_and_their_set() {
+        let manifest = |index: u32, complete: bool| {
+            serde_json::json!({
+                "kind": EXTRACT_MANIFEST_KIND, "version": 1, "execution": "ex-1",
+                "task_index": index, "task_count": 2, "complete": complete,
+                "items": [{"status": "extracted", "objects": [
+                    {"name": "raw/city/a.parquet", "url": "gs://b/raw/city/a.parquet",
+                     "dataset": "city", "size": 10, "generation": 17, "rows": 3}]}]
+            })
+            .to_string()
+        };
+        let parsed = parse_manifest(manifest(0, true).as_bytes(), "gs://b/m0").unwrap();
+        assert_eq!(parsed.entries[0].url, "gs://b/raw/city/a.parquet");
+        assert_eq!(parsed.entries[0].generation, Some(17));
+        assert_eq!(parsed.entries[0].dataset.as_deref(), Some("city"));
+        let err = parse_manifest(manifest(1, false).as_bytes(), "gs://b/m1").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("gs://b/m1: the manifest is not complete"),
+            "{err}"
+        );
+
+        let h = |i, count, ex: &str| ManifestHeader {
+            execution: Some(ex.into()),
+            task_index: i,
+            task_count: count,
+        };
+        check_manifest_set(
+            "p",
+            &[("a".into(), h(0, 2, "e")), ("b".into(), h(1, 2, "e"))],
+        )
+        .unwrap();
+        let err = check_manifest_set(
+            "p",
+            &[("a".into(), h(0, 3, "e")), ("b".into(), h(2, 3, "e"))],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("task-00001.json"), "{err}");
+        let err = check_manifest_set(
+            "p",
+            &[("a".into(), h(0, 2, "e")), ("b".into(), h(1, 3, "old"))],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("different extract runs"), "{err}");
+    }
+
+    #[test]
     fn manifest_entries() {
         let entries = parse_manifest(
             br#"{"objects":[
@@ -318,7 +464,8 @@ mod tests {
                "dataset":"fallback"}"#,
             "gs://b/raw/_manifests/task-00000.json",
         )
-        .unwrap();
+        .unwrap()
+        .entries;
         assert_eq!(entries[0].generation, Some(17));
         assert_eq!(entries[0].size, Some(10));
         assert_eq!(entries[1].url, "city/b.parquet");
