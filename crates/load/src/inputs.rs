@@ -297,12 +297,11 @@ pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Manifest, LoadError> {
                         .into(),
                 ));
             }
-            if let Some(item) = raw
+            if raw
                 .items
                 .iter()
-                .find(|i| i.status.as_deref() == Some("failed"))
+                .any(|i| i.status.as_deref() == Some("failed"))
             {
-                let _ = item;
                 return Err(fail("the manifest lists a failed item".into()));
             }
             header = Some(ManifestHeader {
