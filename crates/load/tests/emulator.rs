@@ -342,11 +342,16 @@ async fn a_manifest_naming_a_missing_object_fails_clearly() {
     let generation = gcs
         .put("raw/city/present.parquet", simple_parquet(0, 1))
         .await;
+    // The shape `sluice extract` writes (crates/extract/src/receipt.rs, docs/extract.md).
     let manifest = serde_json::json!({
-        "objects": [
-            {"url": format!("gs://{BUCKET}/raw/city/present.parquet"), "generation": generation, "dataset": "city"},
-            {"url": format!("gs://{BUCKET}/raw/city/gone.parquet"), "generation": 7, "dataset": "city"},
-        ]
+        "kind": "sluice.extract.task-manifest", "version": 1, "task_index": 0, "task_count": 1,
+        "complete": true,
+        "items": [{"status": "extracted", "objects": [
+            {"name": "raw/city/present.parquet", "url": format!("gs://{BUCKET}/raw/city/present.parquet"),
+             "dataset": "city", "size": 10, "generation": generation},
+            {"name": "raw/city/gone.parquet", "url": format!("gs://{BUCKET}/raw/city/gone.parquet"),
+             "dataset": "city", "size": 10, "generation": 7},
+        ]}]
     });
     gcs.put(
         "raw/_manifests/task-00000.json",
