@@ -48,20 +48,8 @@ pub enum ExtractError {
     Decode { source_name: String, detail: String },
 
     /// A value that does not fit the schema (with `--bad-rows fail`).
-    #[error(
-        "{source_name}: line {line}, column {column_index} ({column}): value {value:?} is not a valid {expected}{}",
-        hint_suffix(.hint)
-    )]
-    BadValue {
-        source_name: String,
-        line: u64,
-        column: String,
-        /// 1-based.
-        column_index: usize,
-        value: String,
-        expected: String,
-        hint: Option<String>,
-    },
+    #[error("{0}")]
+    BadValue(Box<BadValue>),
 
     /// A CSV record that cannot be read as a row (wrong field count, invalid UTF-8).
     #[error("{source_name}: line {line}: {detail}")]
@@ -98,6 +86,23 @@ pub enum ExtractError {
 
     #[error("{0}")]
     Internal(String),
+}
+
+/// Where a value that does not fit the schema is, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{source_name}: line {line}, column {column_index} ({column}): value {value:?} is not a valid {expected}{}",
+    hint_suffix(.hint)
+)]
+pub struct BadValue {
+    pub source_name: String,
+    pub line: u64,
+    pub column: String,
+    /// 1-based.
+    pub column_index: usize,
+    pub value: String,
+    pub expected: String,
+    pub hint: Option<String>,
 }
 
 fn message_suffix(message: &str) -> String {
@@ -146,11 +151,10 @@ impl ExtractError {
     }
 
     pub fn is_cancelled(&self) -> bool {
-        match self {
-            ExtractError::Cancelled => true,
-            ExtractError::Storage(StorageError::Cancelled { .. }) => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            ExtractError::Cancelled | ExtractError::Storage(StorageError::Cancelled { .. })
+        )
     }
 
     /// Wraps this error into an `io::Error` so it can cross `Read`/`Write` boundaries, and be
@@ -205,7 +209,7 @@ mod tests {
             http(403, Some(Duration::from_secs(3))).retry_decision(),
             RetryDecision::Stop
         );
-        let bad = ExtractError::BadValue {
+        let bad = ExtractError::BadValue(Box::new(BadValue {
             source_name: "https://h/a.csv".into(),
             line: 7,
             column: "amount".into(),
@@ -213,7 +217,7 @@ mod tests {
             value: "12,5".into(),
             expected: "INT64".into(),
             hint: None,
-        };
+        }));
         assert_eq!(bad.retry_decision(), RetryDecision::Stop);
         assert_eq!(
             bad.to_string(),

@@ -86,7 +86,7 @@ pub fn last_segment(url_or_path: &str) -> String {
     };
     path.rsplit('/')
         .find(|s| !s.is_empty())
-        .map(|s| percent_decode_lossy(s))
+        .map(percent_decode_lossy)
         .unwrap_or_default()
 }
 

@@ -179,7 +179,7 @@ pub async fn plan(
                 {
                     let target = HttpTarget::new(url)?;
                     let display = target.display().to_string();
-                    (Origin::Http(target), display)
+                    (Origin::Http(Box::new(target)), display)
                 } else {
                     let path = local_path(url)?;
                     let display = path.display().to_string();
@@ -234,7 +234,7 @@ pub async fn plan(
                         dataset: dataset_of(&name),
                         name: name.clone(),
                         display: target.display().to_string(),
-                        origin: Origin::Http(target),
+                        origin: Origin::Http(Box::new(target)),
                         data_ext: "csv".into(),
                         compression_ext: String::new(),
                         format,

@@ -567,14 +567,15 @@ pub fn zip(members: &[(&str, &[u8], bool, bool)]) -> Vec<u8> {
 
 /// Reads a whole Parquet file (small test outputs only).
 pub fn read_parquet(
-    data: Bytes,
+    data: impl Into<Bytes>,
 ) -> (
     arrow::datatypes::SchemaRef,
     Vec<arrow::array::RecordBatch>,
     parquet::file::metadata::ParquetMetaData,
 ) {
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
-        .expect("a Parquet file");
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data.into())
+            .expect("a Parquet file");
     let schema = builder.schema().clone();
     let metadata = builder.metadata().as_ref().clone();
     let batches = builder

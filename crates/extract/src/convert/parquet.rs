@@ -29,7 +29,7 @@ use super::read_error;
 use super::records::{Dialect, RecordReader, Records};
 use super::schema::{SchemaOverride, apply_overrides, infer};
 use crate::config::{BadRows, Compression, ParquetOptions};
-use crate::error::{ExtractError, Result};
+use crate::error::{BadValue, ExtractError, Result};
 use crate::sink::{Committed, ObjectSink};
 
 /// Longest value quoted in an error message or reject line.
@@ -332,7 +332,7 @@ fn problem_error(
     match *problem {
         Problem::BadValue { col, .. } => {
             let column = &columns[col];
-            ExtractError::BadValue {
+            ExtractError::BadValue(Box::new(BadValue {
                 source_name: src.to_string(),
                 line,
                 column: column.name.clone(),
@@ -343,7 +343,7 @@ fn problem_error(
                     "expected {}; fix the type with a schema file or use --bad-rows quarantine",
                     column.column_type.expected_form()
                 )),
-            }
+            }))
         }
         Problem::InvalidUtf8 { col, .. } => ExtractError::BadRecord {
             source_name: src.to_string(),

@@ -131,9 +131,10 @@ impl Container {
     pub fn sniff(head: &[u8], compression_ext: &str) -> Container {
         if head.starts_with(&[0x1f, 0x8b]) {
             Container::Gzip
-        } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-            Container::Zip
-        } else if head.len() < 4 && compression_ext == "zip" {
+        } else if head.starts_with(b"PK\x03\x04")
+            || head.starts_with(b"PK\x05\x06")
+            || (head.len() < 4 && compression_ext == "zip")
+        {
             Container::Zip
         } else {
             Container::Plain

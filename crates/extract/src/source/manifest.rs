@@ -79,7 +79,7 @@ impl SourceEntry {
 #[serde(untagged)]
 enum JsonEntry {
     Url(String),
-    Entry(SourceEntry),
+    Entry(Box<SourceEntry>),
 }
 
 #[derive(Deserialize)]
@@ -118,7 +118,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<SourceEntry>> {
         list.into_iter()
             .map(|e| match e {
                 JsonEntry::Url(url) => SourceEntry::url(url),
-                JsonEntry::Entry(entry) => entry,
+                JsonEntry::Entry(entry) => *entry,
             })
             .collect()
     } else {

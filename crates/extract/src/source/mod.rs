@@ -22,7 +22,7 @@ use http::{HttpBody, HttpClient, HttpTarget, SourceVersion};
 /// Where an item's bytes are.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    Http(HttpTarget),
+    Http(Box<HttpTarget>),
     Local(PathBuf),
 }
 
@@ -104,7 +104,7 @@ async fn local_version(path: &PathBuf) -> std::io::Result<SourceVersion> {
 
 /// An opened source: what it is, and its bytes to pump.
 pub enum Opened {
-    Http(HttpBody),
+    Http(Box<HttpBody>),
     Local {
         file: tokio::fs::File,
         version: SourceVersion,
@@ -182,7 +182,7 @@ async fn read_local_chunk(file: &mut tokio::fs::File) -> Result<Option<Bytes>> {
 /// Opens the item's bytes (HTTP GET with retries, or the local file).
 pub async fn open(item: &WorkItem, client: &HttpClient) -> Result<Opened> {
     match &item.origin {
-        Origin::Http(target) => Ok(Opened::Http(client.get(target).await?)),
+        Origin::Http(target) => Ok(Opened::Http(Box::new(client.get(target).await?))),
         Origin::Local(path) => {
             let io = |source| ExtractError::LocalIo {
                 path: path.display().to_string(),

@@ -1,0 +1,91 @@
+//! Configuration mistakes exit 2 with a message naming the problem; `--help` lists the env
+//! twins.
+
+mod extract_support;
+
+use extract_support::{sluice, text};
+
+fn usage(args: &[&str]) -> String {
+    let out = sluice().arg("extract").args(args).output().unwrap();
+    let logs = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {logs}");
+    logs
+}
+
+#[test]
+fn configuration_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().to_str().unwrap();
+    assert!(usage(&["--dest", dest]).contains("nothing to extract"));
+    assert!(usage(&["--dest", dest, "--url", "ftp://h/a.csv"]).contains("unsupported scheme"));
+    assert!(
+        usage(&["--dest", "s3://bucket/x", "--url", "https://h/a.csv"])
+            .contains("unsupported scheme")
+    );
+    assert!(
+        usage(&["--dest", dest, "--url", "x", "--partition", "dt=28-11-2026"])
+            .contains("YYYY-MM-DD")
+    );
+    assert!(
+        usage(&["--dest", dest, "--url", "x", "--format", "csv"])
+            .contains("passthrough or parquet")
+    );
+    assert!(
+        usage(&["--dest", dest, "--url", "x", "--delimiter", ";;"]).contains("one ASCII character")
+    );
+    let missing = dir.path().join("nope.toml");
+    assert!(
+        usage(&["--dest", dest, "--manifest", missing.to_str().unwrap()]).contains("nope.toml")
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"url": "https://h/a.csv", "colour": 1}]"#).unwrap();
+    assert!(usage(&["--dest", dest, "--manifest", bad.to_str().unwrap()]).contains("bad.json"));
+}
+
+#[test]
+fn every_flag_has_an_env_twin() {
+    let out = sluice().args(["extract", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for env in [
+        "SLUICE_URL",
+        "SLUICE_MANIFEST",
+        "SLUICE_SOCRATA",
+        "SLUICE_DEST",
+        "SLUICE_DATASET",
+        "SLUICE_FORMAT",
+        "SLUICE_PARTITION",
+        "SLUICE_CONCURRENCY",
+        "SLUICE_BAD_ROWS",
+        "SLUICE_SKIP_EXISTING",
+        "SLUICE_SINCE",
+        "SLUICE_SCHEMA",
+        "SLUICE_PARQUET_COMPRESSION",
+    ] {
+        assert!(help.contains(env), "{env} missing from --help");
+    }
+}
+
+#[test]
+fn env_alone_configures_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    std::fs::write(&a, "x\n1\n").unwrap();
+    std::fs::write(&b, "x\n2\n").unwrap();
+    let out = sluice()
+        .arg("extract")
+        .env("SLUICE_URL", format!("{} {}", a.display(), b.display()))
+        .env("SLUICE_DEST", dir.path().join("out"))
+        .env("SLUICE_DATASET", "d")
+        .env("SLUICE_PARTITION", "dt=2026-11-28")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for name in ["a", "b"] {
+        assert!(
+            dir.path()
+                .join(format!("out/d/dt=2026-11-28/{name}-00000.csv"))
+                .exists()
+        );
+    }
+}
