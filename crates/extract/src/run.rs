@@ -93,6 +93,10 @@ pub async fn run(
         store.url_of(layout.prefix.trim_end_matches('/'))
     );
 
+    if task.index == 0 {
+        remove_stale_manifests(store.as_ref(), &layout, task.count).await?;
+    }
+
     let hub = ProgressHub::new(config.progress.clone());
     let reporter_stop = CancellationToken::new();
     let reporter = hub.spawn_reporter(reporter_stop.clone());
@@ -190,6 +194,35 @@ pub async fn run(
         manifest_url,
         planned_items,
     })
+}
+
+/// Task manifests with an index past this execution's task count are left over from an
+/// earlier execution that ran more tasks; `load` would read them as part of this run. Task 0
+/// removes them before it starts (the others are overwritten by their own tasks).
+async fn remove_stale_manifests(
+    store: &dyn ObjectStore,
+    layout: &Layout,
+    count: u32,
+) -> Result<()> {
+    let prefix = format!("{}_manifests/task-", layout.prefix);
+    for object in store.list(&prefix).await? {
+        let index = object
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(index) = index
+            && index >= count
+        {
+            tracing::info!(
+                manifest = %store.url_of(&object.key),
+                "removing {}: task {index} does not exist in this execution of {count} tasks",
+                store.url_of(&object.key)
+            );
+            store.delete(&object.key).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn write_json<T: serde::Serialize>(

@@ -60,6 +60,7 @@ async fn every_item_is_taken_by_exactly_one_task() {
                 }
             }
             assert_eq!(taken.len(), 22, "{strategy} x {count}: {taken:?}");
+            // (Each count writes to its own directory; see the stale-manifest test below.)
             assert!(
                 taken.values().all(|&n| n == 1),
                 "{strategy} x {count}: {taken:?}"
@@ -89,4 +90,30 @@ async fn every_item_is_taken_by_exactly_one_task() {
             assert_eq!(rows, expected);
         }
     }
+}
+
+#[tokio::test]
+async fn task_zero_removes_manifests_of_tasks_that_no_longer_exist() {
+    let server = TestServer::start();
+    let urls: Vec<String> = (0..6)
+        .map(|i| server.serve(&format!("f{i}.csv"), ServedFile::new(format!("n\n{i}\n"))))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = |dir: &std::path::Path| -> Vec<String> {
+        keys(dir)
+            .into_iter()
+            .filter(|k| k.starts_with("_manifests/task-"))
+            .collect()
+    };
+    for count in [5u32, 2] {
+        for index in 0..count {
+            let mut cfg = config(dir.path());
+            cfg.urls = urls.clone();
+            run(cfg, &task(index, count)).await.unwrap();
+        }
+    }
+    assert_eq!(
+        manifests(dir.path()),
+        ["_manifests/task-00000.json", "_manifests/task-00001.json"]
+    );
 }
