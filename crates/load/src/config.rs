@@ -210,6 +210,8 @@ pub struct LoadConfig {
     pub store: StoreConfig,
     /// Plan and report the jobs without submitting any.
     pub dry_run: bool,
+    /// An input with no objects is success (nothing to do) instead of an error.
+    pub allow_empty: bool,
 }
 
 impl LoadConfig {
@@ -242,6 +244,7 @@ impl LoadConfig {
             bigquery: ClientConfig::default(),
             store: StoreConfig::default(),
             dry_run: false,
+            allow_empty: false,
         }
     }
 

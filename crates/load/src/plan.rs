@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use google_cloud_bigquery_v2::model;
 use serde::Serialize;
 
-use crate::config::{LoadConfig, SchemaSource, SourceFormat, WriteMode};
+use crate::config::{LoadConfig, SchemaSource, SourceFormat};
 use crate::errors::LoadError;
 use crate::schema::{DecimalTarget, Field, Mode, ParquetSchema};
 use crate::template::{ObjectVars, TableRef, TableTemplate};
@@ -555,31 +555,10 @@ pub fn wants_table_layout(config: &LoadConfig) -> bool {
     config.partitioning.is_some() || !config.clustering.is_empty()
 }
 
-/// Truncating a whole table from many items would let the last job win: refuse.
-pub fn check_truncate_targets(config: &LoadConfig, items: &[WorkItem]) -> Result<(), LoadError> {
-    if config.write != WriteMode::Truncate {
-        return Ok(());
-    }
-    let mut seen: BTreeMap<String, &TableRef> = BTreeMap::new();
-    for item in items {
-        if item.destination.decorator.is_some() {
-            continue;
-        }
-        let base = item.destination.base().to_string();
-        if let Some(other) = seen.insert(base.clone(), &item.destination) {
-            return Err(LoadError::Input(format!(
-                "--write truncate: {other} and {} are the same table",
-                item.destination
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Input, PartitionType, Partitioning};
+    use crate::config::{Input, PartitionType, Partitioning, WriteMode};
 
     fn object(key: &str, generation: i64) -> SourceObject {
         SourceObject {

@@ -110,13 +110,16 @@ pub async fn run(
         );
     }
     if discovered.objects.is_empty() {
+        if config.allow_empty {
+            tracing::info!("no objects to load in {input_url}; nothing to do (--allow-empty)");
+            return Ok(LoadReport::default());
+        }
         return Err(LoadError::Input(format!(
-            "no objects to load in {input_url}"
+            "no objects to load in {input_url} (pass --allow-empty if that can be normal)"
         )));
     }
     let objects_total = discovered.objects.len();
     let items = plan::group(std::mem::take(&mut discovered.objects), &config.table)?;
-    plan::check_truncate_targets(config, &items)?;
     let items_total = items.len();
     let mine = shard::take_share(
         items,

@@ -438,3 +438,23 @@ async fn dry_run_plans_ids_without_calling_bigquery() {
         "the dry run names the id the real run uses"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_input_fails_unless_allowed() {
+    let (gcs, fake) = setup().await;
+    let mut c = config(
+        glob("nothing/**/*.parquet"),
+        "proj.raw.t",
+        &gcs,
+        &fake.endpoint(),
+    );
+    let err = run(&c).await.unwrap_err().to_string();
+    assert!(
+        err.contains("no objects to load in gs://lake/nothing/**/*.parquet"),
+        "{err}"
+    );
+    c.allow_empty = true;
+    let report = run(&c).await.expect("allowed");
+    assert!(report.jobs.is_empty());
+    assert!(fake.requests().is_empty());
+}

@@ -190,6 +190,11 @@ pub struct Args {
     /// Read footers and print the jobs (with their ids) without submitting anything.
     #[arg(long, env = "SLUICE_DRY_RUN")]
     dry_run: bool,
+
+    /// Succeed when the input has no objects (default: that is an error, as it usually means a
+    /// wrong glob or an extract that wrote nothing).
+    #[arg(long, env = "SLUICE_ALLOW_EMPTY")]
+    allow_empty: bool,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -306,6 +311,7 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
     config.max_job_attempts = args.max_job_attempts;
     config.poll.max = args.poll_max;
     config.dry_run = args.dry_run;
+    config.allow_empty = args.allow_empty;
     config.bigquery = bigquery_client(args.bigquery_endpoint.as_deref());
     config.store = context.store_config();
     config.labels = job_labels(context);
