@@ -458,3 +458,45 @@ async fn an_empty_input_fails_unless_allowed() {
     assert!(report.jobs.is_empty());
     assert!(fake.requests().is_empty());
 }
+
+/// SIGTERM mid-poll: the task stops at once and leaves the job running (no cancel call); a
+/// retried task finds it by id and follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_stops_polling_and_leaves_the_job_to_the_retry() {
+    let (gcs, fake) = setup().await;
+    let c = parquet_config(&gcs, &fake);
+    fake.script([Script::Succeed {
+        polls: 10_000,
+        rows: 3,
+        bad_records: 0,
+        errors: vec![],
+    }]);
+    let cancel = sluice_runtime::CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let started = std::time::Instant::now();
+    let err = sluice_load::run(&c, &task(0, 1), &cancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Cancelled), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(fake.requests().iter().all(|r| !r.path.ends_with("/cancel")));
+    // The retried task: same id, 409, follows the still-running job.
+    let ids_before = fake.inserted_ids();
+    let still_following = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        sluice_load::run(&c, &task(0, 1), &Default::default()),
+    )
+    .await;
+    assert!(
+        still_following.is_err(),
+        "the job is still RUNNING: the retry keeps polling it"
+    );
+    let ids = fake.inserted_ids();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[1], ids_before[0], "the retry submits the same id");
+    assert!(fake.gets() >= 2, "and follows it with jobs.get");
+}
