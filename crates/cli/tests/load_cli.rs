@@ -181,6 +181,39 @@ fn loads_what_extract_wrote_into_a_partitioned_table() {
             .unwrap(),
         25
     );
+    // The types extract inferred reach BigQuery explicitly, plus the Hive `dt` column.
+    let (status, table) = bq
+        .rest(
+            "GET",
+            &format!("/bigquery/v2/projects/{PROJECT}/datasets/raw/tables/cities"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{table}");
+    let table: serde_json::Value = serde_json::from_str(&table).unwrap();
+    let types: Vec<String> = table["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["name"].as_str().unwrap(),
+                f["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "city STRING",
+            "population INTEGER",
+            "founded DATE",
+            "dt DATE"
+        ],
+        "{table}"
+    );
+    assert_eq!(table["timePartitioning"]["field"], "dt", "{table}");
     // One report line per job, as Cloud Logging JSON with the fields a person looks for.
     let reports: Vec<serde_json::Value> = logs
         .lines()
