@@ -212,6 +212,8 @@ pub struct LoadConfig {
     pub dry_run: bool,
     /// An input with no objects is success (nothing to do) instead of an error.
     pub allow_empty: bool,
+    /// One load job per object instead of per destination (append only).
+    pub job_per_object: bool,
 }
 
 impl LoadConfig {
@@ -245,6 +247,7 @@ impl LoadConfig {
             store: StoreConfig::default(),
             dry_run: false,
             allow_empty: false,
+            job_per_object: false,
         }
     }
 
@@ -323,6 +326,13 @@ impl LoadConfig {
                     p.kind.api_name()
                 ));
             }
+        }
+        if self.job_per_object && self.write != WriteMode::Append {
+            return err(format!(
+                "--job-per-object needs --write append: with {} each object's job would replace \
+                 what the previous one loaded",
+                self.write.api_name()
+            ));
         }
         if self.concurrency == 0 || self.read_concurrency == 0 {
             return err("--concurrency must be at least 1".into());

@@ -54,12 +54,18 @@ pub struct WorkItem {
     pub destination: TableRef,
     /// Sorted by URL, no duplicates.
     pub objects: Vec<SourceObject>,
+    /// `--job-per-object`: this item is one object of a destination with others.
+    pub per_object: bool,
 }
 
 impl WorkItem {
     /// The stable key tasks shard on: the full destination.
+    /// Unique per item: the destination, plus the object when items are one object each.
     pub fn shard_key(&self) -> String {
-        self.destination.to_string()
+        match self.objects.as_slice() {
+            [only] if self.per_object => format!("{}\n{}", self.destination, only.url()),
+            _ => self.destination.to_string(),
+        }
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -108,8 +114,25 @@ pub fn group(
         .map(|(destination, objects)| WorkItem {
             destination,
             objects: objects.into_values().collect(),
+            per_object: false,
         })
         .collect())
+}
+
+/// `--job-per-object`: one item (one job, one id) per object, so an append over an input that
+/// grows between runs loads each object exactly once: an object's id depends on it alone.
+pub fn split_per_object(items: Vec<WorkItem>) -> Vec<WorkItem> {
+    items
+        .into_iter()
+        .flat_map(|item| {
+            let destination = item.destination;
+            item.objects.into_iter().map(move |object| WorkItem {
+                destination: destination.clone(),
+                objects: vec![object],
+                per_object: true,
+            })
+        })
+        .collect()
 }
 
 /// CSV options as sent, for the identity.
@@ -759,6 +782,32 @@ mod tests {
         let spec = build_spec(&c, &items[0], Some(&parquet_schema())).unwrap();
         assert_eq!(spec.schema.unwrap().len(), 2);
         assert_eq!(hive_key_type(["a", "1"].into_iter()), "STRING");
+    }
+
+    #[test]
+    fn per_object_items_have_ids_independent_of_the_other_objects() {
+        let c = config("p.ds.t");
+        let one = split_per_object(group(vec![object("raw/a.parquet", 1)], &c.table).unwrap());
+        let two = split_per_object(
+            group(
+                vec![object("raw/a.parquet", 1), object("raw/b.parquet", 1)],
+                &c.table,
+            )
+            .unwrap(),
+        );
+        assert_eq!(two.len(), 2);
+        let id = |item: &WorkItem| {
+            base_job_id(
+                item,
+                &build_spec(&c, item, Some(&parquet_schema())).unwrap(),
+            )
+        };
+        assert_eq!(
+            id(&one[0]),
+            id(&two[0]),
+            "a new object does not change a.parquet's job"
+        );
+        assert_ne!(two[0].shard_key(), two[1].shard_key());
     }
 
     #[test]

@@ -119,7 +119,10 @@ pub async fn run(
         )));
     }
     let objects_total = discovered.objects.len();
-    let items = plan::group(std::mem::take(&mut discovered.objects), &config.table)?;
+    let mut items = plan::group(std::mem::take(&mut discovered.objects), &config.table)?;
+    if config.job_per_object {
+        items = plan::split_per_object(items);
+    }
     let items_total = items.len();
     let mine = shard::take_share(
         items,

@@ -500,3 +500,32 @@ async fn cancellation_stops_polling_and_leaves_the_job_to_the_retry() {
     assert_eq!(ids[1], ids_before[0], "the retry submits the same id");
     assert!(fake.gets() >= 2, "and follows it with jobs.get");
 }
+
+/// Append over an input that grows between runs: with --job-per-object each object's job id
+/// depends on that object alone, so the second run loads only the new object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_per_object_appends_each_object_once_as_the_input_grows() {
+    let (gcs, fake) = setup().await;
+    let mut c = parquet_config(&gcs, &fake);
+    c.job_per_object = true;
+    let first = run(&c).await.expect("first run");
+    assert_eq!(first.jobs.len(), 1);
+    gcs.put("raw/events/part-1.parquet", simple_parquet(3, 2))
+        .await;
+    let second = run(&c).await.expect("second run");
+    let outcomes: Vec<Outcome> = second.jobs.iter().map(|j| j.outcome).collect();
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.contains(&Outcome::AlreadyLoaded) && outcomes.contains(&Outcome::Loaded));
+    let ids = fake.inserted_ids();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids[1..].contains(&ids[0]),
+        "part-0's id is unchanged: {ids:?}"
+    );
+    c.write = WriteMode::Truncate;
+    let err = run(&c).await.unwrap_err().to_string();
+    assert!(
+        err.contains("--job-per-object needs --write append"),
+        "{err}"
+    );
+}

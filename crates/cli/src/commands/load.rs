@@ -195,6 +195,12 @@ pub struct Args {
     /// wrong glob or an extract that wrote nothing).
     #[arg(long, env = "SLUICE_ALLOW_EMPTY")]
     allow_empty: bool,
+
+    /// Append: one load job per object (its id depends on that object alone), so an input that
+    /// grows between runs loads each object exactly once. Costs one job per object (BigQuery
+    /// allows 1,500 load jobs per table per day).
+    #[arg(long, env = "SLUICE_JOB_PER_OBJECT")]
+    job_per_object: bool,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -312,6 +318,7 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
     config.poll.max = args.poll_max;
     config.dry_run = args.dry_run;
     config.allow_empty = args.allow_empty;
+    config.job_per_object = args.job_per_object;
     config.bigquery = bigquery_client(args.bigquery_endpoint.as_deref());
     config.store = context.store_config();
     config.labels = job_labels(context);
