@@ -141,7 +141,14 @@ pub fn emit_event(event: &DbtEvent, line: &Line) {
             )
         };
     }
-    match event.level() {
+    // dbt prints empty `Formatting` events as spacer lines for a terminal; in a log stream they
+    // are noise, so they go to DEBUG.
+    let level = if event.info.msg.trim().is_empty() {
+        Level::DEBUG
+    } else {
+        event.level()
+    };
+    match level {
         Level::DEBUG | Level::TRACE => at!(Level::DEBUG),
         Level::INFO => at!(Level::INFO),
         Level::WARN => at!(Level::WARN),
@@ -231,6 +238,13 @@ mod tests {
         // Empty or absent facts are left out rather than written as "".
         assert!(e.get("relation").is_none(), "{e}");
         assert!(e.get("truncated").is_none(), "{e}");
+    }
+
+    #[test]
+    fn empty_spacer_events_are_debug() {
+        let spacer = r#"{"data": {"msg": ""}, "info": {"level": "info", "msg": "", "name": "Formatting", "code": "Z017"}}"#;
+        let lines = capture(|| emit(&line(Stream::Stdout, spacer), &Redactor::default()));
+        assert_eq!(lines[0]["severity"], "DEBUG");
     }
 
     #[test]

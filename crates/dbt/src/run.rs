@@ -188,6 +188,7 @@ pub async fn run(
                 outcome.stopped = true;
                 break 'steps;
             }
+            log_start(&list, &redactor);
             let finished = supervise::run(&list, cancel, |line| {
                 let text = redactor.redact(&line.text);
                 match DbtEvent::parse(&text) {
@@ -282,14 +283,19 @@ async fn step(
     if cancel.is_cancelled() {
         return Ok(None);
     }
-    tracing::info!(
-        dbt = %invocation.program.display(),
-        dbt_args = %redactor.redact(&invocation.args.join(" ")),
-        "running dbt"
-    );
+    log_start(invocation, redactor);
     supervise::run(invocation, cancel, |line| log_events::emit(&line, redactor))
         .await
         .map(Some)
+}
+
+fn log_start(invocation: &Invocation<'_>, redactor: &Redactor) {
+    let args = redactor.redact(&invocation.args.join(" ")).into_owned();
+    tracing::info!(
+        dbt = %invocation.program.display(),
+        dbt_args = %args,
+        "running dbt {args}"
+    );
 }
 
 /// Records a step's end in `outcome`; whether the next step should run.
@@ -326,6 +332,7 @@ fn log_summary(outcome: &DbtOutcome) {
             tracing::event!(
                 $level,
                 dbt_command = command.as_str(),
+                dbt_pid = finished.pid,
                 dbt_exit_code = code,
                 dbt_signal = signal,
                 stopped = outcome.stopped,
@@ -397,7 +404,7 @@ async fn upload_all(
         .await;
         let result = match result {
             Ok(Ok(url)) => {
-                tracing::info!(artifact = file.name, object = %url, "uploaded dbt artifact");
+                tracing::info!(artifact = file.name, object = %url, "uploaded {} to {url}", file.name);
                 Ok(url)
             }
             Ok(Err(err)) => Err(format!("{url}: {err}")),

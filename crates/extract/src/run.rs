@@ -182,11 +182,10 @@ pub async fn run(
         return Err(ExtractError::ItemsFailed {
             failed: failures.len(),
             total: items.len(),
-            first: Box::new(ExtractError::Internal(format!(
-                "{}: {}",
-                first.source.url,
-                first.error.clone().unwrap_or_default()
-            ))),
+            // Item errors already name their source.
+            first: Box::new(ExtractError::Internal(
+                first.error.clone().unwrap_or_default(),
+            )),
         });
     }
     Ok(TaskOutcome {

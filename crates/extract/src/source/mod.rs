@@ -107,6 +107,7 @@ pub enum Opened {
     Http(Box<HttpBody>),
     Local {
         file: tokio::fs::File,
+        path: PathBuf,
         version: SourceVersion,
     },
 }
@@ -141,7 +142,7 @@ impl Opened {
         loop {
             let next = match &mut self {
                 Opened::Http(body) => body.next_chunk().await,
-                Opened::Local { file, .. } => read_local_chunk(file).await,
+                Opened::Local { file, path, .. } => read_local_chunk(file, path).await,
             };
             match next {
                 Ok(Some(chunk)) => {
@@ -167,13 +168,16 @@ impl Opened {
 
 const LOCAL_CHUNK: usize = 256 * 1024;
 
-async fn read_local_chunk(file: &mut tokio::fs::File) -> Result<Option<Bytes>> {
+async fn read_local_chunk(
+    file: &mut tokio::fs::File,
+    path: &std::path::Path,
+) -> Result<Option<Bytes>> {
     let mut buf = bytes::BytesMut::with_capacity(LOCAL_CHUNK);
     let n = file
         .read_buf(&mut buf)
         .await
         .map_err(|e| ExtractError::LocalIo {
-            path: String::from("(local file)"),
+            path: path.display().to_string(),
             source: e,
         })?;
     Ok((n > 0).then(|| buf.freeze()))
@@ -190,7 +194,11 @@ pub async fn open(item: &WorkItem, client: &HttpClient) -> Result<Opened> {
             };
             let file = tokio::fs::File::open(path).await.map_err(io)?;
             let version = local_version(path).await.map_err(io)?;
-            Ok(Opened::Local { file, version })
+            Ok(Opened::Local {
+                file,
+                path: path.clone(),
+                version,
+            })
         }
     }
 }
