@@ -2,7 +2,9 @@
 # Benchmark `sluice extract` against its peers on one machine, in one run:
 #   curl -o /dev/null (the raw read limit), sluice passthrough and parquet into fake-gcs-server,
 #   pyarrow (streaming and whole-table) + google-cloud-storage into fake-gcs-server, and DuckDB
-#   COPY ... TO parquet; then sluice again on a 10x smaller input to show memory is flat.
+#   COPY ... TO parquet; google-cloud-storage uploading the file (the emulator's ingest
+#   ceiling) and sluice into a local directory (its own ceiling); then sluice again on a 10x
+#   smaller input to show memory is flat.
 # Wall time, throughput (input CSV bytes / wall) and peak RSS come from /usr/bin/time -v.
 #
 # Usage: bench/extract.sh [SIZE_MB]     (default 320; figures go to bench/out/results.md)
@@ -66,27 +68,32 @@ results=$OUT/results.tsv
 # the input, so every tool starts from the page cache).
 measure() {
   local name=$1 bytes=$2; shift 2
+  local slug
+  slug=$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '-')
   echo "-- $name"
   cat "$big" "$small" > /dev/null
-  /usr/bin/time -v -o "$OUT/logs/$name.time" "$@" > "$OUT/logs/$name.log" 2>&1 || {
-    echo "$name failed:"; tail -20 "$OUT/logs/$name.log"; exit 1; }
+  /usr/bin/time -v -o "$OUT/logs/$slug.time" "$@" > "$OUT/logs/$slug.log" 2>&1 || {
+    echo "$name failed:"; tail -20 "$OUT/logs/$slug.log"; exit 1; }
   local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$OUT/logs/$name.time")
-  rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$OUT/logs/$name.time")
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$OUT/logs/$slug.time")
+  rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$OUT/logs/$slug.time")
   printf '%s\t%s\t%s\t%s\n' "$name" "$bytes" "$wall" "$rss" >> "$results"
 }
 
 sluice_args=(--log-format json --progress off --concurrency 1)
 measure "curl -o /dev/null" "$BIG_BYTES" curl -sS -o /dev/null "$BIG_URL"
 measure "sluice passthrough -> GCS" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "gs://$BUCKET/passthrough"
+measure "sluice passthrough -> local dir" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "$OUT/local/passthrough"
+measure "google-cloud-storage upload of the file -> GCS" "$BIG_BYTES" "$PY" bench/peer_upload.py "$big" "$BUCKET" upload/big.csv
 measure "sluice parquet -> GCS" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "gs://$BUCKET/parquet" --format parquet
 measure "pyarrow stream -> GCS" "$BIG_BYTES" "$PY" bench/peer_pyarrow.py stream "$BIG_URL" "$BUCKET" pyarrow/stream.parquet
 measure "pyarrow table -> GCS" "$BIG_BYTES" "$PY" bench/peer_pyarrow.py table "$BIG_URL" "$BUCKET" pyarrow/table.parquet
 measure "duckdb local file -> local file" "$BIG_BYTES" "$PY" bench/peer_duckdb.py "$big" "$OUT/duckdb.parquet"
 measure "sluice parquet -> GCS (10x smaller input)" "$SMALL_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$SMALL_URL" --dest "gs://$BUCKET/parquet-small" --format parquet
+measure "sluice parquet -> local dir" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "$OUT/local/parquet" --format parquet
 measure "sluice passthrough -> GCS (10x smaller input)" "$SMALL_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$SMALL_URL" --dest "gs://$BUCKET/passthrough-small"
 
-rows=$(grep -o '"rows":[0-9]*' "$OUT/logs/sluice parquet -> GCS.log" | tail -1 | cut -d: -f2)
+rows=$(grep -o '"rows":[0-9]*' "$OUT/logs/sluice-parquet----GCS.log" | tail -1 | cut -d: -f2)
 {
   echo "Input: $(basename "$big") ($(awk "BEGIN { printf \"%.1f\", $BIG_BYTES / 1048576 }") MiB, $rows rows), $(nproc) cores, $(date -u +%Y-%m-%d)"
   echo
