@@ -1,0 +1,3 @@
+select distinct origin
+from {{ source('raw', 'cars') }}
+where origin is not null
