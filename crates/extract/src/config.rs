@@ -138,23 +138,23 @@ pub struct PartitionSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionValue {
     Fixed(String),
-    /// The UTC date when the task starts (`dt=today`).
+    /// The execution's UTC date (`dt=today`): see `execution_date`.
     Today,
 }
 
 impl PartitionSpec {
-    /// The segment for a task starting at `now`.
-    pub fn resolve(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+    /// The segment, given what `today` means for this execution.
+    pub fn resolve(&self, today: chrono::NaiveDate) -> String {
         match &self.value {
             PartitionValue::Fixed(v) => format!("{}={v}", self.key),
-            PartitionValue::Today => format!("{}={}", self.key, now.format("%Y-%m-%d")),
+            PartitionValue::Today => format!("{}={}", self.key, today.format("%Y-%m-%d")),
         }
     }
 }
 
 impl FromStr for PartitionSpec {
     type Err = String;
-    /// `KEY=VALUE`; `dt=today` means the UTC date at task start; a `dt`/`date` value must be
+    /// `KEY=VALUE`; `dt=today` means the execution's UTC date; a `dt`/`date` value must be
     /// `YYYY-MM-DD`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
@@ -433,12 +433,10 @@ mod tests {
     #[test]
     fn partitions_parse_and_validate() {
         let p: PartitionSpec = "dt=2026-11-28".parse().unwrap();
-        assert_eq!(p.resolve(chrono::Utc::now()), "dt=2026-11-28");
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        assert_eq!(p.resolve(day), "dt=2026-11-28");
         let today: PartitionSpec = "dt=today".parse().unwrap();
-        let now = chrono::DateTime::parse_from_rfc3339("2026-01-02T23:59:00Z")
-            .unwrap()
-            .to_utc();
-        assert_eq!(today.resolve(now), "dt=2026-01-02");
+        assert_eq!(today.resolve(day), "dt=2026-01-02");
         assert!("dt=2026-13-01".parse::<PartitionSpec>().is_err());
         assert!("dt=28/11/2026".parse::<PartitionSpec>().is_err());
         assert!("DT=2026-11-28".parse::<PartitionSpec>().is_err());

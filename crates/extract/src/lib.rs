@@ -20,6 +20,7 @@ pub mod config;
 pub mod convert;
 pub mod decode;
 pub mod error;
+pub mod execution_date;
 pub mod naming;
 pub mod pipeline;
 pub mod plan;

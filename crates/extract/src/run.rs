@@ -10,9 +10,10 @@ use sluice_runtime::shard::take_share;
 use sluice_runtime::{CancellationToken, RetryDecision, RetryPolicy, TaskContext};
 use sluice_storage::{ObjectStore, StorageError, StoreConfig, WriteOptions};
 
-use crate::config::ExtractConfig;
+use crate::config::{ExtractConfig, PartitionValue};
 use crate::decode::ChannelReader;
 use crate::error::{ExtractError, Result};
+use crate::execution_date::{execution_date, remove_expired_pins};
 use crate::naming::Layout;
 use crate::pipeline::{self, PipelineCtx};
 use crate::plan::plan;
@@ -66,7 +67,19 @@ pub async fn run(
             StorageError::InvalidLocation { .. } => ExtractError::Config(format!("--dest: {e}")),
             other => ExtractError::Storage(other),
         })?;
-    let partition = config.partition.as_ref().map(|p| p.resolve(started_at));
+    let prefix = Layout::new(&prefix, None).prefix;
+    let partition = match &config.partition {
+        Some(spec) => {
+            let today = match spec.value {
+                PartitionValue::Today => {
+                    execution_date(store.as_ref(), &prefix, task, started_at).await?
+                }
+                PartitionValue::Fixed(_) => started_at.date_naive(),
+            };
+            Some(spec.resolve(today))
+        }
+        None => None,
+    };
     let layout = Layout::new(&prefix, partition.clone());
 
     let all = plan(&config, &client, &store_config).await?;
@@ -95,6 +108,7 @@ pub async fn run(
 
     if task.index == 0 {
         remove_stale_manifests(store.as_ref(), &layout, task.count).await?;
+        remove_expired_pins(store.as_ref(), &layout.prefix, started_at).await?;
     }
 
     let hub = ProgressHub::new(config.progress.clone());

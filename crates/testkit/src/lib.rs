@@ -17,7 +17,7 @@ mod gcs;
 mod http;
 mod process;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -26,10 +26,21 @@ pub use bigquery::BigQueryEmulator;
 pub use gcs::FakeGcs;
 pub use process::ServiceProcess;
 
-/// The repository root (this crate lives at `crates/testkit`).
+/// The repository root: the nearest ancestor of the running test's package directory that
+/// holds `scripts/stack`.
+///
+/// The package directory is read at run time (cargo and nextest set `CARGO_MANIFEST_DIR` for
+/// every test process) rather than baked in with `env!`: a target directory shared between
+/// checkouts at different paths (CI caches one) may hold binaries compiled elsewhere, whose
+/// baked-in path points at the other checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
+        .ancestors()
+        .find(|dir| dir.join("scripts/stack").is_file())
+        .unwrap_or_else(|| panic!("no ancestor of {} holds scripts/stack", start.display()))
         .canonicalize()
         .expect("repo root")
 }

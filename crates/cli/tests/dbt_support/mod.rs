@@ -15,10 +15,7 @@ pub const CAR_ROWS: i64 = 7;
 
 /// The dbt project under test (crates/dbt/tests/project).
 pub fn dbt_project() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../dbt/tests/project")
-        .canonicalize()
-        .expect("crates/dbt/tests/project")
+    sluice_testkit::repo_root().join("crates/dbt/tests/project")
 }
 
 /// fake-gcs-server plus bqemulator reading its objects, with `raw.cars` loaded from a CSV in

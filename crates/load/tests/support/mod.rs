@@ -5,7 +5,6 @@
 
 pub mod fake_bq;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +115,7 @@ pub fn task(index: u32, count: u32) -> TaskContext {
 /// The real `bq` client against bqemulator: an access-token file satisfies its auth, and the
 /// vendored discovery document replaces the `$discovery` endpoint the emulator lacks.
 pub fn bq(endpoint: &str, project: &str, args: &[&str]) -> serde_json::Value {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fixtures = sluice_testkit::repo_root().join("crates/load/tests/fixtures");
     let token = std::env::temp_dir().join("sluice-load-test-token");
     std::fs::write(&token, "test-token").expect("token file");
     let output = std::process::Command::new("bq")
