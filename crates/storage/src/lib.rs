@@ -18,7 +18,10 @@ mod local;
 mod location;
 
 pub use crc::{Crc32c, from_base64 as crc32c_from_base64, to_base64 as crc32c_to_base64};
-pub use gcs::{CHUNK_QUANTUM, GcsOptions, GcsStore, normalize_emulator_host};
+pub use gcs::{
+    CHUNK_QUANTUM, ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore,
+    normalize_emulator_host,
+};
 pub use local::LocalStore;
 pub use location::{Location, join_key};
 
@@ -109,7 +112,25 @@ pub trait ObjectWriter: Send {
 
     /// Makes the object visible and checks the store's crc32c against the one computed while
     /// writing. On error no object is visible.
-    async fn commit(self: Box<Self>) -> Result<ObjectMeta>;
+    async fn commit(self: Box<Self>) -> Result<ObjectMeta> {
+        self.commit_with_metadata(BTreeMap::new()).await
+    }
+
+    /// [`Self::commit`], adding `extra` to the object's custom metadata: for what is only
+    /// known once the last byte is written (row counts, content hashes). `extra` entries
+    /// replace entries of [`WriteOptions::metadata`] with the same key. The returned
+    /// [`ObjectMeta::metadata`] holds both.
+    ///
+    /// Local directories and GCS objects small enough for one request get all of it
+    /// atomically with the data. A GCS resumable upload sends `extra` with the finalising
+    /// request and, where the server did not apply it (fake-gcs-server), patches the object
+    /// right after (`ifGenerationMatch` + `ifMetagenerationMatch`): for that short window the
+    /// object exists without `extra`. If the patch fails the object is deleted (that
+    /// generation only) and the commit fails. See `docs/storage.md`.
+    async fn commit_with_metadata(
+        self: Box<Self>,
+        extra: BTreeMap<String, String>,
+    ) -> Result<ObjectMeta>;
 
     /// Discards everything written; no object becomes visible. Dropping a writer also aborts.
     async fn abort(self: Box<Self>) -> Result<()>;
@@ -129,6 +150,9 @@ pub struct StoreConfig {
     /// `STORAGE_EMULATOR_HOST` (`http://127.0.0.1:4443` or `127.0.0.1:4443`): anonymous credentials.
     pub gcs_emulator_host: Option<String>,
     pub cancel: sluice_runtime::CancellationToken,
+    /// GCS resumable upload chunk in bytes (a positive multiple of 256 KiB); `None`:
+    /// [`DEFAULT_CHUNK_SIZE`]. Each GCS writer holds at most two chunks in memory.
+    pub upload_chunk_size: Option<usize>,
 }
 
 /// Opens the store for `url` (`gs://bucket[/prefix]`, `file:///dir`, or a local path) and returns

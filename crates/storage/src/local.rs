@@ -381,7 +381,7 @@ impl LocalWriter {
         }
     }
 
-    async fn finish(&mut self) -> Result<ObjectMeta> {
+    async fn finish(&mut self, extra: BTreeMap<String, String>) -> Result<ObjectMeta> {
         let url = self.url.clone();
         let mut file = self
             .file
@@ -412,10 +412,14 @@ impl LocalWriter {
             return Err(self.cancelled("commit"));
         }
         let tmp = self.tmp.clone().expect("temp file exists until commit");
+        // Metadata known only at commit goes into the sidecar with the rest, before the data
+        // is renamed into place: no reader ever sees the object without it.
+        let mut metadata = self.options.metadata.clone();
+        metadata.extend(extra);
         let sidecar = Sidecar {
             size: self.size,
             crc32c: self.crc.value(),
-            metadata: self.options.metadata.clone(),
+            metadata: metadata.clone(),
             content_type: self.options.content_type.clone(),
         };
         let path = self.path.clone();
@@ -439,7 +443,7 @@ impl LocalWriter {
             size: self.size,
             generation: None,
             crc32c: Some(self.crc.value()),
-            metadata: self.options.metadata.clone(),
+            metadata,
             content_type: self.options.content_type.clone(),
             updated,
         })
@@ -525,11 +529,14 @@ impl ObjectWriter for LocalWriter {
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<ObjectMeta> {
+    async fn commit_with_metadata(
+        mut self: Box<Self>,
+        extra: BTreeMap<String, String>,
+    ) -> Result<ObjectMeta> {
         if self.cancel.is_cancelled() {
             return Err(self.cancelled("commit"));
         }
-        let result = self.finish().await;
+        let result = self.finish(extra).await;
         if result.is_err() {
             self.discard();
         }

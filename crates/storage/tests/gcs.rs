@@ -307,8 +307,9 @@ async fn abandoned_sessions_are_cancelled() {
     assert!(store.list("").await.unwrap().is_empty());
 }
 
-/// A writer buffers at most three chunks (filling, queued, in flight): with the server stalled
-/// on the first chunk, writing the start of a fourth blocks instead of buffering more.
+/// A writer holds at most two chunk buffers (the one being filled, the one on the wire): with
+/// the server stalled on the first chunk, the third chunk's first byte blocks instead of
+/// taking a third buffer.
 #[tokio::test]
 async fn a_stalled_upload_applies_backpressure() {
     let server = server();
@@ -326,7 +327,7 @@ async fn a_stalled_upload_applies_backpressure() {
         .await
         .unwrap();
     let chunk = Bytes::from(data(CHUNK, 27));
-    for i in 0..3 {
+    for i in 0..2 {
         tokio::time::timeout(Duration::from_secs(5), w.write(chunk.clone()))
             .await
             .unwrap_or_else(|_| panic!("chunk {i} should be accepted"))
@@ -337,7 +338,9 @@ async fn a_stalled_upload_applies_backpressure() {
         w.write(Bytes::from_static(b"x")),
     )
     .await;
-    assert!(blocked.is_err(), "a fourth chunk was buffered");
+    assert!(blocked.is_err(), "a third chunk buffer was taken");
+    let stats = store.chunk_buffer_stats();
+    assert_eq!((stats.live, stats.peak), (2, 2), "{stats:?}");
     // Dropping the stalled writer still cleans up (the hung request is abandoned).
     drop(w);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -348,6 +351,130 @@ async fn a_stalled_upload_applies_backpressure() {
             .any(|s| s.method == "DELETE" && s.uri.contains("upload_id="))
     );
     assert!(store.list("").await.unwrap().is_empty());
+}
+
+/// Upload memory is two chunk buffers, never more: a producer much faster than a slow server
+/// (every chunk `PUT` delayed) pushes twelve chunks through one writer, and the number of chunk
+/// buffers alive at once -- counted from allocation until the HTTP client lets go of the last
+/// byte -- peaks at exactly two (so filling and sending still overlap).
+#[tokio::test]
+async fn at_most_two_chunk_buffers_are_ever_alive() {
+    let server = server();
+    let proxy = Proxy::start(server.endpoint(), |seen, _| {
+        if seen.method == "PUT" {
+            Action::DelayThenForward(Duration::from_millis(40))
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let store = gcs_store(&proxy.endpoint, CancellationToken::new()).await;
+    let payload = data(12 * CHUNK + 5, 29);
+    let mut w = store
+        .writer("bounded.bin", WriteOptions::default())
+        .await
+        .unwrap();
+    let mut most = 0;
+    for piece in payload.chunks(CHUNK / 3) {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        most = most.max(store.chunk_buffer_stats().live);
+    }
+    let meta = w.commit().await.unwrap();
+    assert_eq!(meta.size, payload.len() as u64);
+    let stats = store.chunk_buffer_stats();
+    assert_eq!(stats.peak, 2, "{stats:?}");
+    assert_eq!(most, 2, "the writer never overlapped filling and sending");
+    assert_eq!(stats.live, 0, "buffers outlived the commit: {stats:?}");
+    assert!(read_all(&store, "bounded.bin", None).await == payload);
+}
+
+/// Metadata added at commit: a multipart upload carries it in its one request; a resumable
+/// one sends it as `X-Goog-Meta-*` on the finalising request (applied by GCS, ignored by
+/// fake-gcs-server) and then patches the object under generation and metageneration
+/// preconditions.
+#[tokio::test]
+async fn metadata_at_commit_goes_with_the_data_or_is_patched_right_after() {
+    let server = server();
+    let proxy = Proxy::start(server.endpoint(), |_, _| Action::Forward).await;
+    let store = gcs_store(&proxy.endpoint, CancellationToken::new()).await;
+    let extra: std::collections::BTreeMap<String, String> =
+        [("sluice-rows".to_string(), "42".to_string())].into();
+    let commit = async |key: &str, len: usize| {
+        let mut w = store.writer(key, WriteOptions::default()).await.unwrap();
+        w.write(Bytes::from(data(len, 30))).await.unwrap();
+        w.commit_with_metadata(extra.clone()).await.unwrap()
+    };
+
+    let small = commit("small.bin", 1000).await;
+    assert_eq!(small.metadata, extra);
+    let seen = proxy.seen();
+    assert!(!seen.iter().any(|s| s.method == "PATCH"), "{seen:?}");
+
+    let large = commit("large.bin", 2 * CHUNK + 10).await;
+    assert_eq!(large.metadata, extra);
+    let seen = proxy.seen();
+    let finalising = seen
+        .iter()
+        .find(|s| {
+            s.method == "PUT"
+                && s.content_range
+                    .as_deref()
+                    .is_some_and(|r| !r.ends_with("/*"))
+        })
+        .unwrap();
+    assert_eq!(
+        finalising.meta_headers,
+        [("x-goog-meta-sluice-rows".to_string(), "42".to_string())]
+    );
+    let patches: Vec<_> = seen.iter().filter(|s| s.method == "PATCH").collect();
+    assert_eq!(patches.len(), 1, "{seen:?}");
+    assert!(
+        patches[0].uri.contains("ifGenerationMatch="),
+        "{:?}",
+        patches[0]
+    );
+    assert!(
+        patches[0].uri.contains("ifMetagenerationMatch=1"),
+        "{:?}",
+        patches[0]
+    );
+    // The generation the commit reports is the object's (the emulator changes it on PATCH).
+    let head = store.head("large.bin").await.unwrap().unwrap();
+    assert_eq!(head.generation, large.generation);
+    assert_eq!(head.metadata, extra);
+}
+
+/// If the object cannot be given its final metadata, the commit fails and the object is
+/// removed: it never stays visible without it.
+#[tokio::test]
+async fn a_failed_metadata_patch_fails_the_commit_and_removes_the_object() {
+    let server = server();
+    let proxy = Proxy::start(server.endpoint(), |seen, _| {
+        if seen.method == "PATCH" {
+            Action::RespondWith(403, "permission denied (injected)".into())
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let store = gcs_store(&proxy.endpoint, CancellationToken::new()).await;
+    let mut w = store
+        .writer("unpatched.bin", WriteOptions::default())
+        .await
+        .unwrap();
+    w.write(Bytes::from(data(3 * CHUNK, 31))).await.unwrap();
+    let err = w
+        .commit_with_metadata([("sluice-rows".to_string(), "1".to_string())].into())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "gs://{BUCKET}/unpatched.bin: set metadata failed: HTTP 403"
+        )),
+        "{text}"
+    );
+    assert_eq!(store.head("unpatched.bin").await.unwrap(), None);
 }
 
 /// Permanent failures are not retried and name the object and the operation.
@@ -404,6 +531,7 @@ async fn open_resolves_urls_and_prefixes() {
         // The form STORAGE_EMULATOR_HOST usually takes: host:port without a scheme.
         gcs_emulator_host: Some(server.endpoint().trim_start_matches("http://").to_string()),
         cancel: CancellationToken::new(),
+        upload_chunk_size: None,
     };
     let (store, prefix) = sluice_storage::open(&format!("gs://{BUCKET}/raw/2024"), &config)
         .await
@@ -452,7 +580,11 @@ async fn gcloud_storage_interoperates() {
         content_type: Some("application/x-parquet".into()),
         ..WriteOptions::default()
     };
-    write_all(&store, "interop/data.bin", &payload, options)
+    let mut w = store.writer("interop/data.bin", options).await.unwrap();
+    for piece in payload.chunks(70_000) {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    w.commit_with_metadata([("sluice-rows".to_string(), "7".to_string())].into())
         .await
         .unwrap();
 
@@ -485,6 +617,10 @@ async fn gcloud_storage_interoperates() {
     );
     assert_eq!(
         described["custom_fields"]["source"], "sluice-test",
+        "{described}"
+    );
+    assert_eq!(
+        described["custom_fields"]["sluice-rows"], "7",
         "{described}"
     );
     assert_eq!(

@@ -467,6 +467,41 @@ async fn cancelled_read_ends_with_an_error(fx: Fixture) {
     assert!(got < payload.len());
 }
 
+/// Metadata known only at commit (row counts, hashes) lands on the object next to the
+/// writer's own, for an object sent in one request and for a multi-chunk one; an `extra` key
+/// replaces the option's value. `head`, `list` and the commit agree.
+async fn metadata_added_at_commit(fx: Fixture) {
+    for (key, len) in [("meta/small.bin", 1000), ("meta/large.bin", 5 * CHUNK + 17)] {
+        let payload = data(len, 41);
+        let options = WriteOptions {
+            metadata: meta(&[("source", "https://example.org/a.csv"), ("rows", "unknown")]),
+            content_type: Some("text/csv".into()),
+            ..WriteOptions::default()
+        };
+        let mut w = fx.store.writer(key, options).await.unwrap();
+        for piece in payload.chunks(70_001) {
+            w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        let extra = meta(&[("rows", "42"), ("sha", "abc123")]);
+        let committed = w.commit_with_metadata(extra).await.unwrap();
+        let expected = meta(&[
+            ("rows", "42"),
+            ("sha", "abc123"),
+            ("source", "https://example.org/a.csv"),
+        ]);
+        assert_eq!(committed.metadata, expected, "{key}");
+        let head = fx.store.head(key).await.unwrap().unwrap();
+        assert_eq!(head.metadata, expected, "{key}");
+        assert_eq!(head.generation, committed.generation, "{key}");
+        assert_eq!(head.size, len as u64);
+        assert_eq!(head.crc32c, Some(crc32c::crc32c(&payload)));
+        assert_eq!(head.content_type.as_deref(), Some("text/csv"));
+        let listed = fx.store.list(key).await.unwrap();
+        assert_eq!(listed[0].metadata, expected, "{key}");
+        assert!(read_all(fx.store.as_ref(), key, None).await == payload);
+    }
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -493,4 +528,5 @@ suite!(
     urls_name_the_object,
     concurrent_if_absent_writers_one_wins,
     cancelled_read_ends_with_an_error,
+    metadata_added_at_commit,
 );

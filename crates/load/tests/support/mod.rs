@@ -59,7 +59,7 @@ impl Gcs {
         server.create_bucket(BUCKET).expect("bucket");
         let store = StoreConfig {
             gcs_emulator_host: Some(server.endpoint()),
-            cancel: Default::default(),
+            ..Default::default()
         };
         Gcs { server, store }
     }

@@ -102,6 +102,8 @@ pub(crate) struct ObjectResource {
     #[serde(default)]
     pub generation: Option<String>,
     #[serde(default)]
+    pub metageneration: Option<String>,
+    #[serde(default)]
     pub crc32c: Option<String>,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, Option<String>>>,
@@ -114,6 +116,19 @@ pub(crate) struct ObjectResource {
 impl ObjectResource {
     pub(crate) fn generation(&self) -> Option<i64> {
         self.generation.as_deref().and_then(|g| g.parse().ok())
+    }
+
+    pub(crate) fn metageneration(&self) -> Option<i64> {
+        self.metageneration.as_deref().and_then(|g| g.parse().ok())
+    }
+
+    /// Whether the object's custom metadata holds every entry of `wanted` (others may exist).
+    pub(crate) fn has_metadata(&self, wanted: &BTreeMap<String, String>) -> bool {
+        let have = self.metadata.as_ref();
+        wanted.iter().all(|(k, v)| {
+            have.and_then(|m| m.get(k))
+                .is_some_and(|have| have.as_deref() == Some(v.as_str()))
+        })
     }
 
     pub(crate) fn size(&self) -> Option<u64> {
@@ -377,6 +392,35 @@ impl Client {
         })
         .await
         .map_err(|e| to_storage_error(e, gs_url, "get metadata"))
+    }
+
+    /// `PATCH` of an object's resource (`objects.patch`: only the fields in `body` change;
+    /// `metadata` keys are merged) under `preconditions` (`ifGenerationMatch`, ...). Returns
+    /// the retry outcome as is, so the caller can tell a 412 after a lost response.
+    pub(crate) async fn patch_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        body: &serde_json::Value,
+        preconditions: &[(&str, String)],
+        cancel: &CancellationToken,
+    ) -> Result<ObjectResource, RetryError<Failure>> {
+        let url = self.object_url(bucket, name);
+        let body = body.to_string();
+        self.retrying("GCS patch object metadata", cancel, |_| async {
+            let req = self
+                .http
+                .request(Method::PATCH, &url)
+                .query(preconditions)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/json; charset=UTF-8",
+                )
+                .body(body.clone())
+                .timeout(self.json_timeout);
+            Self::json(self.send(req, &[]).await?).await
+        })
+        .await
     }
 
     /// Every object under `prefix` (recursive, all pages).

@@ -25,7 +25,12 @@ use crate::{
     WriteOptions,
 };
 use client::Client;
-pub use upload::CHUNK_QUANTUM;
+pub use upload::{CHUNK_QUANTUM, ChunkBufferStats};
+
+/// Default resumable upload chunk: 16 MiB, as Google's Go and Java clients use (the Rust crate
+/// uses 8 MiB, the Python client 100 MiB). Fewer, larger chunks mean fewer round trips; each
+/// writer holds at most two chunks.
+pub const DEFAULT_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 
 /// Production endpoint of the JSON API.
 const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -37,8 +42,9 @@ pub struct GcsOptions {
     pub endpoint: Option<String>,
     /// Send no credentials (emulators). Otherwise Application Default Credentials.
     pub anonymous: bool,
-    /// Resumable upload chunk: a positive multiple of 256 KiB. Objects smaller than this go in
-    /// one request. Up to three chunks are in memory per writer.
+    /// Resumable upload chunk: a positive multiple of 256 KiB. Objects no larger than this go
+    /// in one request. At most two chunk buffers are alive per writer: the one being filled
+    /// and the one on the wire (or waiting to go).
     pub chunk_size: usize,
     pub retry: RetryPolicy,
     pub cancel: CancellationToken,
@@ -53,7 +59,7 @@ impl Default for GcsOptions {
         GcsOptions {
             endpoint: None,
             anonymous: false,
-            chunk_size: 8 * 1024 * 1024,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             retry: RetryPolicy::default(),
             cancel: CancellationToken::new(),
             json_timeout: Duration::from_secs(60),
@@ -82,6 +88,7 @@ impl GcsOptions {
                 .as_deref()
                 .map(normalize_emulator_host),
             anonymous: config.gcs_emulator_host.is_some(),
+            chunk_size: config.upload_chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
             cancel: config.cancel.clone(),
             ..GcsOptions::default()
         }
@@ -95,6 +102,7 @@ pub struct GcsStore {
     reader: Storage,
     bucket: String,
     chunk_size: usize,
+    buffers: Arc<upload::BufferCounter>,
 }
 
 impl GcsStore {
@@ -154,11 +162,24 @@ impl GcsStore {
             reader,
             bucket: bucket.to_string(),
             chunk_size: options.chunk_size,
+            buffers: Arc::default(),
         })
     }
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The resumable upload chunk size in bytes.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Upload chunk buffers of this store's writers alive now, and the most ever alive at
+    /// once (a buffer counts from its allocation until its last byte is released, also by
+    /// the HTTP client). For tests and diagnostics.
+    pub fn chunk_buffer_stats(&self) -> ChunkBufferStats {
+        self.buffers.stats()
     }
 
     fn checked(&self, key: &str) -> Result<String> {
@@ -289,6 +310,7 @@ impl ObjectStore for GcsStore {
             url,
             options,
             chunk_size: self.chunk_size,
+            buffers: self.buffers.clone(),
         };
         Ok(Box::new(upload::GcsWriter::new(ctx, &self.client.cancel)))
     }

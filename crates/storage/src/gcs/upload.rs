@@ -8,17 +8,27 @@
 //! The crc32c the server reports is checked once more after finalisation (the emulator does not
 //! check); on a mismatch the object is deleted (by generation) and the commit fails.
 //!
-//! Memory: at most three chunk buffers (the one being filled, one queued in the channel, one
-//! in flight), whatever the object size.
+//! Metadata known only at the end (`commit_with_metadata`) goes into the multipart request, or
+//! as `X-Goog-Meta-*` headers on the finalising request of a resumable upload; where the server
+//! did not apply them (fake-gcs-server ignores them) the object is patched right after
+//! finalisation, under `ifGenerationMatch` + `ifMetagenerationMatch`.
+//!
+//! Memory: at most two chunk buffers per writer, whatever the object size: the one being
+//! filled and the one on the wire (or handed over and waiting for the wire). Each buffer holds
+//! a permit of the writer's two-permit semaphore from its allocation until its last byte is
+//! released (by the HTTP client too): a third buffer waits for a permit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION,
+};
 use sluice_runtime::retry::RetryError;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +41,71 @@ pub const CHUNK_QUANTUM: usize = 256 * 1024;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
+/// Chunk buffers one writer may hold: the one being filled and the one on the wire.
+pub(crate) const BUFFERS_PER_WRITER: usize = 2;
+
+/// Upload chunk buffers alive in a store's writers, now and at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChunkBufferStats {
+    pub live: usize,
+    pub peak: usize,
+}
+
+/// Counts chunk buffers from allocation to release, across a store's writers.
+#[derive(Debug, Default)]
+pub(crate) struct BufferCounter {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl BufferCounter {
+    fn track(self: &Arc<Self>) -> LiveBuffer {
+        let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        LiveBuffer(self.clone())
+    }
+
+    pub(crate) fn stats(&self) -> ChunkBufferStats {
+        ChunkBufferStats {
+            live: self.live.load(Ordering::SeqCst),
+            peak: self.peak.load(Ordering::SeqCst),
+        }
+    }
+}
+
+struct LiveBuffer(Arc<BufferCounter>);
+
+impl Drop for LiveBuffer {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One chunk buffer and its permit. Frozen into [`Bytes`] with `Bytes::from_owner`, so the
+/// permit is returned exactly when the last reference to the bytes is dropped.
+struct ChunkBuf {
+    data: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+    _live: LiveBuffer,
+}
+
+impl AsRef<[u8]> for ChunkBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl ChunkBuf {
+    fn freeze(self) -> Bytes {
+        if self.data.is_empty() {
+            // Nothing to hold on to: release the permit now.
+            Bytes::new()
+        } else {
+            Bytes::from_owner(self)
+        }
+    }
+}
+
 /// What an upload needs to know, shared by the writer and its background task.
 #[derive(Debug)]
 pub(crate) struct UploadCtx {
@@ -41,6 +116,7 @@ pub(crate) struct UploadCtx {
     pub url: String,
     pub options: WriteOptions,
     pub chunk_size: usize,
+    pub buffers: Arc<BufferCounter>,
 }
 
 impl UploadCtx {
@@ -51,14 +127,25 @@ impl UploadCtx {
             .unwrap_or(DEFAULT_CONTENT_TYPE)
     }
 
+    /// The object's custom metadata: the writer's options plus `extra` (which wins).
+    fn merged_metadata(&self, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut metadata = self.options.metadata.clone();
+        metadata.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        metadata
+    }
+
     /// The object resource sent when creating the object.
-    fn resource_json(&self, crc: Option<u32>) -> serde_json::Value {
+    fn resource_json(
+        &self,
+        crc: Option<u32>,
+        metadata: &BTreeMap<String, String>,
+    ) -> serde_json::Value {
         let mut resource = serde_json::json!({
             "name": self.key,
             "contentType": self.content_type(),
         });
-        if !self.options.metadata.is_empty() {
-            resource["metadata"] = serde_json::json!(self.options.metadata);
+        if !metadata.is_empty() {
+            resource["metadata"] = serde_json::json!(metadata);
         }
         if let Some(crc) = crc {
             resource["crc32c"] = serde_json::json!(to_base64(crc));
@@ -85,8 +172,13 @@ impl UploadCtx {
 enum Msg {
     /// A full chunk (a multiple of [`CHUNK_QUANTUM`]); never the last bytes of the object.
     Chunk(Bytes),
-    /// The last bytes (at least one) and the crc32c of the whole object.
-    Finish { last: Bytes, crc: u32 },
+    /// The last bytes (at least one), the crc32c of the whole object and the metadata to add
+    /// at commit.
+    Finish {
+        last: Bytes,
+        crc: u32,
+        extra: BTreeMap<String, String>,
+    },
 }
 
 struct Session {
@@ -96,7 +188,10 @@ struct Session {
 
 pub(crate) struct GcsWriter {
     ctx: Arc<UploadCtx>,
-    buf: BytesMut,
+    /// The buffer being filled, once the first byte arrived after the previous flush.
+    buf: Option<ChunkBuf>,
+    /// [`BUFFERS_PER_WRITER`] permits; every chunk buffer holds one until it is released.
+    permits: Arc<Semaphore>,
     crc: Crc32c,
     total: u64,
     session: Option<Session>,
@@ -112,7 +207,8 @@ pub(crate) struct GcsWriter {
 impl GcsWriter {
     pub(crate) fn new(ctx: UploadCtx, cancel: &CancellationToken) -> Self {
         GcsWriter {
-            buf: BytesMut::new(),
+            buf: None,
+            permits: Arc::new(Semaphore::new(BUFFERS_PER_WRITER)),
             ctx: Arc::new(ctx),
             crc: Crc32c::new(),
             total: 0,
@@ -123,32 +219,60 @@ impl GcsWriter {
         }
     }
 
+    fn buffered(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.data.len())
+    }
+
+    /// A new, empty chunk buffer; waits while this writer's two buffers are both alive (one
+    /// on the wire, one handed over and waiting for it).
+    async fn new_buffer(&self) -> Result<ChunkBuf> {
+        let permit = tokio::select! {
+            biased;
+            _ = self.abort.cancelled() => return Err(self.ctx.cancelled("write")),
+            permit = self.permits.clone().acquire_owned() => permit
+                .map_err(|_| self.ctx.io("write", "chunk buffers closed".into()))?,
+        };
+        Ok(ChunkBuf {
+            data: Vec::new(),
+            _permit: permit,
+            _live: self.ctx.buffers.track(),
+        })
+    }
+
     /// Grows the buffer geometrically but never past one chunk: small objects only cost what
     /// they use, large ones exactly `chunk_size` per buffer.
     fn reserve(&mut self, additional: usize) {
-        let needed = self.buf.len() + additional;
-        if needed <= self.buf.capacity() {
+        let large = self.session.is_some();
+        let chunk_size = self.ctx.chunk_size;
+        let Some(buf) = self.buf.as_mut() else {
+            return;
+        };
+        let data = &mut buf.data;
+        let needed = data.len() + additional;
+        if needed <= data.capacity() {
             return;
         }
         // Once a chunk has gone out the object is large: take a whole chunk at once.
-        let capacity = if self.session.is_some() {
-            self.ctx.chunk_size
+        let capacity = if large {
+            chunk_size
         } else {
             needed
-                .max(self.buf.capacity() * 2)
+                .max(data.capacity() * 2)
                 .max(64 * 1024)
-                .min(self.ctx.chunk_size)
+                .min(chunk_size)
         };
-        let mut grown = BytesMut::with_capacity(capacity);
-        grown.extend_from_slice(&self.buf);
-        self.buf = grown;
+        data.reserve_exact(capacity - data.len());
     }
 
     /// Hands the (full) buffer to the upload task, starting the task on the first chunk.
     async fn flush_full(&mut self) -> Result<()> {
-        let chunk = std::mem::take(&mut self.buf).freeze();
+        let Some(buf) = self.buf.take() else {
+            return Ok(());
+        };
+        let chunk = buf.freeze();
         if self.session.is_none() {
-            // Capacity 1: one chunk queued while one is in flight; the next `send` waits.
+            // Capacity 1: the chunk handed over waits here while the previous one is on the
+            // wire. The permits, not the channel, bound memory: the next buffer waits for one.
             let (tx, rx) = mpsc::channel(1);
             let task = tokio::spawn(run_session(
                 self.ctx.clone(),
@@ -205,23 +329,37 @@ impl ObjectWriter for GcsWriter {
         while !chunk.is_empty() {
             // A full buffer is only sent once more bytes arrive, so the request that finalises
             // always carries data (and small objects can still go as one multipart upload).
-            if self.buf.len() == self.ctx.chunk_size
+            if self.buffered() == self.ctx.chunk_size
                 && let Err(e) = self.flush_full().await
             {
                 self.shut_down().await;
                 return Err(e);
             }
-            let take = (self.ctx.chunk_size - self.buf.len()).min(chunk.len());
+            if self.buf.is_none() {
+                match self.new_buffer().await {
+                    Ok(buf) => self.buf = Some(buf),
+                    Err(e) => {
+                        self.shut_down().await;
+                        return Err(e);
+                    }
+                }
+            }
+            let take = (self.ctx.chunk_size - self.buffered()).min(chunk.len());
             let piece = chunk.split_to(take);
             self.crc.update(&piece);
             self.reserve(piece.len());
-            self.buf.extend_from_slice(&piece);
+            if let Some(buf) = self.buf.as_mut() {
+                buf.data.extend_from_slice(&piece);
+            }
             self.total += take as u64;
         }
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<ObjectMeta> {
+    async fn commit_with_metadata(
+        mut self: Box<Self>,
+        extra: BTreeMap<String, String>,
+    ) -> Result<ObjectMeta> {
         if self.finished {
             return Err(self
                 .ctx
@@ -233,11 +371,12 @@ impl ObjectWriter for GcsWriter {
         }
         self.finished = true;
         let crc = self.crc.value();
-        let last = std::mem::take(&mut self.buf).freeze();
+        let last = self.buf.take().map(ChunkBuf::freeze).unwrap_or_default();
         match self.session.take() {
-            None => upload_small(&self.ctx, last, crc, &self.abort).await,
+            None => upload_small(&self.ctx, last, crc, &extra, &self.abort).await,
             Some(session) => {
-                if session.tx.send(Msg::Finish { last, crc }).await.is_err() {
+                let finish = Msg::Finish { last, crc, extra };
+                if session.tx.send(finish).await.is_err() {
                     self.session = Some(session);
                     return Err(self.join_failed_session().await);
                 }
@@ -342,14 +481,19 @@ async fn drive_session(
                     }
                 }
             }
-            Some(Msg::Finish { last, crc }) => {
+            Some(Msg::Finish { last, crc, extra }) => {
                 let total = offset + last.len() as u64;
+                let finale = Finale {
+                    total,
+                    crc,
+                    headers: metadata_headers(&extra),
+                };
                 // Only a dropped writer interrupts the finalising request: on a plain
                 // cancellation it runs to its end so the outcome is known and reported.
                 let sent = tokio::select! {
                     biased;
                     _ = dropped.cancelled() => return Err(ctx.cancelled("commit")),
-                    sent = put_bytes(ctx, session, offset, last, Some((total, crc)), dropped) => sent,
+                    sent = put_bytes(ctx, session, offset, last, Some(&finale), dropped) => sent,
                 };
                 let object = match sent {
                     Ok(Sent::Finalized(object)) => *object,
@@ -361,9 +505,10 @@ async fn drive_session(
                             ),
                         ));
                     }
-                    Err(e) => return finalize_failed(ctx, e, crc, total).await,
+                    Err(e) => return finalize_failed(ctx, e, crc, total, &extra).await,
                 };
-                return verify(ctx, object, crc, total).await;
+                let object = verify(ctx, object, crc, total).await?;
+                return complete_metadata(ctx, object, &extra, crc, total, dropped).await;
             }
         }
     }
@@ -373,7 +518,7 @@ async fn drive_session(
 async fn start_session(ctx: &UploadCtx, cancel: &CancellationToken) -> Result<String> {
     let client = &ctx.client;
     let url = client.upload_url(&ctx.bucket);
-    let body = ctx.resource_json(None).to_string();
+    let body = ctx.resource_json(None, &ctx.options.metadata).to_string();
     client
         .retrying("GCS start resumable upload", cancel, |_| async {
             let mut query = vec![("uploadType", "resumable"), ("name", ctx.key.as_str())];
@@ -436,15 +581,51 @@ fn persisted(response: &reqwest::Response) -> std::result::Result<u64, Failure> 
         .ok_or_else(|| Failure::Protocol(format!("unparseable Range header {text:?}")))
 }
 
-/// Sends `data` (the object's bytes from `offset`) to the session; `last` = `(total, crc32c)`
-/// when these are the final bytes, which finalises the object. Transient failures are retried
-/// after asking the server how much it holds, resending only the rest.
+/// What the finalising request carries beyond the last bytes.
+struct Finale {
+    total: u64,
+    crc: u32,
+    /// `X-Goog-Meta-*` for the metadata added at commit (see [`metadata_headers`]).
+    headers: HeaderMap,
+}
+
+/// `X-Goog-Meta-{key}: value` headers for `extra`: GCS's JSON API applies custom metadata
+/// sent this way on the final request of a resumable upload ("The JSON API also supports
+/// setting custom metadata in the final request if you include headers prefixed with
+/// X-Goog-Meta-", cloud.google.com/storage/docs/resumable-uploads). Only entries that survive
+/// the trip through HTTP unchanged go (lowercase token keys, printable ASCII values without
+/// edge spaces); whatever the finalised object lacks is patched afterwards anyway.
+fn metadata_headers(extra: &BTreeMap<String, String>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (key, value) in extra {
+        let key_ok = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        let value_ok =
+            value.bytes().all(|b| (0x20..0x7f).contains(&b)) && value.trim() == value.as_str();
+        if !(key_ok && value_ok) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(format!("x-goog-meta-{key}").as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+/// Sends `data` (the object's bytes from `offset`) to the session; `last` when these are the
+/// final bytes, which finalises the object. Transient failures are retried after asking the
+/// server how much it holds, resending only the rest.
 async fn put_bytes(
     ctx: &UploadCtx,
     session: &str,
     offset: u64,
     data: Bytes,
-    last: Option<(u64, u32)>,
+    last: Option<&Finale>,
     cancel: &CancellationToken,
 ) -> std::result::Result<Sent, RetryError<Failure>> {
     let client = &ctx.client;
@@ -464,7 +645,7 @@ async fn put_bytes(
             // After any failure some of the bytes may have arrived (or, for the last chunk,
             // the object may be complete): ask the session before sending anything again.
             if attempt > 0 {
-                match query_session(ctx, session, last.map(|(total, _)| total)).await? {
+                match query_session(ctx, session, last.map(|f| f.total)).await? {
                     Sent::Finalized(object) => return Ok(Sent::Finalized(object)),
                     Sent::Persisted(n) if (offset..=end).contains(&n) => {
                         confirmed.store(n, Ordering::SeqCst)
@@ -482,8 +663,8 @@ async fn put_bytes(
                     return Ok(Sent::Persisted(end));
                 }
                 let range = match last {
-                    Some((total, _)) if from == end => format!("bytes */{total}"),
-                    Some((total, _)) => format!("bytes {from}-{}/{total}", end - 1),
+                    Some(f) if from == end => format!("bytes */{}", f.total),
+                    Some(f) => format!("bytes {from}-{}/{}", end - 1, f.total),
                     None => format!("bytes {from}-{}/*", end - 1),
                 };
                 let body = data.slice((from - offset) as usize..);
@@ -494,9 +675,11 @@ async fn put_bytes(
                     .header(CONTENT_TYPE, ctx.content_type())
                     .body(body)
                     .timeout(client.upload_timeout);
-                if let Some((_, crc)) = last {
+                if let Some(f) = last {
                     // The full-object checksum: GCS refuses to finalise if the bytes differ.
-                    req = req.header("X-Goog-Hash", format!("crc32c={}", to_base64(crc)));
+                    req = req
+                        .header("X-Goog-Hash", format!("crc32c={}", to_base64(f.crc)))
+                        .headers(f.headers.clone());
                 }
                 let response = client.send(req, &[308]).await?;
                 if response.status().as_u16() == 308 {
@@ -556,6 +739,7 @@ async fn upload_small(
     ctx: &UploadCtx,
     data: Bytes,
     crc: u32,
+    extra: &BTreeMap<String, String>,
     cancel: &CancellationToken,
 ) -> Result<ObjectMeta> {
     let client = &ctx.client;
@@ -564,7 +748,7 @@ async fn upload_small(
     let boundary = format!("sluice-{:032x}", rand::random::<u128>());
     let head = Bytes::from(format!(
         "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n--{boundary}\r\nContent-Type: {}\r\n\r\n",
-        ctx.resource_json(Some(crc)),
+        ctx.resource_json(Some(crc), &ctx.merged_metadata(extra)),
         ctx.content_type()
     ));
     let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
@@ -594,8 +778,10 @@ async fn upload_small(
         })
         .await;
     match sent {
-        Ok(object) => verify(ctx, object, crc, total).await,
-        Err(e) => finalize_failed(ctx, e, crc, total).await,
+        Ok(object) => verify(ctx, object, crc, total)
+            .await
+            .map(|object| into_meta(ctx, object)),
+        Err(e) => finalize_failed(ctx, e, crc, total, extra).await,
     }
 }
 
@@ -606,6 +792,7 @@ async fn finalize_failed(
     err: RetryError<Failure>,
     crc: u32,
     total: u64,
+    extra: &BTreeMap<String, String>,
 ) -> Result<ObjectMeta> {
     let (failure, attempts) = match err {
         RetryError::Cancelled { .. } => return Err(ctx.cancelled("commit")),
@@ -624,7 +811,7 @@ async fn finalize_failed(
                 && existing.crc32c() == Some(crc)
             {
                 let meta = existing.into_meta();
-                if meta.metadata == ctx.options.metadata {
+                if meta.metadata == ctx.merged_metadata(extra) {
                     tracing::info!(url = %ctx.url, "precondition failed on a retry, but the object is the one this writer sent");
                     return Ok(meta);
                 }
@@ -653,6 +840,104 @@ fn calculated_crc(message: &str) -> Option<u32> {
     crate::crc::from_base64(quoted)
 }
 
+fn into_meta(ctx: &UploadCtx, object: ObjectResource) -> ObjectMeta {
+    let mut meta = object.into_meta();
+    // Keys are reported as written (the store root is the bucket).
+    meta.key = ctx.key.clone();
+    meta
+}
+
+/// Makes sure the finalised resumable upload carries all its metadata (the writer's options
+/// and what `commit_with_metadata` added). Real GCS applies the `X-Goog-Meta-*` headers of
+/// the finalising request; fake-gcs-server does not, so the object is patched under
+/// `ifGenerationMatch` (only the object just written) and `ifMetagenerationMatch` (nobody
+/// changed its metadata since). If that fails the object is deleted (that generation) and
+/// the commit fails: no object stays visible without its metadata.
+async fn complete_metadata(
+    ctx: &UploadCtx,
+    object: ObjectResource,
+    extra: &BTreeMap<String, String>,
+    crc: u32,
+    total: u64,
+    cancel: &CancellationToken,
+) -> Result<ObjectMeta> {
+    let wanted = ctx.merged_metadata(extra);
+    if object.has_metadata(&wanted) {
+        return Ok(into_meta(ctx, object));
+    }
+    let generation = object.generation();
+    tracing::debug!(url = %ctx.url, ?generation, "finalised without its final metadata: patching it");
+    let mut preconditions = Vec::new();
+    if let Some(g) = generation {
+        preconditions.push(("ifGenerationMatch", g.to_string()));
+    }
+    if let Some(m) = object.metageneration() {
+        preconditions.push(("ifMetagenerationMatch", m.to_string()));
+    }
+    let body = serde_json::json!({ "metadata": wanted });
+    let patched = ctx
+        .client
+        .patch_object(&ctx.bucket, &ctx.key, &body, &preconditions, cancel)
+        .await;
+    let failure = match patched {
+        // fake-gcs-server gives the patched object a new generation (GCS keeps it and bumps
+        // the metageneration): report what the server reports now.
+        Ok(patched)
+            if patched.has_metadata(&wanted)
+                && patched.size() == Some(total)
+                && patched.crc32c() == Some(crc) =>
+        {
+            return Ok(into_meta(ctx, patched));
+        }
+        Ok(_) => ctx.io(
+            "set metadata",
+            "the patched object is not the one written, or lacks the metadata".into(),
+        ),
+        Err(RetryError::Exhausted { source, attempts }) => {
+            // A 412 after a lost response: the first attempt may have done it.
+            if source.status() == Some(412)
+                && let Ok(Some(current)) = ctx
+                    .client
+                    .get_object(&ctx.bucket, &ctx.key, &ctx.url, &CancellationToken::new())
+                    .await
+                && current.generation() == generation
+                && current.has_metadata(&wanted)
+            {
+                return Ok(into_meta(ctx, current));
+            }
+            failure_to_storage_error(source, attempts, &ctx.url, "set metadata")
+        }
+        Err(RetryError::Cancelled { .. }) => ctx.cancelled("set metadata"),
+    };
+    tracing::error!(url = %ctx.url, error = %failure, "could not set the object's final metadata: deleting it");
+    delete_if_current(ctx, generation).await;
+    Err(failure)
+}
+
+/// Best effort, not cancellable: deletes the object if it is still at `generation`. Checked
+/// with a `GET` first because fake-gcs-server ignores `ifGenerationMatch` on `DELETE`.
+async fn delete_if_current(ctx: &UploadCtx, generation: Option<i64>) {
+    let Some(generation) = generation else {
+        return;
+    };
+    let token = CancellationToken::new();
+    match ctx
+        .client
+        .get_object(&ctx.bucket, &ctx.key, &ctx.url, &token)
+        .await
+    {
+        Ok(Some(current)) if current.generation() == Some(generation) => {}
+        _ => return,
+    }
+    if let Err(e) = ctx
+        .client
+        .delete_object(&ctx.bucket, &ctx.key, Some(generation), &ctx.url, &token)
+        .await
+    {
+        tracing::error!(url = %ctx.url, error = %e, "could not delete the object");
+    }
+}
+
 /// Checks a finalised object against what was sent; deletes it (that generation only) and
 /// fails if it differs, so no bad object stays visible.
 async fn verify(
@@ -660,15 +945,12 @@ async fn verify(
     object: ObjectResource,
     crc: u32,
     total: u64,
-) -> Result<ObjectMeta> {
+) -> Result<ObjectResource> {
     let generation = object.generation();
     let remote_crc = object.crc32c();
     let remote_size = object.size();
     if remote_crc == Some(crc) && remote_size == Some(total) {
-        let mut meta = object.into_meta();
-        // Keys are reported as written (the store root is the bucket).
-        meta.key = ctx.key.clone();
-        return Ok(meta);
+        return Ok(object);
     }
     tracing::error!(
         url = %ctx.url,

@@ -175,6 +175,8 @@ pub enum Action {
     Hang,
     /// Forward, then throw the answer away and reply with this status (a lost response).
     ForwardThenRespond(u16),
+    /// Wait this long, then forward (a slow server).
+    DelayThenForward(std::time::Duration),
 }
 
 /// One request as the proxy saw it.
@@ -184,6 +186,8 @@ pub struct Seen {
     pub uri: String,
     pub content_range: Option<String>,
     pub body_len: usize,
+    /// `x-goog-meta-*` headers (name lowercased, value).
+    pub meta_headers: Vec<(String, String)>,
 }
 
 type Hook = dyn Fn(&Seen, &mut Vec<u8>) -> Action + Send + Sync;
@@ -287,6 +291,17 @@ impl ProxyState {
             uri: uri.clone(),
             content_range: content_range.clone(),
             body_len: body.len(),
+            meta_headers: parts
+                .headers
+                .iter()
+                .filter(|(name, _)| name.as_str().starts_with("x-goog-meta-"))
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_string(),
+                        value.to_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
         };
         self.seen.lock().unwrap().push(seen.clone());
 
@@ -312,6 +327,9 @@ impl ProxyState {
         let action = (self.hook)(&seen, &mut body);
         if let Action::Hang = action {
             std::future::pending::<()>().await;
+        }
+        if let Action::DelayThenForward(delay) = action {
+            tokio::time::sleep(delay).await;
         }
         if let Action::RespondWith(status, message) = &action {
             let body = serde_json::json!({"error": {"code": status, "message": message}});
