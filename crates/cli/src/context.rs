@@ -7,24 +7,73 @@ use sluice_storage::StoreConfig;
 pub struct Context {
     pub task: TaskContext,
     pub shutdown: Shutdown,
+    /// `--upload-chunk-mib` / `SLUICE_UPLOAD_CHUNK_MIB`; `None`: the store's default.
+    pub upload_chunk_mib: Option<usize>,
+}
+
+/// Largest `--upload-chunk-mib`: each upload holds two chunks, and Cloud Run's memory is finite.
+pub const MAX_UPLOAD_CHUNK_MIB: usize = 1024;
+
+/// `--upload-chunk-mib` / `SLUICE_UPLOAD_CHUNK_MIB`: a whole number of MiB, 1 to 1024.
+pub fn parse_upload_chunk_mib(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_UPLOAD_CHUNK_MIB).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of MiB from 1 to {MAX_UPLOAD_CHUNK_MIB} \
+             (--upload-chunk-mib or SLUICE_UPLOAD_CHUNK_MIB)"
+        )),
+    }
 }
 
 impl Context {
     pub fn new(task: TaskContext, shutdown: Shutdown) -> Self {
-        Self { task, shutdown }
+        Self {
+            task,
+            shutdown,
+            upload_chunk_mib: None,
+        }
     }
 
     pub fn cancel(&self) -> CancellationToken {
         self.shutdown.token()
     }
 
-    /// Store settings from the environment (`STORAGE_EMULATOR_HOST`).
+    /// Store settings from the environment (`STORAGE_EMULATOR_HOST`) and the global flags.
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             gcs_emulator_host: std::env::var("STORAGE_EMULATOR_HOST")
                 .ok()
                 .filter(|v| !v.is_empty()),
             cancel: self.cancel(),
+            // 1 MiB is a multiple of GCS's 256 KiB chunk quantum.
+            upload_chunk_size: self.upload_chunk_mib.map(|mib| mib * 1024 * 1024),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_chunk_mib() {
+        assert_eq!(parse_upload_chunk_mib("16"), Ok(16));
+        assert_eq!(parse_upload_chunk_mib(" 1 "), Ok(1));
+        assert_eq!(parse_upload_chunk_mib("1024"), Ok(1024));
+        for bad in [
+            "0",
+            "-1",
+            "1.5",
+            "16MiB",
+            "",
+            "1025",
+            "99999999999999999999999",
+        ] {
+            let err = parse_upload_chunk_mib(bad).unwrap_err();
+            assert!(
+                err.contains("whole number of MiB from 1 to 1024"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -22,6 +22,18 @@ struct Cli {
     #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", default_value = "auto")]
     log_format: LogFormat,
 
+    /// Cloud Storage upload chunk in MiB (whole number, 1 to 1024; default 16). Objects up to
+    /// this size go in one request; larger ones in chunks of this size. Each open upload
+    /// holds at most two chunks in memory.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_UPLOAD_CHUNK_MIB",
+        value_name = "MIB",
+        value_parser = context::parse_upload_chunk_mib
+    )]
+    upload_chunk_mib: Option<usize>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -67,7 +79,8 @@ fn main() -> std::process::ExitCode {
     };
     let code = runtime.block_on(async move {
         let shutdown = Shutdown::install();
-        let context = Context::new(task, shutdown.clone());
+        let mut context = Context::new(task, shutdown.clone());
+        context.upload_chunk_mib = cli.upload_chunk_mib;
         let result = match cli.command {
             Command::Extract(args) => commands::extract::run(args, &context).await,
             Command::Load(args) => commands::load::run(args, &context).await,

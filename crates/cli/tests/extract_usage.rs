@@ -42,6 +42,46 @@ fn configuration_errors_exit_2() {
     assert!(usage(&["--dest", dest, "--manifest", bad.to_str().unwrap()]).contains("bad.json"));
 }
 
+/// `--upload-chunk-mib` (a global option: before or after the subcommand) and its env twin
+/// take a whole number of MiB from 1 to 1024; anything else is a usage error naming both.
+#[test]
+fn upload_chunk_mib_must_be_a_whole_number_of_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().to_str().unwrap();
+    for bad in ["0", "1.5", "16MiB", "-3", "2048"] {
+        let flag = format!("--upload-chunk-mib={bad}");
+        let logs = usage(&["--dest", dest, "--url", "x", &flag]);
+        assert!(
+            logs.contains("expected a whole number of MiB from 1 to 1024")
+                && logs.contains("SLUICE_UPLOAD_CHUNK_MIB"),
+            "{bad}: {logs}"
+        );
+    }
+    let out = sluice()
+        .args(["extract", "--dest", dest, "--url", "x"])
+        .env("SLUICE_UPLOAD_CHUNK_MIB", "zero")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("whole number of MiB"), "{}", text(&out));
+
+    // Valid values work in either position.
+    let src = dir.path().join("a.csv");
+    std::fs::write(&src, "x\n1\n").unwrap();
+    for args in [
+        vec!["--upload-chunk-mib", "1", "extract"],
+        vec!["extract", "--upload-chunk-mib", "64"],
+    ] {
+        let out = sluice()
+            .args(&args)
+            .args(["--url", src.to_str().unwrap(), "--dest"])
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    }
+}
+
 #[test]
 fn every_flag_has_an_env_twin() {
     let out = sluice().args(["extract", "--help"]).output().unwrap();
@@ -60,6 +100,7 @@ fn every_flag_has_an_env_twin() {
         "SLUICE_SINCE",
         "SLUICE_SCHEMA",
         "SLUICE_PARQUET_COMPRESSION",
+        "SLUICE_UPLOAD_CHUNK_MIB",
     ] {
         assert!(help.contains(env), "{env} missing from --help");
     }
