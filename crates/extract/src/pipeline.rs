@@ -17,7 +17,7 @@ use crate::decode::{ChannelReader, Container};
 use crate::error::{ExtractError, Result};
 use crate::naming::{Layout, member_stem, split_extensions};
 use crate::receipt::{ColumnRecord, ObjectRecord, RejectsRecord, crc_hex};
-use crate::sink::{Committed, SinkFactory};
+use crate::sink::{Committed, RowCount, SinkFactory};
 use crate::source::WorkItem;
 
 /// Buffer between a decompressor and the CSV reader.
@@ -255,21 +255,31 @@ fn convert_member(
                 footer_metadata: footer,
                 rows_counter: &ctx.rows,
             };
+            // `sluice-rows`: the converter counts every row into `ctx.rows` before it commits.
             let sink = ctx
                 .sinks
-                .open(&key, metadata.clone(), content_type("parquet"));
+                .open(&key, metadata.clone(), content_type("parquet"))
+                .with_rows(RowCount::Counter(ctx.rows.clone()));
             let mut open_rejects = || {
-                ctx.sinks.open(
-                    &rejects_key,
-                    metadata.clone(),
-                    content_type("rejects.jsonl"),
-                )
+                ctx.sinks
+                    .open(
+                        &rejects_key,
+                        metadata.clone(),
+                        content_type("rejects.jsonl"),
+                    )
+                    .with_rows(RowCount::Lines)
             };
             let converted = csv_to_parquet(input, &job, sink, &mut open_rejects)?;
             let Some(object) = converted.object else {
                 tracing::warn!(source = %src, "{src}: empty input (not even a header); nothing written");
                 return Ok(None);
             };
+            // The objects' `sluice-rows` must say what the receipt will; an object that
+            // disagrees is not recorded (and not reused: its receipt never gets written).
+            check_rows(&key, object.rows, converted.rows)?;
+            if let Some(r) = &converted.rejects {
+                check_rows(&rejects_key, r.rows, converted.rejected)?;
+            }
             let rejects = converted.rejects.map(|r| RejectsRecord {
                 url: ctx.sinks.store().url_of(&r.meta.key),
                 name: r.meta.key.clone(),
@@ -296,6 +306,15 @@ fn convert_member(
             Ok(Some(rec))
         }
     }
+}
+
+fn check_rows(key: &str, recorded: Option<u64>, counted: u64) -> Result<()> {
+    if recorded == Some(counted) {
+        return Ok(());
+    }
+    Err(ExtractError::Internal(format!(
+        "{key}: committed with sluice-rows {recorded:?}, but the converter counted {counted} rows"
+    )))
 }
 
 fn record(

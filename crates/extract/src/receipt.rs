@@ -7,7 +7,10 @@
 //! objects; `load` consumes it. The JSON shapes are documented in `docs/extract.md`.
 
 use serde::{Deserialize, Serialize};
+use sluice_storage::ObjectStore;
 
+use crate::error::Result;
+use crate::sink::has_committed_metadata;
 use crate::source::http::SourceVersion;
 
 /// Manifest format identifier and version.
@@ -207,6 +210,40 @@ impl Totals {
         }
         t
     }
+}
+
+/// Whether every object a receipt records (rejects included) is still there as committed:
+/// same size, same generation (GCS), and the commit-time metadata (`sluice-bytes`,
+/// `sluice-sha256`, `sluice-rows`) with the recorded values. An object that lacks them -- a
+/// GCS resumable upload finalised by a task that died before its metadata was set, or an
+/// object written by an older Sluice -- does not count: the item is extracted again.
+pub async fn objects_intact(store: &dyn ObjectStore, objects: &[ObjectRecord]) -> Result<bool> {
+    for o in objects {
+        let mut checks = vec![(o.name.as_str(), o.size, o.generation, &o.sha256, o.rows)];
+        if let Some(r) = &o.rejects {
+            checks.push((
+                r.name.as_str(),
+                r.size,
+                r.generation,
+                &r.sha256,
+                Some(r.rows),
+            ));
+        }
+        for (name, size, generation, sha256, rows) in checks {
+            match store.head(name).await? {
+                Some(meta)
+                    if meta.size == size
+                        && (generation.is_none() || meta.generation == generation)
+                        && has_committed_metadata(&meta.metadata, size, sha256, rows) => {}
+                Some(_) => {
+                    tracing::info!(object = %store.url_of(name), "{} is not the object the receipt records (size, generation or commit metadata differ)", store.url_of(name));
+                    return Ok(false);
+                }
+                None => return Ok(false),
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// CRC32C as recorded in manifests.

@@ -20,7 +20,7 @@ use crate::plan::plan;
 use crate::progress::{ItemProgress, ProgressHub, human_bytes};
 use crate::receipt::{
     FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, RECEIPT_KIND, Receipt,
-    SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals,
+    SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact,
 };
 use crate::sink::SinkFactory;
 use crate::source::http::{HttpClient, SourceVersion};
@@ -246,13 +246,16 @@ async fn write_json<T: serde::Serialize>(
     let mut body = serde_json::to_vec_pretty(value)
         .map_err(|e| ExtractError::Internal(format!("serializing {key}: {e}")))?;
     body.push(b'\n');
+    // Receipts and manifests carry the same commit metadata as data objects.
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let metadata = crate::sink::committed_metadata(body.len() as u64, &sha256, None);
     sluice_storage::write_bytes(
         store,
         key,
         bytes::Bytes::from(body),
         WriteOptions {
             if_absent: false,
-            metadata: BTreeMap::new(),
+            metadata,
             content_type: Some("application/json".into()),
         },
     )
@@ -553,23 +556,4 @@ async fn existing(
         }));
     }
     Ok(None)
-}
-
-/// Every recorded object is still there, at the recorded generation and size.
-async fn objects_intact(store: &dyn ObjectStore, objects: &[ObjectRecord]) -> Result<bool> {
-    for o in objects {
-        let mut checks = vec![(o.name.as_str(), o.size, o.generation)];
-        if let Some(r) = &o.rejects {
-            checks.push((r.name.as_str(), r.size, r.generation));
-        }
-        for (name, size, generation) in checks {
-            match store.head(name).await? {
-                Some(meta)
-                    if meta.size == size
-                        && (generation.is_none() || meta.generation == generation) => {}
-                _ => return Ok(false),
-            }
-        }
-    }
-    Ok(true)
 }

@@ -8,9 +8,15 @@
 //!
 //! The object becomes visible only on [`ObjectSink::commit`]. Dropping the sink, an error on
 //! either side, or cancellation aborts the upload, and the store guarantees nothing is visible.
+//!
+//! What is only known once the last byte is written goes on the object at commit
+//! ([`sluice_storage::ObjectWriter::commit_with_metadata`]): `sluice-bytes`, `sluice-sha256`
+//! and, when the sink counts rows, `sluice-rows`. An object without them (or with other
+//! values than its receipt records) is not a committed output; see [`has_committed_metadata`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -27,6 +33,58 @@ pub const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the producer and the upload task.
 const CHANNEL_CHUNKS: usize = 4;
 
+/// Object metadata set at commit: data rows (Parquet), or lines (rejects JSONL).
+pub const META_ROWS: &str = "sluice-rows";
+/// Object metadata set at commit: the object's size in bytes.
+pub const META_BYTES: &str = "sluice-bytes";
+/// Object metadata set at commit: lowercase hex SHA-256 of the object's bytes.
+pub const META_SHA256: &str = "sluice-sha256";
+
+/// The metadata an object gets at commit.
+pub fn committed_metadata(bytes: u64, sha256: &str, rows: Option<u64>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert(META_BYTES.to_string(), bytes.to_string());
+    m.insert(META_SHA256.to_string(), sha256.to_string());
+    if let Some(rows) = rows {
+        m.insert(META_ROWS.to_string(), rows.to_string());
+    }
+    m
+}
+
+/// Whether an object's metadata says it is the committed object a receipt describes: the
+/// commit-time entries are there, with the recorded values.
+pub fn has_committed_metadata(
+    metadata: &BTreeMap<String, String>,
+    bytes: u64,
+    sha256: &str,
+    rows: Option<u64>,
+) -> bool {
+    committed_metadata(bytes, sha256, rows)
+        .iter()
+        .all(|(k, v)| metadata.get(k) == Some(v))
+}
+
+/// How a sink learns the row count it records as `sluice-rows`.
+#[derive(Debug, Clone, Default)]
+pub enum RowCount {
+    /// Not counted (passthrough): no `sluice-rows`.
+    #[default]
+    None,
+    /// Counted by the producer: what `counter` grew by between [`ObjectSink::with_rows`] and
+    /// the commit. The producer must have counted every row before it commits.
+    Counter(Arc<AtomicU64>),
+    /// One row per line (JSON Lines): the newlines written.
+    Lines,
+}
+
+/// A [`RowCount`] in progress.
+#[derive(Debug)]
+enum Rows {
+    None,
+    Counter { counter: Arc<AtomicU64>, start: u64 },
+    Lines(u64),
+}
+
 /// Opens sinks on one store from blocking threads.
 #[derive(Clone)]
 pub struct SinkFactory {
@@ -42,6 +100,8 @@ pub struct Committed {
     /// Lowercase hex SHA-256 of the object's bytes.
     pub sha256: String,
     pub bytes: u64,
+    /// What the object's `sluice-rows` says, if the sink counted rows.
+    pub rows: Option<u64>,
 }
 
 impl SinkFactory {
@@ -66,7 +126,7 @@ impl SinkFactory {
         content_type: &str,
     ) -> ObjectSink {
         let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        let (commit_tx, commit_rx) = oneshot::channel::<()>();
+        let (commit_tx, commit_rx) = oneshot::channel::<BTreeMap<String, String>>();
         let store = self.store.clone();
         let cancel = self.cancel.clone();
         let options = WriteOptions {
@@ -90,10 +150,12 @@ impl SinkFactory {
                     },
                 }
             }
-            // The producer closed the channel: commit only if it said so; a dropped sink
-            // (error, panic) aborts.
+            // The producer closed the channel: commit only if it said so (with the metadata
+            // known at the end); a dropped sink (error, panic) aborts.
             match commit_rx.await {
-                Ok(()) if !cancel.is_cancelled() => Ok(writer.commit().await?),
+                Ok(extra) if !cancel.is_cancelled() => {
+                    Ok(writer.commit_with_metadata(extra).await?)
+                }
                 _ => {
                     let _ = writer.abort().await;
                     Err(ExtractError::Cancelled)
@@ -109,6 +171,7 @@ impl SinkFactory {
             buf: BytesMut::with_capacity(CHUNK),
             hasher: Sha256::new(),
             bytes: 0,
+            rows: Rows::None,
         }
     }
 }
@@ -118,11 +181,12 @@ pub struct ObjectSink {
     key: String,
     handle: Handle,
     tx: Option<mpsc::Sender<Bytes>>,
-    commit_tx: Option<oneshot::Sender<()>>,
+    commit_tx: Option<oneshot::Sender<BTreeMap<String, String>>>,
     task: Option<JoinHandle<Result<ObjectMeta>>>,
     buf: BytesMut,
     hasher: Sha256,
     bytes: u64,
+    rows: Rows,
 }
 
 impl ObjectSink {
@@ -135,9 +199,40 @@ impl ObjectSink {
         self.bytes
     }
 
-    pub fn write_all_bytes(&mut self, data: &[u8]) -> Result<()> {
+    /// Records rows as `sluice-rows` at commit: counted by the producer in a counter (from
+    /// its value now), or one per line written.
+    pub fn with_rows(mut self, rows: RowCount) -> Self {
+        self.rows = match rows {
+            RowCount::None => Rows::None,
+            RowCount::Counter(counter) => {
+                let start = counter.load(Ordering::SeqCst);
+                Rows::Counter { counter, start }
+            }
+            RowCount::Lines => Rows::Lines(0),
+        };
+        self
+    }
+
+    fn count(&mut self, data: &[u8]) {
         self.hasher.update(data);
         self.bytes += data.len() as u64;
+        if let Rows::Lines(lines) = &mut self.rows {
+            *lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+
+    fn rows(&self) -> Option<u64> {
+        match &self.rows {
+            Rows::None => None,
+            Rows::Counter { counter, start } => {
+                Some(counter.load(Ordering::SeqCst).saturating_sub(*start))
+            }
+            Rows::Lines(lines) => Some(*lines),
+        }
+    }
+
+    pub fn write_all_bytes(&mut self, data: &[u8]) -> Result<()> {
+        self.count(data);
         let mut rest = data;
         while !rest.is_empty() {
             let room = CHUNK - self.buf.len();
@@ -155,8 +250,7 @@ impl ObjectSink {
     /// is empty and the chunk is big).
     pub fn write_bytes(&mut self, data: Bytes) -> Result<()> {
         if self.buf.is_empty() && data.len() >= CHUNK / 4 {
-            self.hasher.update(&data);
-            self.bytes += data.len() as u64;
+            self.count(&data);
             return self.send(data);
         }
         self.write_all_bytes(&data)
@@ -197,14 +291,17 @@ impl ObjectSink {
         }
     }
 
-    /// Uploads what is buffered, makes the object visible and returns what was written.
+    /// Uploads what is buffered, makes the object visible with its commit-time metadata
+    /// (`sluice-bytes`, `sluice-sha256`, `sluice-rows`) and returns what was written.
     /// Takes `&mut self` so it can be called through writers that own the sink (Parquet's);
     /// the sink is unusable afterwards.
     pub fn commit(&mut self) -> Result<Committed> {
         self.send_buffer()?;
         self.tx = None;
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let rows = self.rows();
         if let Some(commit) = self.commit_tx.take() {
-            let _ = commit.send(());
+            let _ = commit.send(committed_metadata(self.bytes, &sha256, rows));
         }
         let task = self
             .task
@@ -219,11 +316,11 @@ impl ObjectSink {
                 )));
             }
         };
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         Ok(Committed {
             meta,
             sha256,
             bytes: self.bytes,
+            rows,
         })
     }
 
