@@ -298,6 +298,132 @@ fn sigterm_during_a_gcs_upload_leaves_no_object() {
     assert!(read == body, "the rerun's object differs from the source");
 }
 
+/// Rows, bytes and SHA-256 are on every object, whatever way it was uploaded: read back with
+/// `gcloud storage objects describe` and `gsutil stat` for objects sent in one request and for
+/// multi-chunk resumable uploads (`--upload-chunk-mib 1`, objects of 2-3 MiB), passthrough and
+/// Parquet. The values are the ones the task manifest records.
+#[test]
+fn commit_metadata_is_on_small_and_multi_chunk_objects() {
+    let server = TestServer::start();
+    let small = csv_of_size(20_000);
+    let large = csv_of_size(2_500_000);
+    // Hex-like values compress poorly, so this one's Parquet spans more than one 1 MiB chunk.
+    let mut wide = b"id,digest\n".to_vec();
+    for i in 0u64..60_000 {
+        let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let digest = format!("{x:016x}{:016x}", x.rotate_left(17) ^ 0x5bd1_e995);
+        wide.extend_from_slice(format!("{i},{digest}\n").as_bytes());
+    }
+    let urls = [
+        server.serve("src/small.csv", ServedFile::new(small.clone())),
+        server.serve("src/large.csv", ServedFile::new(large.clone())),
+        server.serve("src/wide.csv", ServedFile::new(wide)),
+    ];
+    let gcs = gcs();
+    for format in ["passthrough", "parquet"] {
+        let mut args = vec![
+            "--upload-chunk-mib",
+            "1",
+            "--dataset",
+            format,
+            "--format",
+            format,
+        ];
+        for url in &urls {
+            args.extend(["--url", url.as_str()]);
+        }
+        let dest = format!("gs://{BUCKET}/meta");
+        args.extend(["--dest", dest.as_str()]);
+        let out = extract(&gcs, 0, 1, &args);
+        assert_eq!(out.status.code(), Some(0), "{format}: {}", text(&out));
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &gcs.download(BUCKET, "meta/_manifests/task-00000.json")
+            .unwrap(),
+    )
+    .unwrap();
+    let recorded: BTreeMap<String, serde_json::Value> = manifest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["objects"].as_array().unwrap().clone())
+        .map(|o| (o["name"].as_str().unwrap().to_string(), o))
+        .collect();
+    // The second run (parquet) wrote the manifest; passthrough objects come from the first.
+    assert_eq!(recorded.len(), 3, "{manifest}");
+    let mut sizes = BTreeMap::new();
+    for name in [
+        "meta/passthrough/small-00000.csv",
+        "meta/passthrough/large-00000.csv",
+        "meta/parquet/small-00000.parquet",
+        "meta/parquet/wide-00000.parquet",
+    ] {
+        sizes.insert(name, gcs.download(BUCKET, name).unwrap().len());
+    }
+    assert!(sizes["meta/passthrough/small-00000.csv"] < 1024 * 1024);
+    assert!(sizes["meta/passthrough/large-00000.csv"] > 2 * 1024 * 1024);
+    assert!(sizes["meta/parquet/small-00000.parquet"] < 1024 * 1024);
+    assert!(
+        sizes["meta/parquet/wide-00000.parquet"] > 1024 * 1024,
+        "the Parquet object must span chunks: {sizes:?}"
+    );
+
+    let clients = Clients::new(&gcs);
+    let url = |name: &str| format!("gs://{BUCKET}/{name}");
+    // gcloud: the Parquet objects, against what the manifest records.
+    for name in [
+        "meta/parquet/small-00000.parquet",
+        "meta/parquet/wide-00000.parquet",
+    ] {
+        let described: serde_json::Value = serde_json::from_slice(&clients.run(
+            "gcloud",
+            &[
+                "storage",
+                "objects",
+                "describe",
+                &url(name),
+                "--format=json",
+            ],
+        ))
+        .unwrap();
+        let fields = &described["custom_fields"];
+        let o = &recorded[name];
+        assert_eq!(fields["sluice-rows"], o["rows"].to_string(), "{described}");
+        assert_eq!(
+            fields["sluice-bytes"],
+            sizes[name].to_string(),
+            "{described}"
+        );
+        assert_eq!(fields["sluice-bytes"], o["size"].to_string(), "{described}");
+        assert_eq!(fields["sluice-sha256"], o["sha256"], "{described}");
+        assert_eq!(fields["sluice-format"], "parquet", "{described}");
+        assert!(
+            fields["sluice-source"].as_str().unwrap().ends_with(".csv"),
+            "{described}"
+        );
+    }
+    let wide_rows = &recorded["meta/parquet/wide-00000.parquet"]["rows"];
+    assert_eq!(wide_rows, 60_000);
+
+    // gsutil stat: the passthrough objects (no row count), bytes and SHA-256 of the source.
+    for (name, body) in [
+        ("meta/passthrough/small-00000.csv", &small),
+        ("meta/passthrough/large-00000.csv", &large),
+    ] {
+        let stat = String::from_utf8(clients.run("gsutil", &["stat", &url(name)])).unwrap();
+        let field = |key: &str| {
+            stat.lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("{key} missing from gsutil stat: {stat}"))
+        };
+        assert_eq!(field("sluice-bytes"), body.len().to_string(), "{stat}");
+        assert_eq!(field("sluice-sha256").len(), 64, "{stat}");
+        assert!(!stat.contains("sluice-rows"), "{stat}");
+        assert_eq!(field("sluice-format"), "passthrough", "{stat}");
+    }
+}
+
 /// The first lines of `csv` that fit in `max` bytes.
 fn whole_lines(csv: &[u8], max: usize) -> &[u8] {
     let end = csv[..max].iter().rposition(|&b| b == b'\n').unwrap() + 1;
