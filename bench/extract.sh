@@ -2,12 +2,15 @@
 # Benchmark `sluice extract` against its peers on one machine, in one run:
 #   curl -o /dev/null (the raw read limit), sluice passthrough and parquet into fake-gcs-server,
 #   pyarrow (streaming and whole-table) + google-cloud-storage into fake-gcs-server, and DuckDB
-#   COPY ... TO parquet; google-cloud-storage uploading the file (the emulator's ingest
-#   ceiling) and sluice into a local directory (its own ceiling); then sluice again on a 10x
-#   smaller input to show memory is flat.
+#   COPY ... TO parquet; the store's ingest ceiling (curl POSTing the CSV in one request,
+#   uploadType=media, and google-cloud-storage uploading the file in 16 MiB chunks), sluice
+#   passthrough with 64 MiB upload chunks, and sluice into a local directory (its own
+#   ceiling); then sluice again on a 10x smaller input to show memory is flat.
 # Wall time, throughput (input CSV bytes / wall) and peak RSS come from /usr/bin/time -v.
 #
-# Usage: bench/extract.sh [SIZE_MB]     (default 320; figures go to bench/out/results.md)
+# Usage: flock /tmp/sluice-bench.lock bench/extract.sh [SIZE_MB]
+#        (default 320; figures go to bench/out/results.md; the lock keeps two benchmarks on
+#        the shared machine from running at once)
 # Env:   SLUICE_BENCH_TARGET_DIR (release build dir, default target/bench), BENCH_HTTP_PORT,
 #        BENCH_GCS_PORT, BENCH_SKIP_BUILD=1 (use an existing release binary).
 set -euo pipefail
@@ -62,6 +65,7 @@ export STORAGE_EMULATOR_HOST=http://127.0.0.1:$GCS_PORT
 BIG_URL=http://127.0.0.1:$HTTP_PORT/$(basename "$big")
 SMALL_URL=http://127.0.0.1:$HTTP_PORT/$(basename "$small")
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 results=$OUT/results.tsv
 : > "$results"
 # measure NAME INPUT_BYTES COMMAND...: one run under /usr/bin/time -v (after a warm-up read of
@@ -85,6 +89,12 @@ measure "curl -o /dev/null" "$BIG_BYTES" curl -sS -o /dev/null "$BIG_URL"
 measure "sluice passthrough -> GCS" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "gs://$BUCKET/passthrough"
 measure "sluice passthrough -> local dir" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "$OUT/local/passthrough"
 measure "google-cloud-storage upload of the file -> GCS" "$BIG_BYTES" "$PY" bench/peer_upload.py "$big" "$BUCKET" upload/big.csv
+# The store ceiling: the whole file in one request (no chunking at all). curl reads the file
+# into memory first (--data-binary @), so its RSS is the file's size.
+measure "curl single-request upload (uploadType=media) -> GCS" "$BIG_BYTES" curl -sS -f -o /dev/null -X POST \
+  -H 'Content-Type: text/csv' --data-binary "@$big" \
+  "http://127.0.0.1:$GCS_PORT/upload/storage/v1/b/$BUCKET/o?uploadType=media&name=ceiling/big.csv"
+measure "sluice passthrough -> GCS, --upload-chunk-mib 64" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --upload-chunk-mib 64 --url "$BIG_URL" --dest "gs://$BUCKET/passthrough-64"
 measure "sluice parquet -> GCS" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "gs://$BUCKET/parquet" --format parquet
 measure "pyarrow stream -> GCS" "$BIG_BYTES" "$PY" bench/peer_pyarrow.py stream "$BIG_URL" "$BUCKET" pyarrow/stream.parquet
 measure "pyarrow table -> GCS" "$BIG_BYTES" "$PY" bench/peer_pyarrow.py table "$BIG_URL" "$BUCKET" pyarrow/table.parquet
@@ -95,6 +105,7 @@ measure "sluice passthrough -> GCS (10x smaller input)" "$SMALL_BYTES" "$SLUICE"
 
 rows=$(grep -o '"rows":[0-9]*' "$OUT/logs/sluice-parquet----GCS.log" | tail -1 | cut -d: -f2)
 {
+  echo "Load before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "Input: $(basename "$big") ($(awk "BEGIN { printf \"%.1f\", $BIG_BYTES / 1048576 }") MiB, $rows rows), $(nproc) cores, $(date -u +%Y-%m-%d)"
   echo
   echo "| run | input MiB | wall s | MiB/s | peak RSS MiB |"
