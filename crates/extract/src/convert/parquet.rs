@@ -13,9 +13,12 @@
 //! Memory: Parquet keeps a row group's encoded pages until the group is closed, so row groups
 //! are bounded in rows and in (estimated encoded) bytes, `ParquetOptions::row_group_bytes`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Cursor, Read};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -24,7 +27,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
-use super::columns::{BatchBuilder, Column, NullMarkers, Problem};
+use super::columns::{BatchBuilder, Built, Column, NullMarkers, Problem};
 use super::read_error;
 use super::records::{Dialect, RecordReader, Records};
 use super::schema::{SchemaOverride, apply_overrides, infer};
@@ -195,11 +198,43 @@ pub fn csv_to_parquet(
 
     let mut reader = RecordReader::new(Cursor::new(sample).chain(input), job.dialect);
     let (tx, rx) = mpsc::sync_channel::<Msg>(2);
+    let workers = typing_workers();
 
     std::thread::scope(|scope| {
         let encoder = scope.spawn(move || encode(rx, sink, schema, props, src));
-        let parsed = parse_loop(&mut reader, &builder, job, &tx, open_rejects);
+        // Typing workers: records in, typed batches out, tagged with their place in the input.
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(workers + SPARE_BUFFERS);
+        let (typed_tx, typed_rx) = mpsc::sync_channel::<Typed>(workers + SPARE_BUFFERS);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let typers: Vec<_> = (0..workers)
+            .map(|_| {
+                let jobs = jobs_rx.clone();
+                let typed = typed_tx.clone();
+                let builder = &builder;
+                scope.spawn(move || type_loop(&jobs, builder, &typed))
+            })
+            .collect();
+        drop((jobs_rx, typed_tx));
+        let parsed = parse_loop(
+            &mut reader,
+            &builder,
+            job,
+            Stages {
+                jobs: jobs_tx,
+                typed: typed_rx,
+                buffers: workers + SPARE_BUFFERS,
+                encoder: &tx,
+            },
+            open_rejects,
+        );
+        // `parse_loop` has dropped its ends of the typing channels, so the workers finish.
+        let typers_ok = typers.into_iter().all(|t| t.join().is_ok());
         match parsed {
+            Ok(_) if !typers_ok => {
+                drop(tx);
+                let _ = join(encoder);
+                Err(ExtractError::Internal("CSV typing thread panicked".into()))
+            }
             Ok((rows, rejected, rejects)) => {
                 // The rejects object first: once the data object is visible, its rejects are too.
                 let rejects = match rejects {
@@ -236,6 +271,18 @@ pub fn csv_to_parquet(
 
 const ENCODER_GONE: &str = "parquet encoder stopped";
 
+/// Record buffers beyond one per typing worker: one being filled by the reader while the
+/// workers are busy, one waiting for its turn to go to the encoder.
+const SPARE_BUFFERS: usize = 2;
+
+/// Threads that turn records into typed Arrow batches. Splitting records is sequential (a
+/// quote changes the meaning of everything after it) and so is encoding, but typing is per
+/// batch, so it is spread over as many threads as the task has cores (Cloud Run's vCPUs, as
+/// the cgroup quota says), at most 4: beyond that the reader or the encoder is the limit.
+fn typing_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
+
 fn join(
     handle: std::thread::ScopedJoinHandle<'_, Result<(Committed, usize)>>,
 ) -> Result<(Committed, usize)> {
@@ -246,52 +293,192 @@ fn join(
 
 type Parsed = (u64, u64, Option<ObjectSink>);
 
+/// Records for a typing worker: batch number `seq` of the input, `skip` leading records
+/// (the header) not data.
+struct Job {
+    seq: u64,
+    skip: usize,
+    records: Records,
+}
+
+/// A typed batch (or `None` if building it panicked), with its records for bad-row messages.
+struct Typed {
+    seq: u64,
+    skip: usize,
+    records: Records,
+    built: Option<Built>,
+}
+
+fn type_loop(jobs: &Mutex<mpsc::Receiver<Job>>, builder: &BatchBuilder, out: &SyncSender<Typed>) {
+    loop {
+        // One worker waits on the channel, the others on the lock.
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = next else { return };
+        let built =
+            std::panic::catch_unwind(AssertUnwindSafe(|| builder.build(&job.records, job.skip)))
+                .ok();
+        let typed = Typed {
+            seq: job.seq,
+            skip: job.skip,
+            records: job.records,
+            built,
+        };
+        if out.send(typed).is_err() {
+            return;
+        }
+    }
+}
+
+/// The channels `parse_loop` works with.
+struct Stages<'a> {
+    jobs: SyncSender<Job>,
+    typed: mpsc::Receiver<Typed>,
+    /// Record buffers in circulation (bounds the records read ahead).
+    buffers: usize,
+    encoder: &'a SyncSender<Msg>,
+}
+
+/// The calling thread: splits records (`csv-core`) into batches for the typing workers, takes
+/// the typed batches back in input order, deals with bad rows and passes the batches on to the
+/// encoder. Record buffers go round: reader -> worker -> back here -> reader, so a fixed
+/// number of them exist and nothing is allocated per batch for them.
 fn parse_loop(
     reader: &mut RecordReader<impl BufRead>,
     builder: &BatchBuilder,
     job: &CsvToParquet<'_>,
-    tx: &mpsc::SyncSender<Msg>,
+    stages: Stages<'_>,
     open_rejects: &mut dyn FnMut() -> ObjectSink,
 ) -> Result<Parsed> {
     let src = job.source_name;
-    let mut records = Records::default();
-    let mut rows = 0u64;
-    let mut rejected = 0u64;
-    let mut rejects: Option<ObjectSink> = None;
+    let Stages {
+        jobs,
+        typed,
+        buffers,
+        encoder,
+    } = stages;
+    let mut order = InOrder {
+        builder,
+        job,
+        encoder,
+        open_rejects,
+        next: 0,
+        waiting: BTreeMap::new(),
+        free: (0..buffers).map(|_| Records::default()).collect(),
+        rows: 0,
+        rejected: 0,
+        rejects: None,
+    };
+    let mut sent = 0u64;
     let mut header_pending = job.has_header;
-    loop {
-        let n = reader
-            .read_batch(&mut records, job.batch_rows.max(1))
-            .map_err(|e| read_error(e, src))?;
+    let read_result = loop {
+        // A free buffer, or wait for the oldest batch in flight to come back.
+        let mut records = loop {
+            if let Some(r) = order.free.pop() {
+                break r;
+            }
+            let t = typed
+                .recv()
+                .map_err(|_| ExtractError::Internal("CSV typing threads stopped".into()))?;
+            order.take(t)?;
+        };
+        let n = match reader.read_batch(&mut records, job.batch_rows.max(1)) {
+            Ok(n) => n,
+            Err(e) => break Err(read_error(e, src)),
+        };
         if n == 0 {
-            break;
+            break Ok(());
         }
         let skip = usize::from(header_pending);
         header_pending = false;
         if records.len() <= skip {
+            order.free.push(records);
             continue;
         }
-        let built = builder.build(&records, skip);
+        let job = Job {
+            seq: sent,
+            skip,
+            records,
+        };
+        // Never blocks: the channel holds as many jobs as there are buffers.
+        jobs.send(job)
+            .map_err(|_| ExtractError::Internal("CSV typing threads stopped".into()))?;
+        sent += 1;
+        while let Ok(t) = typed.try_recv() {
+            order.take(t)?;
+        }
+    };
+    drop(jobs);
+    // Batches read before the end (or before a read error) are dealt with first, in order: a
+    // bad row in them is reported as it would have been without read-ahead.
+    while order.next < sent {
+        let t = typed
+            .recv()
+            .map_err(|_| ExtractError::Internal("CSV typing threads stopped".into()))?;
+        order.take(t)?;
+    }
+    read_result?;
+    Ok((order.rows, order.rejected, order.rejects))
+}
+
+/// Puts typed batches back in input order and handles each in turn.
+struct InOrder<'a, 'j> {
+    builder: &'a BatchBuilder,
+    job: &'a CsvToParquet<'j>,
+    encoder: &'a SyncSender<Msg>,
+    open_rejects: &'a mut dyn FnMut() -> ObjectSink,
+    /// Sequence number of the next batch to hand on.
+    next: u64,
+    waiting: BTreeMap<u64, Typed>,
+    free: Vec<Records>,
+    rows: u64,
+    rejected: u64,
+    rejects: Option<ObjectSink>,
+}
+
+impl InOrder<'_, '_> {
+    fn take(&mut self, typed: Typed) -> Result<()> {
+        self.waiting.insert(typed.seq, typed);
+        while let Some(t) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            let Typed {
+                skip,
+                records,
+                built,
+                ..
+            } = t;
+            let built =
+                built.ok_or_else(|| ExtractError::Internal("CSV typing thread panicked".into()))?;
+            self.handle(built, &records, skip)?;
+            self.free.push(records);
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, built: Built, records: &Records, skip: usize) -> Result<()> {
+        let job = self.job;
+        let src = job.source_name;
+        let builder = self.builder;
         if !built.problems.is_empty() {
             match job.bad_rows {
                 BadRows::Fail => {
                     return Err(problem_error(
                         &built.problems[0],
-                        &records,
+                        records,
                         skip,
                         builder,
                         src,
                     ));
                 }
                 BadRows::Quarantine => {
-                    let sink = rejects.get_or_insert_with(&mut *open_rejects);
-                    rejected += write_rejects(sink, &built.problems, &records, skip, builder, src)?;
+                    let sink = self.rejects.get_or_insert_with(&mut *self.open_rejects);
+                    self.rejected +=
+                        write_rejects(sink, &built.problems, records, skip, builder, src)?;
                     if let Some(limit) = job.max_bad_rows
-                        && rejected > limit
+                        && self.rejected > limit
                     {
                         return Err(ExtractError::TooManyBadRows {
                             source_name: src.to_string(),
-                            rejected,
+                            rejected: self.rejected,
                             limit,
                         });
                     }
@@ -300,13 +487,14 @@ fn parse_loop(
         }
         let batch_rows = built.batch.num_rows() as u64;
         if batch_rows > 0 {
-            tx.send(Msg::Batch(built.batch))
+            self.encoder
+                .send(Msg::Batch(built.batch))
                 .map_err(|_| ExtractError::Internal(ENCODER_GONE.into()))?;
         }
-        rows += batch_rows;
+        self.rows += batch_rows;
         job.rows_counter.fetch_add(batch_rows, Ordering::Relaxed);
+        Ok(())
     }
-    Ok((rows, rejected, rejects))
 }
 
 fn truncate(value: &str) -> String {
@@ -472,5 +660,232 @@ pub fn default_delimiter(ext: &str) -> u8 {
         "tsv" | "tab" => b'\t',
         "psv" => b'|',
         _ => b',',
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use bytes::Bytes;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use sluice_runtime::CancellationToken;
+    use sluice_storage::LocalStore;
+
+    use super::*;
+    use crate::sink::SinkFactory;
+
+    struct Harness {
+        runtime: tokio::runtime::Runtime,
+        dir: tempfile::TempDir,
+        sinks: SinkFactory,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let cancel = CancellationToken::new();
+            let store = Arc::new(LocalStore::new(dir.path(), cancel.clone()));
+            let sinks = SinkFactory::new(store, runtime.handle().clone(), cancel);
+            Harness {
+                runtime,
+                dir,
+                sinks,
+            }
+        }
+
+        /// Converts `input` with small batches (many of them in flight at once).
+        fn convert(
+            &self,
+            input: &mut dyn BufRead,
+            bad_rows: BadRows,
+            batch_rows: usize,
+        ) -> Result<Converted> {
+            let _guard = self.runtime.enter();
+            let options = ParquetOptions::default();
+            let counter = AtomicU64::new(0);
+            let nulls = vec![String::new()];
+            let job = CsvToParquet {
+                source_name: "test.csv",
+                dialect: Dialect {
+                    delimiter: b',',
+                    quote: b'"',
+                    escape: None,
+                },
+                has_header: true,
+                null_values: &nulls,
+                infer_rows: 20,
+                infer_bytes: 4096,
+                batch_rows,
+                soda_types: None,
+                schema_file: None,
+                parquet: &options,
+                bad_rows,
+                max_bad_rows: None,
+                footer_metadata: vec![("sluice.source".into(), "test.csv".into())],
+                rows_counter: &counter,
+            };
+            let sink = self.sinks.open("out.parquet", Default::default(), "x");
+            let mut open_rejects = || {
+                self.sinks
+                    .open("out.rejects.jsonl", Default::default(), "x")
+            };
+            let converted = csv_to_parquet(input, &job, sink, &mut open_rejects);
+            if let Ok(c) = &converted {
+                assert_eq!(counter.load(Ordering::Relaxed), c.rows);
+            }
+            converted
+        }
+
+        fn ids(&self) -> Vec<i64> {
+            let data = Bytes::from(std::fs::read(self.dir.path().join("out.parquet")).unwrap());
+            ParquetRecordBatchReaderBuilder::try_new(data)
+                .unwrap()
+                .build()
+                .unwrap()
+                .flat_map(|b| {
+                    b.unwrap()
+                        .column(0)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .to_vec()
+                })
+                .collect()
+        }
+
+        fn rejects(&self) -> Vec<serde_json::Value> {
+            std::fs::read_to_string(self.dir.path().join("out.rejects.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    /// `id,amount,note` rows 0..n; `bad` ids get an amount that is not a number.
+    fn csv(n: usize, bad: &[usize]) -> String {
+        let mut text = String::from("id,amount,note\n");
+        for i in 0..n {
+            if bad.contains(&i) {
+                text.push_str(&format!("{i},bad{i},x\n"));
+            } else if i % 5 == 0 {
+                // A quoted newline: lines and records differ from here on.
+                text.push_str(&format!("{i},{}.5,\"two\nlines\"\n", i * 2));
+            } else {
+                text.push_str(&format!("{i},{}.5,plain\n", i * 2));
+            }
+        }
+        text
+    }
+
+    /// The line record `id` starts on in [`csv`]'s text.
+    fn line_of(text: &str, id: usize) -> u64 {
+        let at = text.find(&format!("\n{id},")).unwrap();
+        text[..at].matches('\n').count() as u64 + 2
+    }
+
+    #[test]
+    fn many_batches_in_flight_keep_input_order() {
+        let h = Harness::new();
+        let text = csv(5000, &[]);
+        let converted = h.convert(&mut text.as_bytes(), BadRows::Fail, 7).unwrap();
+        assert_eq!(converted.rows, 5000);
+        assert_eq!(h.ids(), (0..5000).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn quarantined_rows_come_out_in_input_order_across_batches() {
+        let h = Harness::new();
+        let bad = [100, 101, 555, 2048, 2049, 4999];
+        let text = csv(5000, &bad);
+        let converted = h
+            .convert(&mut text.as_bytes(), BadRows::Quarantine, 13)
+            .unwrap();
+        assert_eq!(converted.rows, 5000 - bad.len() as u64);
+        assert_eq!(converted.rejected, bad.len() as u64);
+        let lines: Vec<(u64, String)> = h
+            .rejects()
+            .iter()
+            .map(|r| {
+                (
+                    r["line"].as_u64().unwrap(),
+                    r["errors"][0]["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(u64, String)> = bad
+            .iter()
+            .map(|&i| (line_of(&text, i), format!("bad{i}")))
+            .collect();
+        assert_eq!(lines, expected);
+        let kept: Vec<i64> = (0..5000)
+            .filter(|i| !bad.contains(i))
+            .map(|i| i as i64)
+            .collect();
+        assert_eq!(h.ids(), kept);
+    }
+
+    #[test]
+    fn the_first_bad_row_in_the_input_is_the_one_reported() {
+        for _ in 0..20 {
+            let h = Harness::new();
+            let text = csv(3000, &[1500, 2500, 2999]);
+            let err = h
+                .convert(&mut text.as_bytes(), BadRows::Fail, 11)
+                .unwrap_err()
+                .to_string();
+            let line = line_of(&text, 1500);
+            assert!(
+                err.contains(&format!("line {line}, column 2 (amount)")),
+                "{err}"
+            );
+            assert!(err.contains("\"bad1500\""), "{err}");
+            assert!(!h.dir.path().join("out.parquet").exists());
+        }
+    }
+
+    /// Input that breaks off after its bytes (a dropped connection).
+    struct Broken<'a>(&'a [u8]);
+
+    impl Read for Broken<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let n = self.0.len().min(buf.len()).min(1000);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_read_error_fails_the_conversion_and_commits_nothing() {
+        let h = Harness::new();
+        let text = csv(3000, &[]);
+        let mut input = std::io::BufReader::new(Broken(text.as_bytes()));
+        let err = h
+            .convert(&mut input, BadRows::Fail, 11)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection reset"), "{err}");
+        assert!(!h.dir.path().join("out.parquet").exists());
+
+        // A bad row before the break is reported as it would be without read-ahead.
+        let h = Harness::new();
+        let text = csv(3000, &[2900]);
+        let mut input = std::io::BufReader::new(Broken(text.as_bytes()));
+        let err = h
+            .convert(&mut input, BadRows::Fail, 11)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"bad2900\""), "{err}");
     }
 }

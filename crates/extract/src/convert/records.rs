@@ -81,13 +81,24 @@ impl Records {
     /// Field `col` of record `row` (`col < fields(row)`).
     #[inline]
     pub fn field(&self, row: usize, col: usize) -> &[u8] {
+        &self.data[self.field_range(row, col)]
+    }
+
+    /// Where field `col` of record `row` is in [`Self::data`].
+    #[inline]
+    pub fn field_range(&self, row: usize, col: usize) -> std::ops::Range<usize> {
         let m = &self.meta[row];
         let start = if col == 0 {
             m.data_start
         } else {
             self.ends[m.first_end + col - 1]
         };
-        &self.data[start..self.ends[m.first_end + col]]
+        start..self.ends[m.first_end + col]
+    }
+
+    /// The field bytes of every record, back to back (what [`Self::field_range`] indexes).
+    pub fn data(&self) -> &[u8] {
+        &self.data[..self.data_len]
     }
 
     /// Every field of record `row`, lossily as text (for rejects and messages).
@@ -169,6 +180,8 @@ impl<R: BufRead> RecordReader<R> {
         let mut record_data_start = 0usize;
         let mut record_first_end = 0usize;
         let mut in_record_fields = 0usize;
+        // Newlines consumed since the previous record ended.
+        let mut record_newlines = 0u64;
         while out.meta.len() < max {
             let input = self.input.fill_buf()?;
             if input.is_empty() && sample {
@@ -183,7 +196,9 @@ impl<R: BufRead> RecordReader<R> {
             );
             if nin > 0 {
                 let consumed = &input[..nin];
-                self.newlines += memchr::memchr_iter(b'\n', consumed).count() as u64;
+                let newlines = memchr::memchr_iter(b'\n', consumed).count() as u64;
+                self.newlines += newlines;
+                record_newlines += newlines;
                 self.last_byte = consumed[nin - 1];
             }
             let input_was_empty = input.is_empty();
@@ -211,8 +226,17 @@ impl<R: BufRead> RecordReader<R> {
                     out.ends.resize(out.ends.len() + grow, 0);
                 }
                 ReadRecordResult::Record => {
-                    let data = &out.data[record_data_start..out.data_len];
-                    let inner_newlines = memchr::memchr_iter(b'\n', data).count() as u64;
+                    // Newlines inside the record's (quoted) fields. None when no newline was
+                    // read since the last record, or only the one that just ended this record
+                    // (most records): then the fields need not be scanned again.
+                    let inner_newlines = if record_newlines == 0
+                        || (record_newlines == 1 && self.last_byte == b'\n' && !input_was_empty)
+                    {
+                        0
+                    } else {
+                        let data = &out.data[record_data_start..out.data_len];
+                        memchr::memchr_iter(b'\n', data).count() as u64
+                    };
                     let last_line = if self.last_byte == b'\n' {
                         self.newlines
                     } else {
@@ -228,6 +252,7 @@ impl<R: BufRead> RecordReader<R> {
                     record_data_start = out.data_len;
                     record_first_end = out.ends_len;
                     in_record_fields = 0;
+                    record_newlines = 0;
                 }
                 ReadRecordResult::End => {
                     self.ended = true;
@@ -293,6 +318,33 @@ mod tests {
             )
         );
         assert_eq!(rows[4], (8, vec!["4".into(), "".into(), "last".into()]));
+    }
+
+    #[test]
+    fn lines_with_quoted_newlines_blank_lines_and_unterminated_ends() {
+        // (text, lines the records start on), read with a 5-byte buffer and whole.
+        let cases: [(&[u8], &[u64]); 6] = [
+            (b"a\n\"x\ny\"\nb\n", &[1, 2, 4]),
+            (b"a\n\n\n\"x\n\ny\"\r\nb", &[1, 4, 7]),
+            (b"a\r\"x\ny\"\rb\r", &[1, 1, 2]),
+            (b"a\n\"x\ny", &[1, 2]),
+            // An unterminated quote that ends in a newline: the record's start is counted from
+            // the end of input, as before.
+            (b"a\n\"x\n", &[1, 1]),
+            (b"\"\n\n\",b\nc,\"\n\"\n", &[1, 4]),
+        ];
+        for (text, lines) in cases {
+            for buffer in [5, 4096] {
+                let mut reader =
+                    RecordReader::new(std::io::BufReader::with_capacity(buffer, text), dialect());
+                let mut records = Records::default();
+                let mut got = Vec::new();
+                while reader.read_batch(&mut records, 2).unwrap() > 0 {
+                    got.extend((0..records.len()).map(|r| records.line(r)));
+                }
+                assert_eq!(got, lines, "{:?}", String::from_utf8_lossy(text));
+            }
+        }
     }
 
     #[test]
