@@ -355,8 +355,9 @@ async fn a_stalled_upload_applies_backpressure() {
 
 /// Upload memory is two chunk buffers, never more: a producer much faster than a slow server
 /// (every chunk `PUT` delayed) pushes twelve chunks through one writer, and the number of chunk
-/// buffers alive at once -- counted from allocation until the HTTP client lets go of the last
-/// byte -- peaks at exactly two (so filling and sending still overlap).
+/// buffers allocated at once -- counted from allocation until freed, whether being filled, on
+/// the wire (until the HTTP client lets go of the last byte) or idle for reuse -- peaks at
+/// exactly two (so filling and sending still overlap), and none outlives the commit.
 #[tokio::test]
 async fn at_most_two_chunk_buffers_are_ever_alive() {
     let server = server();

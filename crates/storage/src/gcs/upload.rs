@@ -44,14 +44,15 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Chunk buffers one writer may hold: the one being filled and the one on the wire.
 pub(crate) const BUFFERS_PER_WRITER: usize = 2;
 
-/// Upload chunk buffers alive in a store's writers, now and at most.
+/// Upload chunk buffers allocated by a store's writers (in use or waiting for reuse), now and
+/// at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChunkBufferStats {
     pub live: usize,
     pub peak: usize,
 }
 
-/// Counts chunk buffers from allocation to release, across a store's writers.
+/// Counts chunk buffers from allocation to free, across a store's writers.
 #[derive(Debug, Default)]
 pub(crate) struct BufferCounter {
     live: AtomicUsize,
@@ -81,27 +82,63 @@ impl Drop for LiveBuffer {
     }
 }
 
-/// One chunk buffer and its permit. Frozen into [`Bytes`] with `Bytes::from_owner`, so the
-/// permit is returned exactly when the last reference to the bytes is dropped.
-struct ChunkBuf {
+/// One chunk-sized allocation, counted from allocation until it is freed.
+struct Block {
     data: Vec<u8>,
-    _permit: OwnedSemaphorePermit,
     _live: LiveBuffer,
+}
+
+/// A writer's idle blocks. Reusing them instead of allocating a fresh chunk for every chunk
+/// keeps the allocator out of it: freeing and reallocating 16 MiB blocks from different
+/// threads left glibc holding twice the live memory (peak RSS 101 MiB instead of 65 MiB for a
+/// 320 MiB passthrough upload).
+type Pool = Arc<std::sync::Mutex<Vec<Block>>>;
+
+/// One chunk buffer in use and its permit. Frozen into [`Bytes`] with `Bytes::from_owner`, so
+/// the block goes back to the pool and the permit is returned exactly when the last reference
+/// to the bytes is dropped (by the upload task and by the HTTP client). Blocks in use plus
+/// blocks in the pool never exceed the permits: a block is only allocated by a permit holder
+/// that found the pool empty.
+struct ChunkBuf {
+    /// `Some` until dropped.
+    block: Option<Block>,
+    pool: Pool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ChunkBuf {
+    fn data(&self) -> &Vec<u8> {
+        &self.block.as_ref().expect("block until drop").data
+    }
+
+    fn data_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.block.as_mut().expect("block until drop").data
+    }
+
+    fn freeze(self) -> Bytes {
+        if self.data().is_empty() {
+            // Nothing to hold on to: release the block and the permit now.
+            Bytes::new()
+        } else {
+            Bytes::from_owner(self)
+        }
+    }
 }
 
 impl AsRef<[u8]> for ChunkBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.data
+        self.data()
     }
 }
 
-impl ChunkBuf {
-    fn freeze(self) -> Bytes {
-        if self.data.is_empty() {
-            // Nothing to hold on to: release the permit now.
-            Bytes::new()
-        } else {
-            Bytes::from_owner(self)
+impl Drop for ChunkBuf {
+    fn drop(&mut self) {
+        // Before the permit (a field) is released, so the next permit holder finds it.
+        if let Some(mut block) = self.block.take() {
+            block.data.clear();
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.push(block);
+            }
         }
     }
 }
@@ -192,6 +229,8 @@ pub(crate) struct GcsWriter {
     buf: Option<ChunkBuf>,
     /// [`BUFFERS_PER_WRITER`] permits; every chunk buffer holds one until it is released.
     permits: Arc<Semaphore>,
+    /// Blocks of released chunk buffers, for the next ones.
+    pool: Pool,
     crc: Crc32c,
     total: u64,
     session: Option<Session>,
@@ -209,6 +248,7 @@ impl GcsWriter {
         GcsWriter {
             buf: None,
             permits: Arc::new(Semaphore::new(BUFFERS_PER_WRITER)),
+            pool: Pool::default(),
             ctx: Arc::new(ctx),
             crc: Crc32c::new(),
             total: 0,
@@ -220,7 +260,7 @@ impl GcsWriter {
     }
 
     fn buffered(&self) -> usize {
-        self.buf.as_ref().map_or(0, |b| b.data.len())
+        self.buf.as_ref().map_or(0, |b| b.data().len())
     }
 
     /// A new, empty chunk buffer; waits while this writer's two buffers are both alive (one
@@ -232,10 +272,15 @@ impl GcsWriter {
             permit = self.permits.clone().acquire_owned() => permit
                 .map_err(|_| self.ctx.io("write", "chunk buffers closed".into()))?,
         };
-        Ok(ChunkBuf {
+        let reused = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        let block = reused.unwrap_or_else(|| Block {
             data: Vec::new(),
-            _permit: permit,
             _live: self.ctx.buffers.track(),
+        });
+        Ok(ChunkBuf {
+            block: Some(block),
+            pool: self.pool.clone(),
+            _permit: permit,
         })
     }
 
@@ -247,7 +292,7 @@ impl GcsWriter {
         let Some(buf) = self.buf.as_mut() else {
             return;
         };
-        let data = &mut buf.data;
+        let data = buf.data_mut();
         let needed = data.len() + additional;
         if needed <= data.capacity() {
             return;
@@ -349,7 +394,7 @@ impl ObjectWriter for GcsWriter {
             self.crc.update(&piece);
             self.reserve(piece.len());
             if let Some(buf) = self.buf.as_mut() {
-                buf.data.extend_from_slice(&piece);
+                buf.data_mut().extend_from_slice(&piece);
             }
             self.total += take as u64;
         }
