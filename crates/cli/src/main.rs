@@ -22,9 +22,9 @@ struct Cli {
     #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", default_value = "auto")]
     log_format: LogFormat,
 
-    /// Cloud Storage upload chunk in MiB (whole number, 1 to 1024; default 16). Objects up to
-    /// this size go in one request; larger ones in chunks of this size. Each open upload
-    /// holds at most two chunks in memory.
+    /// Cloud Storage upload chunk in MiB (whole number, 1 to 1024; default 16, 8 for
+    /// `extract --format parquet`). Objects up to this size go in one request; larger ones in
+    /// chunks of this size. Each open upload holds at most two chunks in memory.
     #[arg(
         long,
         global = true,

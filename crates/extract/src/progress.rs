@@ -159,6 +159,17 @@ impl ProgressHub {
                         bar.set_position(bytes);
                     }
                 }
+                ProgressMode::Log if bytes == 0 => {
+                    // Connecting, or backing off between retries (each retry logs its own
+                    // warning): a rate of 0 B/s would read like a stalled transfer.
+                    tracing::info!(
+                        item = %item.label,
+                        waiting_secs = secs.round() as u64,
+                        "{}: waiting for the source ({:.0} s)",
+                        item.label,
+                        secs
+                    );
+                }
                 ProgressMode::Log => {
                     let total = item.total();
                     let eta = total.and_then(|t| {

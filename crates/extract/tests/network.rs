@@ -224,4 +224,8 @@ async fn connection_refused_is_retried_then_reported() {
         "{error}"
     );
     assert!(error.to_lowercase().contains("connect"), "{error} / {err}");
+    // The request was retried to the policy's limit; the item is not redone on top of that
+    // (4 item attempts x 3 requests would multiply the wait on a dead host).
+    assert!(error.contains("gave up after 3 attempts"), "{error}");
+    assert_eq!(manifest["items"][0]["attempts"], 1, "{manifest}");
 }

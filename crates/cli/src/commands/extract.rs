@@ -53,7 +53,8 @@ pub struct Args {
     #[arg(long, env = "SLUICE_FORMAT", default_value = "passthrough")]
     format: OutputFormat,
 
-    /// Hive partition segment: dt=YYYY-MM-DD, or dt=today for the UTC date at task start.
+    /// Hive partition segment: dt=YYYY-MM-DD, or dt=today for the execution's UTC date (pinned
+    /// by the first task of the execution, so retries and late tasks agree).
     #[arg(long, env = "SLUICE_PARTITION", value_name = "KEY=VALUE")]
     partition: Option<PartitionSpec>,
 

@@ -301,8 +301,22 @@ fn retry_error(err: sluice_runtime::retry::RetryError<ExtractError>) -> ExtractE
     if err.is_cancelled() {
         return ExtractError::Cancelled;
     }
-    err.into_last_error()
-        .unwrap_or_else(|| ExtractError::Internal("retry gave up without an error".into()))
+    let attempts = err.attempts();
+    match err.into_last_error() {
+        // The request was retried to the policy's limit already: redoing the whole item would
+        // multiply the wait (8 x 4 attempts on a dead host) for nothing, so it is final now.
+        Some(ExtractError::Transport {
+            url,
+            detail,
+            transient: true,
+        }) => ExtractError::Transport {
+            url,
+            detail: format!("{detail} (gave up after {attempts} attempts)"),
+            transient: false,
+        },
+        Some(error) => error,
+        None => ExtractError::Internal("retry gave up without an error".into()),
+    }
 }
 
 /// Maps a reqwest error to ours, without the URL reqwest would print (it has the secrets).
