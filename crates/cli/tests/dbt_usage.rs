@@ -48,14 +48,24 @@ fn missing_dbt_executable_is_a_usage_error_naming_it() {
 #[test]
 fn wrong_project_dir_names_the_file() {
     let scratch = tempfile::tempdir().unwrap();
-    let out = sluice(scratch.path())
-        .args(["dbt", "--bigquery-dataset", "analytics", "--project-dir"])
-        .arg(scratch.path())
-        .output()
-        .unwrap();
-    let logs = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{logs}");
-    assert!(logs.contains("dbt_project.yml"), "{logs}");
+    // Without a profile source as well: the project is reported first, not the profile.
+    for extra in [&["--bigquery-dataset", "analytics"][..], &[]] {
+        let out = sluice(scratch.path())
+            .arg("dbt")
+            .args(extra)
+            .arg("--project-dir")
+            .arg(scratch.path())
+            .output()
+            .unwrap();
+        let logs = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{logs}");
+        assert!(logs.contains("dbt_project.yml"), "{logs}");
+        assert!(
+            logs.contains(&scratch.path().display().to_string()),
+            "{logs}"
+        );
+        assert!(!logs.contains("no profile"), "{logs}");
+    }
 }
 
 #[test]

@@ -157,6 +157,13 @@ fn config_from(args: Args, context: &Context) -> Result<DbtConfig, UsageError> {
         .project_dir
         .or_else(|| env_fallback("DBT_PROJECT_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."));
+    // The project is the first thing to be wrong about; say so before asking for a profile.
+    if !project_dir.join("dbt_project.yml").is_file() {
+        return Err(UsageError(format!(
+            "{}: no dbt_project.yml here (--project-dir / SLUICE_DBT_PROJECT_DIR / DBT_PROJECT_DIR)",
+            project_dir.display()
+        )));
+    }
     let profiles_dir = args
         .profiles_dir
         .or_else(|| env_fallback("DBT_PROFILES_DIR").map(PathBuf::from));
