@@ -12,7 +12,8 @@
 #        (default 320; figures go to bench/out/results.md; the lock keeps two benchmarks on
 #        the shared machine from running at once)
 # Env:   SLUICE_BENCH_TARGET_DIR (release build dir, default target/bench), BENCH_HTTP_PORT,
-#        BENCH_GCS_PORT, BENCH_SKIP_BUILD=1 (use an existing release binary).
+#        BENCH_GCS_PORT, BENCH_SKIP_BUILD=1 (use an existing release binary), BENCH_GROWTH=1
+#        (also run sluice on a 10x larger input; needs ~11x SIZE_MB of free disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -75,7 +76,7 @@ measure() {
   local slug
   slug=$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '-')
   echo "-- $name"
-  cat "$big" "$small" > /dev/null
+  cat "$big" "$small" ${huge:+"$huge"} > /dev/null
   /usr/bin/time -v -o "$OUT/logs/$slug.time" "$@" > "$OUT/logs/$slug.log" 2>&1 || {
     echo "$name failed:"; tail -20 "$OUT/logs/$slug.log"; exit 1; }
   local wall rss
@@ -102,6 +103,22 @@ measure "duckdb local file -> local file" "$BIG_BYTES" "$PY" bench/peer_duckdb.p
 measure "sluice parquet -> GCS (10x smaller input)" "$SMALL_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$SMALL_URL" --dest "gs://$BUCKET/parquet-small" --format parquet
 measure "sluice parquet -> local dir" "$BIG_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$BIG_URL" --dest "$OUT/local/parquet" --format parquet
 measure "sluice passthrough -> GCS (10x smaller input)" "$SMALL_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$SMALL_URL" --dest "gs://$BUCKET/passthrough-small"
+
+# BENCH_GROWTH=1: sluice again on a 10x LARGER input (the big CSV ten times over, one header),
+# so "flat memory" is shown above the main size too, where the row-group and upload-chunk
+# caps are long reached. Only sluice: the whole-table peers would need ~10 GB.
+if [ "${BENCH_GROWTH:-0}" = 1 ]; then
+  huge=$OUT/data/huge-$((SIZE_MB * 10)).csv
+  if [ ! -s "$huge" ]; then
+    { cat "$big"; for _ in $(seq 9); do tail -n +2 "$big"; done; } > "$huge.tmp" && mv "$huge.tmp" "$huge"
+  fi
+  HUGE_BYTES=$(stat -c %s "$huge")
+  HUGE_URL=http://127.0.0.1:$HTTP_PORT/$(basename "$huge")
+  measure "sluice parquet -> GCS (10x larger input)" "$HUGE_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$HUGE_URL" --dest "gs://$BUCKET/parquet-huge" --format parquet
+  measure "sluice parquet -> local dir (10x larger input)" "$HUGE_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$HUGE_URL" --dest "$OUT/local/parquet-huge" --format parquet
+  measure "sluice passthrough -> local dir (10x larger input)" "$HUGE_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$HUGE_URL" --dest "$OUT/local/passthrough-huge"
+  measure "sluice passthrough -> GCS (10x larger input)" "$HUGE_BYTES" "$SLUICE" extract "${sluice_args[@]}" --url "$HUGE_URL" --dest "gs://$BUCKET/passthrough-huge"
+fi
 
 rows=$(grep -o '"rows":[0-9]*' "$OUT/logs/sluice-parquet----GCS.log" | tail -1 | cut -d: -f2)
 {
