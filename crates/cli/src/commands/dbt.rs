@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use sluice_dbt::project::PROJECT_FILE;
 use sluice_dbt::{
     ArtifactsConfig, Auth, BigQueryProfile, DbtConfig, DepsMode, Priority, ProfileSource, Secret,
 };
@@ -158,9 +159,10 @@ fn config_from(args: Args, context: &Context) -> Result<DbtConfig, UsageError> {
         .or_else(|| env_fallback("DBT_PROJECT_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."));
     // The project is the first thing to be wrong about; say so before asking for a profile.
-    if !project_dir.join("dbt_project.yml").is_file() {
+    // (Only its presence: `sluice_dbt::run` reads and checks it.)
+    if !project_dir.join(PROJECT_FILE).is_file() {
         return Err(UsageError(format!(
-            "{}: no dbt_project.yml here (--project-dir / SLUICE_DBT_PROJECT_DIR / DBT_PROJECT_DIR)",
+            "{}: no {PROJECT_FILE} here (--project-dir / SLUICE_DBT_PROJECT_DIR / DBT_PROJECT_DIR)",
             project_dir.display()
         )));
     }
