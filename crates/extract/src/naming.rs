@@ -208,7 +208,10 @@ impl Layout {
 /// 8 hex digits identifying `identity` in a name: FNV-1a 64 (the same function that shards
 /// items, stable across platforms and releases), low 32 bits.
 pub fn identity_hash(identity: &str) -> String {
-    format!("{:08x}", sluice_runtime::shard::fnv1a64(identity.as_bytes()) as u32)
+    format!(
+        "{:08x}",
+        sluice_runtime::shard::fnv1a64(identity.as_bytes()) as u32
+    )
 }
 
 /// `{name}-{hash of identity}`.
@@ -409,7 +412,10 @@ mod tests {
         assert!(identity_has_query(&url_identity("https://h/a.csv?year=1")));
         assert!(!identity_has_query(&url_identity("https://h/a.csv?key=1")));
         // Stable across releases: existing keys depend on it.
-        assert_eq!(identity_hash("https://h/2023/data.csv"), identity_hash("https://h/2023/data.csv"));
+        assert_eq!(
+            identity_hash("https://h/2023/data.csv"),
+            identity_hash("https://h/2023/data.csv")
+        );
         assert_eq!(identity_hash(""), "84222325");
     }
 

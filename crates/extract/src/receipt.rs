@@ -282,7 +282,11 @@ fn describe_found(meta: &ObjectMeta) -> String {
     if let Some(g) = meta.generation {
         out.push_str(&format!(", generation {g}"));
     }
-    for (key, label) in [(META_SHA256, "sha256"), (META_BYTES, "sluice-bytes"), (META_ROWS, "sluice-rows")] {
+    for (key, label) in [
+        (META_SHA256, "sha256"),
+        (META_BYTES, "sluice-bytes"),
+        (META_ROWS, "sluice-rows"),
+    ] {
         match meta.metadata.get(key) {
             Some(v) => out.push_str(&format!(", {label} {v}")),
             None if key == META_SHA256 => out.push_str(", no sluice-sha256"),
@@ -328,37 +332,37 @@ pub async fn verify_objects(
             }
         }
     }
-    let mut problems: Vec<(usize, ExtractError)> = futures::stream::iter(expected)
-        .map(|want| async move {
-            let url = store.url_of(want.name);
-            match store.head(want.name).await {
-                Ok(Some(meta)) if want.matches(&meta) => None,
-                Ok(found) => Some((
-                    want.item,
-                    ExtractError::ObjectChanged {
-                        url,
-                        recorded: want.describe(),
-                        found: found
-                            .as_ref()
-                            .map_or_else(|| "no such object".to_string(), describe_found),
-                    },
-                )),
-                Err(e) => Some((
-                    want.item,
-                    ExtractError::ObjectChanged {
-                        url,
-                        recorded: want.describe(),
-                        found: format!("nothing readable ({e})"),
-                    },
-                )),
-            }
-        })
+    // Plain async fn futures (no closures returning futures): keeps the task's future `Send`
+    // for every lifetime, which `tokio::spawn` of `run` needs.
+    let checks: Vec<_> = expected
+        .into_iter()
+        .map(|want| check(store, want))
+        .collect();
+    let mut problems: Vec<(usize, ExtractError)> = futures::stream::iter(checks)
         .buffer_unordered(concurrency.max(1))
         .filter_map(std::future::ready)
         .collect()
         .await;
     problems.sort_by_key(|(item, _)| *item);
     problems
+}
+
+async fn check(store: &dyn ObjectStore, want: Expected<'_>) -> Option<(usize, ExtractError)> {
+    let url = store.url_of(want.name);
+    let found = match store.head(want.name).await {
+        Ok(Some(meta)) if want.matches(&meta) => return None,
+        Ok(Some(meta)) => describe_found(&meta),
+        Ok(None) => "no such object".to_string(),
+        Err(e) => format!("nothing readable ({e})"),
+    };
+    Some((
+        want.item,
+        ExtractError::ObjectChanged {
+            url,
+            recorded: want.describe(),
+            found,
+        },
+    ))
 }
 
 /// CRC32C as recorded in manifests.

@@ -108,7 +108,11 @@ async fn zip_members_that_render_alike_get_objects_of_their_own() {
             "ext.zip",
             [
                 ("x.csv", "id,v\n1,comma\n", &[&["1", "comma"]]),
-                ("x.tsv", "id\tv\n2\ttab\n3\ttab\n", &[&["2", "tab"], &["3", "tab"]]),
+                (
+                    "x.tsv",
+                    "id\tv\n2\ttab\n3\ttab\n",
+                    &[&["2", "tab"], &["3", "tab"]],
+                ),
             ],
         ),
         (
@@ -324,9 +328,10 @@ async fn tampered_run(
     .await
     .unwrap_err()
     .to_string();
-    let (store, _) = sluice_storage::open(dest, &store_config).await.unwrap();
+    let (store, prefix) = sluice_storage::open(dest, &store_config).await.unwrap();
+    let key = sluice_storage::join_key(&prefix, "_manifests/task-00000.json");
     let manifest: TaskManifest = serde_json::from_slice(
-        &sluice_storage::read_to_bytes(store.as_ref(), "_manifests/task-00000.json", 1 << 20)
+        &sluice_storage::read_to_bytes(store.as_ref(), &key, 1 << 20)
             .await
             .unwrap(),
     )
