@@ -384,8 +384,8 @@ fn check_unique(items: &[WorkItem], owners: &[usize], names: &[EntryName]) -> Re
             None => item.name.clone(),
         };
         let keys = [
-            format!("object {}/{}-{chunk}", item.dataset, item.name),
-            format!("receipt {}/{receipt}", item.dataset),
+            format!("objects {}/{}-{chunk}.*", item.dataset, item.name),
+            format!("receipt _manifests/items/{}/{receipt}.json", item.dataset),
         ];
         for key in keys {
             let Some(&j) = seen.get(&key) else {

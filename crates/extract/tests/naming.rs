@@ -100,10 +100,17 @@ async fn one_file_with_two_queries_gives_two_objects_with_their_own_rows() {
     assert_eq!(data.len(), 2, "{data:?}");
 }
 
+/// A zip member: path, CSV body, the rows a Parquet reader must see.
+type Member = (
+    &'static str,
+    &'static str,
+    &'static [&'static [&'static str]],
+);
+
 #[tokio::test]
 async fn zip_members_that_render_alike_get_objects_of_their_own() {
     let server = TestServer::start();
-    let pairs: [(&str, [(&str, &str, &[&[&str]]); 2]); 3] = [
+    let pairs: [(&str, [Member; 2]); 3] = [
         (
             "ext.zip",
             [
