@@ -86,6 +86,26 @@ pub enum ExtractError {
 
     #[error("{0}")]
     Internal(String),
+
+    /// Two outputs of one task would get the same object key: refused before the second one
+    /// writes anything.
+    #[error(
+        "{key}: both {first} and {second} would be written to this object; refusing to overwrite \
+         (give the sources distinct `name`s or datasets in a manifest)"
+    )]
+    KeyCollision {
+        key: String,
+        first: String,
+        second: String,
+    },
+
+    /// The end-of-task check found an object that is not what the manifest records.
+    #[error("{url}: the manifest records {recorded}, the store has {found}")]
+    ObjectChanged {
+        url: String,
+        recorded: String,
+        found: String,
+    },
 }
 
 /// Where a value that does not fit the schema is, and what it is.

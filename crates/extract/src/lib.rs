@@ -40,4 +40,4 @@ pub use config::{
 };
 pub use error::ExtractError;
 pub use receipt::{ItemRecord, ItemStatus, ObjectRecord, TaskManifest};
-pub use run::{TaskOutcome, run};
+pub use run::{BeforeVerify, TaskHooks, TaskOutcome, run, run_with_hooks};

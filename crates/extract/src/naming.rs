@@ -1,5 +1,5 @@
-//! Deterministic names. An output's key depends only on (dataset, partition, source name,
-//! member, chunk number) so a retried task writes exactly the same keys:
+//! Deterministic, unique names. An output's key depends only on (dataset, partition, source
+//! name, member, chunk number) so a retried task writes exactly the same keys:
 //!
 //! ```text
 //! {prefix}{dataset}/[{partition}/]{stem}-{chunk:05}.{ext}
@@ -10,6 +10,45 @@
 //!
 //! `stem` is the source name, plus `.{member}` for a zip member; `chunk` is the page number of
 //! a Socrata page and 0 otherwise.
+//!
+//! # Unique names
+//!
+//! A source's *identity* is what it reads: its URL with the query (and without the fragment
+//! and secret values, see [`url_identity`]), or its path; a zip member's is its full path in
+//! the archive. Readable names drop most of it (directories, extensions, the query, characters
+//! outside `[A-Za-z0-9_.-]`), so where a readable name could stand for two identities it gets
+//! `-{hash}`: 8 hex digits of FNV-1a 64 of the identity ([`identity_hash`]). The rules, each
+//! depending on the source alone unless marked:
+//!
+//! - A manifest `name` is used as given (sanitized). Two sources with one name in one dataset
+//!   are a usage error: the user chose the names.
+//! - A name derived from a URL gets the hash when the URL has a query parameter that is not a
+//!   secret: `https://h/bom.csv?year=2023` -> `bom-245da827`. Secret values never enter the
+//!   identity, so the hash neither leaks nor changes when a token rotates; two URLs differing
+//!   only in a secret are the same source (listing it twice is a usage error).
+//! - Group rule (for readability): a derived name without a query keeps the bare readable
+//!   name unless another source of the plan derives the same name in the same dataset; then
+//!   every derived one of them gets the hash (`2023/data.csv`, `2024/data.csv` -> `data-...`).
+//!   Adding such a same-named source later renames the first one; name it in a manifest to
+//!   pin its key.
+//! - A zip member's stem is `{source}.{member path without its extension}` (sanitized), with
+//!   the hash of the member path unless that rendering is lossless: no character changed by
+//!   sanitizing (no `/`, space, ...), no compression extension, and the dropped extension is
+//!   the one the object key restates (passthrough keeps `.csv`/`.tsv`/...; Parquet output
+//!   counts only a lower-case `.csv` as restated). So `x.csv` and `x.tsv`, `a/b.csv` and
+//!   `a_b.csv`, `A B.csv` and `A_B.csv` never share a key. Members are only known while the
+//!   archive streams, so no group rule is possible for them.
+//!
+//! The plan refuses any two items with the same object stem or receipt key (a usage error
+//! naming both sources). What the plan cannot see (zip members against other items) is caught
+//! by the task's key claims ([`KeyClaims`]): the second writer of a key fails before it writes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::config::OutputFormat;
+use crate::error::{ExtractError, Result};
+use crate::redact::{is_secret_query_param, redact_url};
 
 /// Characters kept in names; everything else becomes `_`.
 fn keep(c: char) -> bool {
@@ -166,17 +205,98 @@ impl Layout {
     }
 }
 
-/// The stem of a zip member's output: `{source}.{member path without extension}`.
-pub fn member_stem(source: &str, member_path: &str) -> String {
+/// 8 hex digits identifying `identity` in a name: FNV-1a 64 (the same function that shards
+/// items, stable across platforms and releases), low 32 bits.
+pub fn identity_hash(identity: &str) -> String {
+    format!(
+        "{:08x}",
+        sluice_runtime::shard::fnv1a64(identity.as_bytes()) as u32
+    )
+}
+
+/// `{name}-{hash of identity}`.
+pub fn with_identity_hash(name: &str, identity: &str) -> String {
+    format!("{name}-{}", identity_hash(identity))
+}
+
+/// What a URL reads, for naming: the URL redacted (no fragment, no userinfo password) and
+/// without its secret query parameters, which authorise rather than select. Order and
+/// spelling of the other parameters are kept: servers may treat them as significant.
+pub fn url_identity(url: &str) -> String {
+    let redacted = redact_url(url.trim());
+    let Some((base, query)) = redacted.split_once('?') else {
+        return redacted;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !is_secret_query_param(pair.split('=').next().unwrap_or_default()))
+        .collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+/// Whether a readable name derived from this identity loses its query (and needs the hash).
+pub fn identity_has_query(identity: &str) -> bool {
+    identity.contains('?')
+}
+
+/// The stem of a zip member's output: `{source}.{member path without extension}`, sanitized,
+/// plus `-{hash of the member path}` unless that is a lossless rendering of the path for an
+/// output in `format` (see the module docs).
+pub fn member_stem(source: &str, member_path: &str, format: OutputFormat) -> String {
     let file = member_path.trim_end_matches('/');
     let (dir, base) = file.rsplit_once('/').unwrap_or(("", file));
-    let (stem, _, _) = split_extensions(base);
+    let (stem, data_ext, compression) = split_extensions(base);
     let joined = if dir.is_empty() {
         stem
     } else {
         format!("{dir}/{stem}")
     };
-    format!("{source}.{}", sanitize(&joined))
+    let rendered = sanitize(&joined);
+    let ext_restated = compression.is_empty()
+        && !data_ext.is_empty()
+        && base.ends_with(&format!(".{data_ext}"))
+        && match format {
+            OutputFormat::Passthrough => true,
+            OutputFormat::Parquet => data_ext == "csv",
+        };
+    if rendered == joined && ext_restated {
+        format!("{source}.{rendered}")
+    } else {
+        format!("{source}.{}", with_identity_hash(&rendered, member_path))
+    }
+}
+
+/// The object keys one task has written or is writing, with what each came from: a second,
+/// different source for a key fails instead of overwriting the first's object. The same source
+/// claiming again (an item redone after a broken transfer) is fine.
+#[derive(Debug, Default)]
+pub struct KeyClaims {
+    owners: Mutex<HashMap<String, String>>,
+}
+
+impl KeyClaims {
+    /// Records that `source` (URL, path, `archive!member`) writes `key`, or fails with both
+    /// sources named if another source has claimed it.
+    pub fn claim(&self, key: &str, source: &str) -> Result<()> {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        match owners.get(key) {
+            Some(first) if first != source => Err(ExtractError::KeyCollision {
+                key: key.to_string(),
+                first: first.clone(),
+                second: source.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                owners.insert(key.to_string(), source.to_string());
+                Ok(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -242,7 +362,91 @@ mod tests {
             root.receipt_key("d", "s", None),
             "_manifests/items/d/s.json"
         );
-        assert_eq!(member_stem("gtfs", "feed/stops.txt"), "gtfs.feed_stops");
-        assert_eq!(member_stem("z", "a.csv"), "z.a");
+    }
+
+    #[test]
+    fn member_stems_are_lossless_or_hashed() {
+        use OutputFormat::{Parquet, Passthrough};
+        assert_eq!(member_stem("z", "a.csv", Parquet), "z.a");
+        assert_eq!(member_stem("z", "a.csv", Passthrough), "z.a");
+        assert_eq!(member_stem("z", "a.tsv", Passthrough), "z.a");
+        let hashed = |path: &str| format!("-{}", identity_hash(path));
+        // Parquet keys end in .parquet: only .csv counts as restated.
+        assert_eq!(
+            member_stem("z", "x.tsv", Parquet),
+            format!("z.x{}", hashed("x.tsv"))
+        );
+        assert_eq!(
+            member_stem("gtfs", "feed/stops.txt", Passthrough),
+            format!("gtfs.feed_stops{}", hashed("feed/stops.txt"))
+        );
+        for (a, b, format) in [
+            ("x.csv", "x.tsv", Parquet),
+            ("a/b.csv", "a_b.csv", Parquet),
+            ("a/b.csv", "a_b.csv", Passthrough),
+            ("A B.csv", "A_B.csv", Parquet),
+            ("x.csv", "x.CSV", Passthrough),
+            ("x.csv", "x.csv.gz", Passthrough),
+            ("x", "x.bin", Passthrough),
+            ("_x.csv", "x.csv", Parquet),
+        ] {
+            assert_ne!(
+                member_stem("z", a, format),
+                member_stem("z", b, format),
+                "{a} / {b} ({format})"
+            );
+        }
+    }
+
+    #[test]
+    fn url_identities_keep_the_query_but_no_secrets() {
+        assert_eq!(
+            url_identity("https://h/bom.csv?year=2023#top"),
+            "https://h/bom.csv?year=2023"
+        );
+        assert_eq!(
+            url_identity("https://u:pw@h/a.csv?$$app_token=T&b=1&api_key=K"),
+            "https://u:REDACTED@h/a.csv?b=1"
+        );
+        assert_eq!(url_identity("https://h/a.csv?token=T"), "https://h/a.csv");
+        assert!(identity_has_query(&url_identity("https://h/a.csv?year=1")));
+        assert!(!identity_has_query(&url_identity("https://h/a.csv?key=1")));
+        // Stable across releases: existing keys depend on it.
+        assert_eq!(
+            identity_hash("https://h/2023/data.csv"),
+            identity_hash("https://h/2023/data.csv")
+        );
+        assert_eq!(identity_hash(""), "84222325");
+    }
+
+    #[test]
+    fn documented_examples() {
+        // docs/extract.md, "One key, one source".
+        assert_eq!(identity_hash("https://h/bom.csv?year=2023"), "245da827");
+        assert_eq!(
+            identity_hash(&url_identity("https://h/bom.csv?year=2024&$$app_token=T")),
+            "245da30e"
+        );
+        assert_eq!(identity_hash("https://h/2023/data.csv"), "a9d5f125");
+        assert_eq!(identity_hash("https://h/2024/data.csv"), "57028f8e");
+        use OutputFormat::Parquet;
+        assert_eq!(member_stem("z", "x.tsv", Parquet), "z.x-ffe92064");
+        assert_eq!(member_stem("z", "a/b.csv", Parquet), "z.a_b-8f0a54e7");
+        assert_eq!(member_stem("z", "A B.csv", Parquet), "z.A_B-39ea8cec");
+        assert_eq!(member_stem("z", "X.CSV", Parquet), "z.X-48961985");
+    }
+
+    #[test]
+    fn claims_refuse_a_second_source_for_one_key() {
+        let claims = KeyClaims::default();
+        claims.claim("d/a-00000.csv", "https://h/a.csv").unwrap();
+        claims.claim("d/a-00000.csv", "https://h/a.csv").unwrap();
+        let err = claims
+            .claim("d/a-00000.csv", "https://h/z.zip!a.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https://h/a.csv"), "{err}");
+        assert!(err.contains("https://h/z.zip!a.csv"), "{err}");
+        assert!(err.contains("d/a-00000.csv"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use crate::convert::{passthrough, passthrough_chunks, read_error};
 use crate::decode::zip::ZipStream;
 use crate::decode::{ChannelReader, Container};
 use crate::error::{ExtractError, Result};
-use crate::naming::{Layout, member_stem, split_extensions};
+use crate::naming::{KeyClaims, Layout, member_stem, split_extensions};
 use crate::receipt::{ColumnRecord, ObjectRecord, RejectsRecord, crc_hex};
 use crate::sink::{Committed, RowCount, SinkFactory};
 use crate::source::WorkItem;
@@ -34,6 +34,8 @@ pub struct PipelineCtx {
     pub max_bad_rows: Option<u64>,
     pub parquet: ParquetOptions,
     pub rows: Arc<AtomicU64>,
+    /// The keys this task writes: a key another source has claimed fails the item.
+    pub claims: Arc<KeyClaims>,
 }
 
 /// One member on its way to becoming an object.
@@ -77,7 +79,7 @@ pub fn run(mut reader: ChannelReader, ctx: &PipelineCtx) -> Result<Vec<ObjectRec
         Container::Plain => {
             if item.format == OutputFormat::Passthrough {
                 let member = plain_member();
-                let (key, sink) = open_passthrough(ctx, &member);
+                let (key, sink) = open_passthrough(ctx, &member)?;
                 let committed = passthrough_chunks(&mut reader, sink, &item.display)?;
                 return Ok(vec![record(ctx, &member, key, committed, None)]);
             }
@@ -116,7 +118,7 @@ fn convert_zip(ctx: &PipelineCtx, reader: ChannelReader) -> Result<Vec<ObjectRec
         let (_, data_ext, _) = split_extensions(header.name.rsplit('/').next().unwrap_or(""));
         let member = Member {
             path: Some(&header.name),
-            stem: member_stem(&item.name, &header.name),
+            stem: member_stem(&item.name, &header.name, item.format),
             data_ext,
         };
         let raw = zip.reader().map_err(|e| read_error(e, &item.display))?;
@@ -174,7 +176,10 @@ fn metadata_for(ctx: &PipelineCtx, member: &Member<'_>) -> BTreeMap<String, Stri
     metadata
 }
 
-fn open_passthrough(ctx: &PipelineCtx, member: &Member<'_>) -> (String, crate::sink::ObjectSink) {
+fn open_passthrough(
+    ctx: &PipelineCtx,
+    member: &Member<'_>,
+) -> Result<(String, crate::sink::ObjectSink)> {
     let item = &ctx.item;
     let mut ext = if member.data_ext.is_empty() {
         "bin".to_string()
@@ -187,6 +192,7 @@ fn open_passthrough(ctx: &PipelineCtx, member: &Member<'_>) -> (String, crate::s
     let key = ctx
         .layout
         .object_key(&item.dataset, &member.stem, item.chunk(), &ext);
+    ctx.claims.claim(&key, &source_name(ctx, member))?;
     let content_type = if !item.decompress && !item.compression_ext.is_empty() {
         content_type(&item.compression_ext)
     } else {
@@ -195,7 +201,7 @@ fn open_passthrough(ctx: &PipelineCtx, member: &Member<'_>) -> (String, crate::s
     let sink = ctx
         .sinks
         .open(&key, metadata_for(ctx, member), content_type);
-    (key, sink)
+    Ok((key, sink))
 }
 
 fn convert_member(
@@ -207,7 +213,7 @@ fn convert_member(
     let src = source_name(ctx, member);
     match item.format {
         OutputFormat::Passthrough => {
-            let (key, sink) = open_passthrough(ctx, member);
+            let (key, sink) = open_passthrough(ctx, member)?;
             let committed = passthrough(input as &mut dyn Read, sink, &src)?;
             Ok(Some(record(ctx, member, key, committed, None)))
         }
@@ -233,6 +239,9 @@ fn convert_member(
             let rejects_key = ctx
                 .layout
                 .rejects_key(&item.dataset, &member.stem, item.chunk());
+            // The rejects key is reserved too, though only bad rows would create it.
+            ctx.claims.claim(&key, &src)?;
+            ctx.claims.claim(&rejects_key, &src)?;
             let metadata = metadata_for(ctx, member);
             let mut footer: Vec<(String, String)> = metadata
                 .iter()

@@ -11,7 +11,10 @@ use sluice_storage::StoreConfig;
 use crate::config::{CsvOptions, ExtractConfig, OutputFormat, SourceOptions};
 use crate::convert::schema::SchemaOverride;
 use crate::error::{ExtractError, Result};
-use crate::naming::{last_segment, sanitize, sanitize_dataset, split_extensions};
+use crate::naming::{
+    identity_has_query, last_segment, sanitize, sanitize_dataset, split_extensions, url_identity,
+    with_identity_hash,
+};
 use crate::redact::redact_url;
 use crate::source::http::{HttpClient, HttpTarget};
 use crate::source::manifest::{self, EntryKind, SourceEntry};
@@ -128,6 +131,10 @@ pub async fn plan(
 
     let mut schemas: HashMap<String, Arc<SchemaOverride>> = HashMap::new();
     let mut items = Vec::new();
+    // Names are settled per entry (all pages of a Socrata source share one); `owners[i]` is
+    // the entry of `items[i]`.
+    let mut names: Vec<EntryName> = Vec::new();
+    let mut owners: Vec<usize> = Vec::new();
     for entry in &entries {
         let format = entry.format.unwrap_or(config.format);
         let csv = csv_options(&config.csv, &entry.options)?;
@@ -175,16 +182,24 @@ pub async fn plan(
                 let file_name = last_segment(url);
                 let (stem, data_ext, compression_ext) = split_extensions(&file_name);
                 let name = sanitize(entry.name.as_deref().unwrap_or(&stem));
-                let (origin, display) = if url.starts_with("http://") || url.starts_with("https://")
-                {
-                    let target = HttpTarget::new(url)?;
-                    let display = target.display().to_string();
-                    (Origin::Http(Box::new(target)), display)
-                } else {
-                    let path = local_path(url)?;
-                    let display = path.display().to_string();
-                    (Origin::Local(path), display)
-                };
+                let (origin, display, identity) =
+                    if url.starts_with("http://") || url.starts_with("https://") {
+                        let target = HttpTarget::new(url)?;
+                        let display = target.display().to_string();
+                        (Origin::Http(Box::new(target)), display, url_identity(url))
+                    } else {
+                        let path = local_path(url)?;
+                        let display = path.display().to_string();
+                        (Origin::Local(path), display.clone(), display)
+                    };
+                owners.push(names.len());
+                names.push(EntryName::new(
+                    dataset_of(&name),
+                    name.clone(),
+                    identity,
+                    entry.name.is_some(),
+                    display.clone(),
+                ));
                 items.push(WorkItem {
                     dataset: dataset_of(&name),
                     name,
@@ -228,8 +243,21 @@ pub async fn plan(
                     plan.pages.len()
                 );
                 let types = plan.types.map(Arc::new);
+                let entry_index = names.len();
+                names.push(EntryName::new(
+                    dataset_of(&name),
+                    name.clone(),
+                    url_identity(&format!(
+                        "{}?{}",
+                        resource.base,
+                        resource.extra_query.join("&")
+                    )),
+                    entry.name.is_some(),
+                    redact_url(&entry.url),
+                ));
                 for page in &plan.pages {
                     let target = base.derive(&page.url)?;
+                    owners.push(entry_index);
                     items.push(WorkItem {
                         dataset: dataset_of(&name),
                         name: name.clone(),
@@ -255,51 +283,136 @@ pub async fn plan(
             }
         }
     }
-    disambiguate(&mut items);
+    disambiguate(&mut names);
+    for (item, &owner) in items.iter_mut().zip(&owners) {
+        item.name = names[owner].name.clone();
+    }
+    check_unique(&items, &owners, &names)?;
     Ok(items)
 }
 
-/// Two different sources with the same (dataset, name) would write the same objects. The
-/// colliding ones get a short stable hash of their URL appended (a name in the manifest is
-/// the better fix, and the warning says so).
-fn disambiguate(items: &mut [WorkItem]) {
-    let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for (i, item) in items.iter().enumerate() {
-        if item.page.is_none() || item.page.as_ref().is_some_and(|p| p.number == 0) {
-            groups
-                .entry((item.dataset.clone(), item.name.clone()))
-                .or_default()
-                .push(i);
+/// How one configured source is named (see `naming`'s module docs for the rules).
+struct EntryName {
+    /// Sanitized; the directory and the `load` table.
+    dataset: String,
+    /// The stem of its objects: readable, plus the identity's hash where that is ambiguous.
+    name: String,
+    /// What it reads (URL with query, no secrets; or path).
+    identity: String,
+    /// From a manifest `name`, kept as given.
+    explicit: bool,
+    /// Already carries the identity's hash.
+    hashed: bool,
+    /// For messages (URL redacted).
+    display: String,
+}
+
+impl EntryName {
+    /// A derived name whose identity has a query gets the hash at once: the readable name
+    /// never shows the query, so two queries of one file would otherwise share it.
+    fn new(
+        dataset: String,
+        readable: String,
+        identity: String,
+        explicit: bool,
+        display: String,
+    ) -> Self {
+        let hashed = !explicit && identity_has_query(&identity);
+        let name = if hashed {
+            with_identity_hash(&readable, &identity)
+        } else {
+            readable
+        };
+        EntryName {
+            dataset,
+            name,
+            identity,
+            explicit,
+            hashed,
+            display,
         }
+    }
+}
+
+/// The group rule: derived names still bare that more than one source shares in one dataset
+/// all get the hash of their identity (with a warning: a manifest `name` pins a key).
+/// Explicit names are never changed; what still collides is refused by [`check_unique`].
+fn disambiguate(names: &mut [EntryName]) {
+    let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, entry) in names.iter().enumerate() {
+        groups
+            .entry((entry.dataset.clone(), entry.name.clone()))
+            .or_default()
+            .push(i);
     }
     for ((dataset, name), members) in groups {
         if members.len() < 2 {
             continue;
         }
-        let sources: Vec<String> = members.iter().map(|&i| items[i].display.clone()).collect();
+        let renamed: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| !names[i].explicit && !names[i].hashed)
+            .collect();
+        if renamed.is_empty() {
+            continue;
+        }
+        let sources: Vec<&str> = members.iter().map(|&i| names[i].display.as_str()).collect();
         tracing::warn!(
             dataset = %dataset,
             name = %name,
-            "sources {} all map to {dataset}/{name}; appending a URL hash to their names \
-             (give them distinct `name`s in a manifest to choose)",
+            "sources {} all map to {dataset}/{name}; appending a hash of the URL to the derived \
+             names (give them distinct `name`s in a manifest to choose)",
             sources.join(", ")
         );
-        for &i in &members {
-            let hash = sluice_runtime::shard::fnv1a64(items[i].display.as_bytes());
-            let old = items[i].name.clone();
-            let new = format!("{old}-{:08x}", hash as u32);
-            // All pages of a Socrata source get the same new name.
-            let display_base = items[i].display.split('?').next().unwrap_or("").to_string();
-            for item in items.iter_mut() {
-                if item.name == old
-                    && item.dataset == dataset
-                    && item.display.split('?').next().unwrap_or("") == display_base
-                {
-                    item.name = new.clone();
-                }
-            }
+        for i in renamed {
+            let entry = &mut names[i];
+            entry.name = with_identity_hash(&entry.name, &entry.identity);
+            entry.hashed = true;
         }
     }
+}
+
+/// No two items of a plan may share an object stem or a receipt: a usage error naming both
+/// sources, before anything is written.
+fn check_unique(items: &[WorkItem], owners: &[usize], names: &[EntryName]) -> Result<()> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let chunk = format!("{:05}", item.chunk());
+        let receipt = match &item.page {
+            Some(_) => format!("{}-{chunk}", item.name),
+            None => item.name.clone(),
+        };
+        let keys = [
+            format!("objects {}/{}-{chunk}.*", item.dataset, item.name),
+            format!("receipt _manifests/items/{}/{receipt}.json", item.dataset),
+        ];
+        for key in keys {
+            let Some(&j) = seen.get(&key) else {
+                seen.insert(key, i);
+                continue;
+            };
+            let (a, b) = (&names[owners[j]], &names[owners[i]]);
+            if owners[i] == owners[j] {
+                // One entry's own items (Socrata pages) are distinct by construction.
+                continue;
+            }
+            let what = key.split_once(' ').map_or(key.as_str(), |(_, k)| k);
+            return Err(ExtractError::Config(if a.identity == b.identity {
+                format!(
+                    "{} is listed twice for dataset {}: both would write {what}; list it once",
+                    b.display, b.dataset
+                )
+            } else {
+                format!(
+                    "{} and {} would both write {what}: give them distinct `name`s (or datasets) \
+                     in a manifest",
+                    a.display, b.display
+                )
+            }));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

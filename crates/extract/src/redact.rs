@@ -27,6 +27,11 @@ fn is_sensitive_param(name: &str) -> bool {
     EXACT.contains(&name.as_str()) || CONTAINS.iter().any(|c| name.contains(c))
 }
 
+/// Whether a query parameter name, as written in a URL (percent-encoded), names a secret.
+pub fn is_secret_query_param(raw_name: &str) -> bool {
+    is_sensitive_param(&percent_decode(raw_name))
+}
+
 /// Whether an HTTP header's value may be logged.
 pub fn is_sensitive_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();

@@ -14,13 +14,13 @@ use crate::config::{ExtractConfig, OutputFormat, PartitionValue};
 use crate::decode::ChannelReader;
 use crate::error::{ExtractError, Result};
 use crate::execution_date::{execution_date, remove_expired_pins};
-use crate::naming::Layout;
+use crate::naming::{KeyClaims, Layout};
 use crate::pipeline::{self, PipelineCtx};
 use crate::plan::plan;
 use crate::progress::{ItemProgress, ProgressHub, human_bytes};
 use crate::receipt::{
     FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, RECEIPT_KIND, Receipt,
-    SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact,
+    SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact, verify_objects,
 };
 use crate::sink::SinkFactory;
 use crate::source::http::{HttpClient, SourceVersion};
@@ -32,6 +32,21 @@ const ITEM_ATTEMPTS: u32 = 4;
 const PARQUET_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 /// Largest receipt read back.
 const RECEIPT_LIMIT: u64 = 16 * 1024 * 1024;
+/// Metadata requests in flight during the end-of-task check.
+const VERIFY_CONCURRENCY: usize = 16;
+
+/// Called with every object the manifest will list, after the last item and before the
+/// end-of-task check reads them back.
+pub type BeforeVerify =
+    Arc<dyn Fn(Vec<ObjectRecord>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Test seams of [`run_with_hooks`]; [`run`] uses none.
+#[derive(Clone, Default)]
+pub struct TaskHooks {
+    /// Lets a test delete or replace an object between its commit and the end-of-task check
+    /// (which then runs against the real store as always).
+    pub before_verify: Option<BeforeVerify>,
+}
 
 /// What a successful task produced.
 #[derive(Debug)]
@@ -52,14 +67,26 @@ struct Shared {
     hub: Arc<ProgressHub>,
     task: TaskContext,
     cancel: CancellationToken,
+    claims: Arc<KeyClaims>,
 }
 
 /// Runs this task's share of the extraction.
 pub async fn run(
     config: ExtractConfig,
     task: &TaskContext,
+    store_config: StoreConfig,
+    cancel: CancellationToken,
+) -> Result<TaskOutcome> {
+    run_with_hooks(config, task, store_config, cancel, TaskHooks::default()).await
+}
+
+/// [`run`] with test seams.
+pub async fn run_with_hooks(
+    config: ExtractConfig,
+    task: &TaskContext,
     mut store_config: StoreConfig,
     cancel: CancellationToken,
+    hooks: TaskHooks,
 ) -> Result<TaskOutcome> {
     let started_at = chrono::Utc::now();
     let client = HttpClient::new(&config.http, cancel.clone())?;
@@ -136,6 +163,7 @@ pub async fn run(
         hub,
         task: task.clone(),
         cancel: cancel.clone(),
+        claims: Arc::new(KeyClaims::default()),
     });
 
     let mut items: Vec<ItemRecord> = futures::stream::iter(share)
@@ -151,6 +179,11 @@ pub async fn run(
         // SIGTERM: no time for bookkeeping, and every upload in flight has been aborted.
         return Err(ExtractError::Cancelled);
     }
+
+    if let Some(hook) = &hooks.before_verify {
+        hook(items.iter().flat_map(|i| i.objects.clone()).collect()).await;
+    }
+    verify(store.as_ref(), &mut items).await;
 
     let totals = Totals::from_items(&items);
     let failures: Vec<&ItemRecord> = items
@@ -215,6 +248,26 @@ pub async fn run(
         manifest_url,
         planned_items,
     })
+}
+
+/// The end-of-task check: every object the manifest is about to list (rejects included) must
+/// be in the store as committed -- recorded size and generation, and the commit-time
+/// `sluice-bytes` / `sluice-sha256` / `sluice-rows`. Another writer may have replaced or
+/// deleted one since (a second task or job on the same keys; claims only guard this task).
+/// An item with such an object fails, naming the object, the record and the store's view,
+/// so the manifest is incomplete and the task exits 1.
+async fn verify(store: &dyn ObjectStore, items: &mut [ItemRecord]) {
+    let problems = verify_objects(store, items, VERIFY_CONCURRENCY).await;
+    for (index, error) in problems {
+        let item = &mut items[index];
+        if item.status == ItemStatus::Failed {
+            continue;
+        }
+        tracing::error!(item = %item.source.url, error = %error, "{}/{}: end-of-task check failed: {error}", item.dataset, item.name);
+        item.status = ItemStatus::Failed;
+        item.error = Some(format!("end-of-task check: {error}"));
+        item.objects.clear();
+    }
 }
 
 /// Task manifests with an index past this execution's task count are left over from an
@@ -321,9 +374,29 @@ async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
     if shared.cancel.is_cancelled() {
         return failed("cancelled before it started".into(), 0);
     }
+    if let Err(e) = shared.claims.claim(&receipt_key, &item.display) {
+        tracing::error!(item = %item.display, error = %e, "{}: failed: {e}", label(&item));
+        return failed(e.to_string(), 0);
+    }
 
     match existing(&shared, &item, &receipt_key).await {
         Ok(Some(record)) => {
+            // Kept objects are this task's outputs too: nothing else may overwrite them.
+            let claimed = record.objects.iter().try_for_each(|o| {
+                let source = match &o.member {
+                    Some(member) => format!("{}!{member}", item.display),
+                    None => item.display.clone(),
+                };
+                shared.claims.claim(&o.name, &source)?;
+                match &o.rejects {
+                    Some(r) => shared.claims.claim(&r.name, &source),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = claimed {
+                tracing::error!(item = %item.display, error = %e, "{}: failed: {e}", label(&item));
+                return failed(e.to_string(), 0);
+            }
             tracing::info!(
                 item = %item.display,
                 status = ?record.status,
@@ -493,6 +566,7 @@ async fn extract_once(
         max_bad_rows: shared.config.max_bad_rows,
         parquet: shared.config.parquet.clone(),
         rows: progress.rows.clone(),
+        claims: shared.claims.clone(),
     };
     let (tx, reader) = ChannelReader::channel();
     let pump = tokio::spawn(opened.pump(tx, progress.bytes.clone()));

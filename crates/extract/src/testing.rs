@@ -276,7 +276,14 @@ async fn handle(
             .strip_prefix("/resource/")
             .and_then(|rest| rest.rsplit_once('.'))
             .and_then(|(id, ext)| s.socrata.get(id).map(|d| (d.clone(), ext.to_string())));
-        (fault, s.files.get(&path).cloned(), socrata)
+        // A file served at `path?query` answers that query only; `path` answers any.
+        let file = req
+            .uri()
+            .path_and_query()
+            .and_then(|pq| s.files.get(pq.as_str()))
+            .or_else(|| s.files.get(&path))
+            .cloned();
+        (fault, file, socrata)
     };
     let mut drop_after = None;
     match fault {
