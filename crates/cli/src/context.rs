@@ -112,7 +112,12 @@ pub fn classify_failure(err: &anyhow::Error, shutdown: &Shutdown) -> ExitCode {
         tracing::error!(error = format!("{err:#}"), "stopped by {}", signal.name());
         return code;
     }
-    if err.downcast_ref::<UsageError>().is_some() || is_setup_error(err) {
+    if let Some(setup) = setup_error(err) {
+        // One line naming the fix; the wrappers around it would only repeat it.
+        tracing::error!("{setup}");
+        return ExitCode::Usage;
+    }
+    if err.downcast_ref::<UsageError>().is_some() {
         tracing::error!("{err:#}");
         return ExitCode::Usage;
     }
@@ -122,21 +127,21 @@ pub fn classify_failure(err: &anyhow::Error, shutdown: &Shutdown) -> ExitCode {
 
 /// A missing bucket or missing credentials ([`StorageError::Setup`]) anywhere in the chain,
 /// also inside the library errors that wrap a storage error without exposing it as a source.
-pub fn is_setup_error(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        if let Some(e) = cause.downcast_ref::<StorageError>() {
-            return e.is_setup();
-        }
-        if let Some(sluice_extract::ExtractError::Storage(e)) =
+pub fn setup_error(err: &anyhow::Error) -> Option<&StorageError> {
+    err.chain().find_map(|cause| {
+        let storage = if let Some(e) = cause.downcast_ref::<StorageError>() {
+            e
+        } else if let Some(sluice_extract::ExtractError::Storage(e)) =
             cause.downcast_ref::<sluice_extract::ExtractError>()
         {
-            return e.is_setup();
-        }
-        if let Some(sluice_load::LoadError::Storage(e)) =
+            e
+        } else if let Some(sluice_load::LoadError::Storage(e)) =
             cause.downcast_ref::<sluice_load::LoadError>()
         {
-            return e.is_setup();
-        }
-        false
+            e
+        } else {
+            return None;
+        };
+        storage.is_setup().then_some(storage)
     })
 }

@@ -122,6 +122,19 @@ pub enum LoadError {
         column: String,
         detail: String,
     },
+    /// The files do not fit the existing table (checked before any job is created).
+    #[error(
+        "table {table}: column `{column}` is {file_type} in {file} but {table_type} in the table; {hint}. Nothing was loaded"
+    )]
+    TypeMismatch {
+        table: String,
+        /// The first file of the job (all of its files share one schema), with a count of the others.
+        file: String,
+        column: String,
+        file_type: String,
+        table_type: String,
+        hint: String,
+    },
     #[error("{object}: cannot fill table template {template}: {reason}")]
     Template {
         object: String,

@@ -7,6 +7,7 @@
 //! earlier attempt already submitted. See `docs/load.md`.
 
 pub mod client;
+pub mod compat;
 pub mod config;
 pub mod errors;
 pub mod footer;

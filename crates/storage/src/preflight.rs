@@ -127,20 +127,26 @@ enum Failure {
 
 impl Failure {
     fn from_error(e: google_cloud_auth::errors::CredentialsError) -> Failure {
-        let text = error_chain(&e);
         if !e.is_transient() {
-            return Failure::Permanent(text);
+            return Failure::Permanent(error_chain(&e));
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
             if let Some(r) = s.downcast_ref::<reqwest::Error>()
                 && (r.is_connect() || (r.is_timeout() && r.status().is_none()))
             {
-                return Failure::Unreachable(text);
+                // The auth crate's nested messages repeat themselves; the request's URL and
+                // its innermost cause say it all (`metadata.google.internal`: dns error ...).
+                let url = r.url().map(|u| format!("{}: ", u.origin().ascii_serialization()));
+                return Failure::Unreachable(format!(
+                    "{}{}",
+                    url.unwrap_or_default(),
+                    root_cause(r)
+                ));
             }
             source = s.source();
         }
-        Failure::Answered(text)
+        Failure::Answered(root_cause(&e))
     }
 }
 
@@ -189,6 +195,15 @@ fn setup_message(failure: &Failure, setup: &CredentialSetup) -> String {
              {CREDENTIALS_FIX}"
         ),
     }
+}
+
+/// The innermost cause's message.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string().replace('\n', " ")
 }
 
 /// `a: b: c` without repeating a cause already in the text (the auth crate nests messages).
