@@ -146,7 +146,13 @@ fn no_credentials_is_a_fast_usage_error_naming_the_fixes() {
     assert_fast_usage(
         sluice(home.path())
             .env("STORAGE_EMULATOR_HOST", gcs.endpoint())
-            .args(["load", "--source", "gs://lake/raw/*.parquet", "--table", "p-1.ds.t"]),
+            .args([
+                "load",
+                "--source",
+                "gs://lake/raw/*.parquet",
+                "--table",
+                "p-1.ds.t",
+            ]),
         CREDENTIAL_FIXES,
     );
     // A GOOGLE_APPLICATION_CREDENTIALS file that is not there is a setup error too.
@@ -185,7 +191,10 @@ fn metadata_server_errors_and_cloud_run_stay_transient() {
         .args(["extract", "--url", &csv, "--dest", "gs://some-bucket/x"]));
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("get credentials"), "{text}");
-    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}: {text}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "took {elapsed:?}: {text}"
+    );
 
     // On Cloud Run an unreachable metadata server is a hiccup too, never a usage error.
     let (out, _, text) = run(sluice(home.path())
@@ -220,7 +229,10 @@ fn malformed_tables_are_usage_errors_naming_the_table() {
         let quoted = serde_json::to_string(table).unwrap();
         // The JSON log escapes the quotes once more.
         let escaped = quoted.replace('"', "\\\"");
-        assert!(text.contains(&escaped), "{table}: expected {escaped} in {text}");
+        assert!(
+            text.contains(&escaped),
+            "{table}: expected {escaped} in {text}"
+        );
     }
 }
 
@@ -282,7 +294,13 @@ fn missing_dataset_is_a_usage_error_and_a_type_mismatch_is_refused_before_any_jo
         command
             .env("STORAGE_EMULATOR_HOST", gcs.endpoint())
             .env("BIGQUERY_EMULATOR_HOST", bq.endpoint())
-            .args(["load", "--source", "gs://lake/raw/**/*.parquet", "--table", table]);
+            .args([
+                "load",
+                "--source",
+                "gs://lake/raw/**/*.parquet",
+                "--table",
+                table,
+            ]);
         command
     };
 
@@ -322,7 +340,8 @@ fn missing_dataset_is_a_usage_error_and_a_type_mismatch_is_refused_before_any_jo
     }
     assert!(!text.contains("submitted load job"), "{text}");
     assert_eq!(
-        bq.query_scalar_i64("select count(*) from raw.cities").unwrap(),
+        bq.query_scalar_i64("select count(*) from raw.cities")
+            .unwrap(),
         0
     );
 
@@ -344,7 +363,8 @@ fn missing_dataset_is_a_usage_error_and_a_type_mismatch_is_refused_before_any_jo
     let (out, _, text) = run(&mut load(&format!("{PROJECT}.raw.fits")));
     assert!(out.status.success(), "{text}");
     assert_eq!(
-        bq.query_scalar_i64("select count(*) from raw.fits").unwrap(),
+        bq.query_scalar_i64("select count(*) from raw.fits")
+            .unwrap(),
         2
     );
 }

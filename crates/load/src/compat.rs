@@ -173,7 +173,11 @@ mod tests {
         let mut sent = vec![f("zip", "INTEGER", Mode::Nullable)];
         let err = check(&mut sent, &table, SchemaUpdate::default()).unwrap_err();
         assert_eq!(
-            (err.column.as_str(), err.file_type.as_str(), err.table_type.as_str()),
+            (
+                err.column.as_str(),
+                err.file_type.as_str(),
+                err.table_type.as_str()
+            ),
             ("zip", "INTEGER", "STRING")
         );
         // No widening for a supplied schema either.
@@ -203,7 +207,10 @@ mod tests {
             f("b", "STRING", Mode::Required),
         ];
         let err = check(&mut sent, &table, SchemaUpdate::default()).unwrap_err();
-        assert_eq!((err.column.as_str(), err.table_type.as_str()), ("b", "absent"));
+        assert_eq!(
+            (err.column.as_str(), err.table_type.as_str()),
+            ("b", "absent")
+        );
         let add = SchemaUpdate {
             allow_field_addition: true,
             ..SchemaUpdate::default()
@@ -211,10 +218,16 @@ mod tests {
         assert_eq!(check(&mut sent, &table, add), Ok(true));
         assert_eq!(sent[1].mode, Mode::Nullable);
 
-        let table = [f("a", "INTEGER", Mode::Nullable), f("b", "STRING", Mode::Nullable)];
+        let table = [
+            f("a", "INTEGER", Mode::Nullable),
+            f("b", "STRING", Mode::Nullable),
+        ];
         let mut sent = vec![f("a", "INTEGER", Mode::Nullable)];
         let err = check(&mut sent, &table, add).unwrap_err();
-        assert_eq!((err.column.as_str(), err.file_type.as_str()), ("b", "absent"));
+        assert_eq!(
+            (err.column.as_str(), err.file_type.as_str()),
+            ("b", "absent")
+        );
     }
 
     #[test]

@@ -502,12 +502,19 @@ impl Runner<'_> {
             let base = p.item.destination.base();
             if !tables.contains_key(&base) {
                 let found = self
-                    .call(format!("tables.get {base}"), || self.client.get_table(&base))
+                    .call(format!("tables.get {base}"), || {
+                        self.client.get_table(&base)
+                    })
                     .await
                     .map_err(|e| retry_failure(e, || format!("table {base}")))?;
                 let fields = found
                     .and_then(|t| t.schema)
-                    .map(|s| s.fields.iter().map(crate::compat::table_field).collect::<Vec<_>>())
+                    .map(|s| {
+                        s.fields
+                            .iter()
+                            .map(crate::compat::table_field)
+                            .collect::<Vec<_>>()
+                    })
                     .filter(|f: &Vec<schema::Field>| !f.is_empty());
                 tables.insert(base.clone(), fields);
             }
@@ -519,7 +526,10 @@ impl Runner<'_> {
                     let others = p.item.objects.len() - 1;
                     let file = match others {
                         0 => p.item.objects[0].url(),
-                        n => format!("{} (and {n} other file(s) of the job)", p.item.objects[0].url()),
+                        n => format!(
+                            "{} (and {n} other file(s) of the job)",
+                            p.item.objects[0].url()
+                        ),
                     };
                     LoadError::TypeMismatch {
                         table: base.to_string(),

@@ -351,8 +351,7 @@ fn validate_project(project: &str) -> Result<(), String> {
         Some((domain, name)) => (Some(domain), name),
         None => (None, project),
     };
-    let name_ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     let domain_ok = domain.is_none_or(|d| {
         !d.is_empty()
             && d.chars()

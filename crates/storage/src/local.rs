@@ -276,7 +276,9 @@ impl LocalStore {
         let shown = dir.display().to_string();
         match tokio::task::spawn_blocking(move || sweep_stale_temp_files(&dir, &owner)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(dir = %shown, error = %e, "could not sweep stale temp files"),
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %shown, error = %e, "could not sweep stale temp files")
+            }
             Err(e) => tracing::warn!(dir = %shown, error = %e, "temp file sweep failed"),
         }
     }

@@ -98,7 +98,11 @@ pub async fn probe_credentials(
                 });
             }
             Class::Transient if attempt < PROBE_ATTEMPTS => {
-                tracing::warn!(target, attempt, "getting Google credentials failed, retrying: {failure}");
+                tracing::warn!(
+                    target,
+                    attempt,
+                    "getting Google credentials failed, retrying: {failure}"
+                );
                 tokio::time::sleep(Duration::from_millis(500) * attempt).await;
                 attempt += 1;
             }
@@ -137,7 +141,9 @@ impl Failure {
             {
                 // The auth crate's nested messages repeat themselves; the request's URL and
                 // its innermost cause say it all (`metadata.google.internal`: dns error ...).
-                let url = r.url().map(|u| format!("{}: ", u.origin().ascii_serialization()));
+                let url = r
+                    .url()
+                    .map(|u| format!("{}: ", u.origin().ascii_serialization()));
                 return Failure::Unreachable(format!(
                     "{}{}",
                     url.unwrap_or_default(),
@@ -251,9 +257,15 @@ mod tests {
         assert!(matches!(classify(&unreachable, &local), Class::Setup));
         assert!(matches!(classify(&timed_out, &local), Class::Setup));
         assert!(matches!(classify(&answered, &local), Class::Transient));
-        assert!(matches!(classify(&unreachable, &cloud_run), Class::Transient));
+        assert!(matches!(
+            classify(&unreachable, &cloud_run),
+            Class::Transient
+        ));
         assert!(matches!(classify(&timed_out, &cloud_run), Class::Transient));
-        assert!(matches!(classify(&unreachable, &with_file), Class::Transient));
+        assert!(matches!(
+            classify(&unreachable, &with_file),
+            Class::Transient
+        ));
         assert!(matches!(classify(&permanent, &with_file), Class::Setup));
         assert!(matches!(classify(&permanent, &cloud_run), Class::Setup));
         let message = setup_message(&unreachable, &local);

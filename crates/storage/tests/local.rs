@@ -144,24 +144,33 @@ async fn stale_temp_files_of_the_same_owner_are_swept_by_the_next_attempt() {
     let stale_sidecar = plant("..a.csv.sluice-meta.json.sluice-tmp-task-00003.0badc0de.00000002");
     // Task 4 is writing into the same directory right now, and has a dead file too.
     let live_other = plant(".b.csv.sluice-tmp-task-00004.12345678.00000003");
-    let live_other_lock = std::fs::OpenOptions::new().write(true).open(&live_other).unwrap();
+    let live_other_lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&live_other)
+        .unwrap();
     live_other_lock.try_lock().unwrap();
     let dead_other = plant(".c.csv.sluice-tmp-task-00004.12345678.00000004");
     // A second live process under the same owner (two local runs without a task index).
     let live_same = plant(".d.csv.sluice-tmp-task-00003.87654321.00000005");
-    let live_same_lock = std::fs::OpenOptions::new().write(true).open(&live_same).unwrap();
+    let live_same_lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&live_same)
+        .unwrap();
     live_same_lock.try_lock().unwrap();
     // In a directory this attempt does not write to: left alone (documented).
     let elsewhere = out.join("other/.x.csv.sluice-tmp-task-00003.0badc0de.00000006");
     std::fs::write(&elsewhere, b"partial").unwrap();
 
-    let store = LocalStore::new(dir.path(), CancellationToken::new())
-        .with_temp_owner(Some("task-00003"));
+    let store =
+        LocalStore::new(dir.path(), CancellationToken::new()).with_temp_owner(Some("task-00003"));
     let mut writer = store
         .writer("raw/a.csv", WriteOptions::default())
         .await
         .unwrap();
-    assert!(!stale.exists(), "the stale temp file of task 3 is still there");
+    assert!(
+        !stale.exists(),
+        "the stale temp file of task 3 is still there"
+    );
     assert!(!stale_sidecar.exists());
     for kept in [&live_other, &dead_other, &live_same, &elsewhere] {
         assert!(kept.exists(), "{} was removed", kept.display());
@@ -187,10 +196,15 @@ async fn stale_temp_files_of_the_same_owner_are_swept_by_the_next_attempt() {
     // Once task 4's writer is gone (its lock released), task 4's next attempt sweeps both
     // of its files; task 3's live one stays.
     drop(live_other_lock);
-    let task4 = LocalStore::new(dir.path(), CancellationToken::new())
-        .with_temp_owner(Some("task-00004"));
+    let task4 =
+        LocalStore::new(dir.path(), CancellationToken::new()).with_temp_owner(Some("task-00004"));
     // This process already swept `raw` for task 3, not for task 4.
-    drop(task4.writer("raw/f.csv", WriteOptions::default()).await.unwrap());
+    drop(
+        task4
+            .writer("raw/f.csv", WriteOptions::default())
+            .await
+            .unwrap(),
+    );
     assert!(!live_other.exists() && !dead_other.exists());
     assert!(live_same.exists());
 }
@@ -200,7 +214,9 @@ async fn stale_temp_files_of_the_same_owner_are_swept_by_the_next_attempt() {
 async fn stores_without_an_owner_sweep_nothing() {
     let (dir, store) = store();
     std::fs::create_dir_all(dir.path().join("d")).unwrap();
-    let stale = dir.path().join("d/.a.sluice-tmp-task-00000.0badc0de.00000001");
+    let stale = dir
+        .path()
+        .join("d/.a.sluice-tmp-task-00000.0badc0de.00000001");
     std::fs::write(&stale, b"x").unwrap();
     drop(store.writer("d/a", WriteOptions::default()).await.unwrap());
     assert!(stale.exists());

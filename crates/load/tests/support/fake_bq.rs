@@ -358,7 +358,19 @@ fn handle(
                 }),
             );
         }
-        ("GET", ["bigquery", "v2", "projects", project, "datasets", dataset, "tables", table]) => {
+        (
+            "GET",
+            [
+                "bigquery",
+                "v2",
+                "projects",
+                project,
+                "datasets",
+                dataset,
+                "tables",
+                table,
+            ],
+        ) => {
             let message = format!("Not found: Table {project}:{dataset}.{table}");
             return (
                 404,

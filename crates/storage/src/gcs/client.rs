@@ -396,7 +396,11 @@ impl Client {
 
     /// `GET` of the bucket resource: 404 is a setup error naming the fix, 401 too (credentials
     /// refused); 403 passes (see [`super::GcsStore::preflight`]); the rest is retried as usual.
-    pub(crate) async fn check_bucket(&self, bucket: &str, gs_url: &str) -> Result<(), StorageError> {
+    pub(crate) async fn check_bucket(
+        &self,
+        bucket: &str,
+        gs_url: &str,
+    ) -> Result<(), StorageError> {
         let url = format!("{}/storage/v1/b/{}", self.endpoint, encode_segment(bucket));
         let status = self
             .retrying("GCS get bucket", &self.cancel, |_| async {
@@ -422,7 +426,10 @@ impl Client {
                 ),
             }),
             403 => {
-                tracing::debug!(bucket, "no permission to read the bucket's metadata; going on");
+                tracing::debug!(
+                    bucket,
+                    "no permission to read the bucket's metadata; going on"
+                );
                 Ok(())
             }
             _ => Ok(()),
