@@ -23,6 +23,6 @@ pub use config::{
     ConfigError, CsvOptions, Input, LoadConfig, PartitionType, Partitioning, PollSettings,
     SchemaSource, SchemaUpdate, SourceFormat, WriteMode,
 };
-pub use errors::{BqError, ErrorClass, JobFailure, LoadError};
+pub use errors::{BqError, ErrorClass, JobFailure, LoadError, TypeMismatch};
 pub use run::{JobReport, LoadReport, Outcome, run};
 pub use template::{TableRef, TableTemplate};

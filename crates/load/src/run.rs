@@ -531,14 +531,14 @@ impl Runner<'_> {
                             p.item.objects[0].url()
                         ),
                     };
-                    LoadError::TypeMismatch {
+                    LoadError::TypeMismatch(Box::new(crate::errors::TypeMismatch {
                         table: base.to_string(),
                         file,
                         column: e.column,
                         file_type: e.file_type,
                         table_type: e.table_type,
                         hint: e.hint,
-                    }
+                    }))
                 })?;
             if changed {
                 p.base_id = plan::base_job_id(&p.item, &p.spec);
