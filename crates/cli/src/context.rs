@@ -2,7 +2,9 @@
 //! plus the mapping from failures to exit codes.
 
 use sluice_runtime::{CancellationToken, ExitCode, Shutdown, TaskContext};
-use sluice_storage::StoreConfig;
+use std::path::PathBuf;
+
+use sluice_storage::{CredentialSetup, StorageError, StoreConfig};
 
 pub struct Context {
     pub task: TaskContext,
@@ -47,6 +49,27 @@ impl Context {
             cancel: self.cancel(),
             // 1 MiB is a multiple of GCS's 256 KiB chunk quantum.
             upload_chunk_size: self.upload_chunk_mib.map(|mib| mib * 1024 * 1024),
+            // The task index: a retried task (same index) removes the temp files its killed
+            // predecessor left, never those of the other tasks writing the same directory.
+            temp_owner: Some(format!("task-{:05}", self.task.index)),
+            credentials: self.credential_setup(),
+        }
+    }
+
+    /// Where Application Default Credentials would come from here (the libraries read no env).
+    pub fn credential_setup(&self) -> CredentialSetup {
+        let adc_file = match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
+            Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+            // google-cloud-auth's well-known path on Linux and macOS.
+            _ => std::env::var_os("HOME")
+                .map(|home| {
+                    PathBuf::from(home).join(".config/gcloud/application_default_credentials.json")
+                })
+                .filter(|path| path.exists()),
+        };
+        CredentialSetup {
+            on_cloud_run: self.task.job.is_some(),
+            adc_file,
         }
     }
 }
@@ -89,10 +112,36 @@ pub fn classify_failure(err: &anyhow::Error, shutdown: &Shutdown) -> ExitCode {
         tracing::error!(error = format!("{err:#}"), "stopped by {}", signal.name());
         return code;
     }
+    if let Some(setup) = setup_error(err) {
+        // One line naming the fix; the wrappers around it would only repeat it.
+        tracing::error!("{setup}");
+        return ExitCode::Usage;
+    }
     if err.downcast_ref::<UsageError>().is_some() {
         tracing::error!("{err:#}");
         return ExitCode::Usage;
     }
     tracing::error!("task failed: {err:#}");
     ExitCode::TaskFailed
+}
+
+/// A missing bucket or missing credentials ([`StorageError::Setup`]) anywhere in the chain,
+/// also inside the library errors that wrap a storage error without exposing it as a source.
+pub fn setup_error(err: &anyhow::Error) -> Option<&StorageError> {
+    err.chain().find_map(|cause| {
+        let storage = if let Some(e) = cause.downcast_ref::<StorageError>() {
+            e
+        } else if let Some(sluice_extract::ExtractError::Storage(e)) =
+            cause.downcast_ref::<sluice_extract::ExtractError>()
+        {
+            e
+        } else if let Some(sluice_load::LoadError::Storage(e)) =
+            cause.downcast_ref::<sluice_load::LoadError>()
+        {
+            e
+        } else {
+            return None;
+        };
+        storage.is_setup().then_some(storage)
+    })
 }

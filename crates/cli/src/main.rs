@@ -7,7 +7,7 @@ mod context;
 
 use std::io::IsTerminal;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use sluice_runtime::logging::{self, LogFormat, LogOptions};
 use sluice_runtime::{ExitCode, Shutdown, TaskContext};
 
@@ -48,8 +48,23 @@ enum Command {
     Dbt(commands::dbt::Args),
 }
 
+/// The command line with env values hidden from `--help` on every argument: a `SLUICE_URL` or
+/// `SLUICE_SOCRATA` may carry a token in its query, and help output lands in terminals, CI logs
+/// and bug reports. Help still names each env variable, just not its value.
+fn command() -> clap::Command {
+    fn hide(command: clap::Command) -> clap::Command {
+        command
+            .mut_args(|arg| arg.hide_env_values(true))
+            .mut_subcommands(hide)
+    }
+    hide(Cli::command())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let task = match TaskContext::from_env() {
         Ok(task) => task,
         Err(err) => {

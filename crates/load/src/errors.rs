@@ -122,6 +122,9 @@ pub enum LoadError {
         column: String,
         detail: String,
     },
+    /// The files do not fit the existing table (checked before any job is created).
+    #[error("{0}")]
+    TypeMismatch(Box<TypeMismatch>),
     #[error("{object}: cannot fill table template {template}: {reason}")]
     Template {
         object: String,
@@ -149,6 +152,21 @@ pub enum LoadError {
         failures: Vec<LoadError>,
         total: usize,
     },
+}
+
+/// A job's files whose schema does not fit the existing table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "table {table}: column `{column}` is {file_type} in {file} but {table_type} in the table; {hint}. Nothing was loaded"
+)]
+pub struct TypeMismatch {
+    pub table: String,
+    /// The first file of the job (all of its files share one schema), with a count of the others.
+    pub file: String,
+    pub column: String,
+    pub file_type: String,
+    pub table_type: String,
+    pub hint: String,
 }
 
 /// A load job that ran and failed, as BigQuery reported it.

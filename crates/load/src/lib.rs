@@ -7,6 +7,7 @@
 //! earlier attempt already submitted. See `docs/load.md`.
 
 pub mod client;
+pub mod compat;
 pub mod config;
 pub mod errors;
 pub mod footer;
@@ -22,6 +23,6 @@ pub use config::{
     ConfigError, CsvOptions, Input, LoadConfig, PartitionType, Partitioning, PollSettings,
     SchemaSource, SchemaUpdate, SourceFormat, WriteMode,
 };
-pub use errors::{BqError, ErrorClass, JobFailure, LoadError};
+pub use errors::{BqError, ErrorClass, JobFailure, LoadError, TypeMismatch};
 pub use run::{JobReport, LoadReport, Outcome, run};
 pub use template::{TableRef, TableTemplate};

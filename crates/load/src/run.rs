@@ -98,6 +98,9 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<LoadReport, LoadError> {
     config.validate()?;
+    if !config.dry_run {
+        probe_bigquery_credentials(config).await?;
+    }
     let mut discovered = discover(&config.input, &config.store).await?;
     let input_url = match &config.input {
         Input::Glob(u) | Input::Manifests(u) => u.clone(),
@@ -190,9 +193,13 @@ pub async fn run(
         client,
         cancel: cancel.clone(),
     };
+    let mut planned = planned;
     if config.create_dataset {
         runner.ensure_datasets(&planned).await?;
+    } else {
+        runner.check_datasets(&planned).await?;
     }
+    runner.check_table_schemas(&mut planned).await?;
     if plan::wants_table_layout(config) {
         runner.ensure_tables(&planned).await?;
     }
@@ -227,6 +234,18 @@ pub async fn run(
         1 if total == 1 => Err(failures.remove(0)),
         _ => Err(LoadError::Failed { failures, total }),
     }
+}
+
+/// With Application Default Credentials, makes sure a token can be had before any work, so
+/// "no credentials" is a setup error in seconds (see `sluice_storage::preflight`).
+async fn probe_bigquery_credentials(config: &LoadConfig) -> Result<(), LoadError> {
+    if config.bigquery.credentials != crate::Credentials::Default {
+        return Ok(());
+    }
+    let setup = &config.store.credentials;
+    let credentials = sluice_storage::preflight::adc_credentials("BigQuery", setup)?;
+    sluice_storage::preflight::probe_credentials(&credentials, "BigQuery", setup).await?;
+    Ok(())
 }
 
 fn job_project<'a>(config: &'a LoadConfig, destination: &'a TableRef) -> &'a str {
@@ -430,6 +449,102 @@ impl Runner<'_> {
             .retry
             .run(&what, &self.cancel, |_| op(), ApiError::retry_decision)
             .await
+    }
+
+    /// Without `--create-dataset`, each dataset of the share must exist: a missing one is a
+    /// setup error naming the fix, found before any job is created.
+    async fn check_datasets(&self, planned: &[Planned]) -> Result<(), LoadError> {
+        let datasets: BTreeSet<(String, String)> = planned
+            .iter()
+            .map(|p| {
+                (
+                    p.item.destination.project.clone(),
+                    p.item.destination.dataset.clone(),
+                )
+            })
+            .collect();
+        for (project, dataset) in datasets {
+            let name = format!("{project}:{dataset}");
+            let found = self
+                .call(format!("datasets.get {name}"), || {
+                    self.client.get_dataset(&project, &dataset)
+                })
+                .await
+                .map_err(|e| retry_failure(e, || format!("dataset {name}")))?;
+            if found.is_none() {
+                let location = self.config.location.as_deref().unwrap_or("LOCATION");
+                return Err(LoadError::Config(crate::config::ConfigError(format!(
+                    "dataset {name} does not exist; create it with `bq mk --dataset \
+                     --location={location} {name}`, or pass --create-dataset --location {location}"
+                ))));
+            }
+        }
+        Ok(())
+    }
+
+    /// For loads that keep the table's schema (append, WRITE_EMPTY, a `$` partition's
+    /// truncate), compares each item's schema with the existing table's (`compat.rs`) and
+    /// refuses a mismatch before any job is created; lossless adaptations (a REQUIRED column
+    /// sent NULLABLE to match the table) change the spec and so the job id.
+    async fn check_table_schemas(&self, planned: &mut [Planned]) -> Result<(), LoadError> {
+        let keeps_schema = match self.config.write {
+            crate::config::WriteMode::Append | crate::config::WriteMode::Empty => true,
+            crate::config::WriteMode::Truncate => self.config.table.has_decorator(),
+        };
+        if !keeps_schema {
+            return Ok(());
+        }
+        let mut tables: BTreeMap<TableRef, Option<Vec<schema::Field>>> = BTreeMap::new();
+        for p in planned.iter_mut() {
+            let Some(sent) = p.spec.schema.as_mut() else {
+                continue;
+            };
+            let base = p.item.destination.base();
+            if !tables.contains_key(&base) {
+                let found = self
+                    .call(format!("tables.get {base}"), || {
+                        self.client.get_table(&base)
+                    })
+                    .await
+                    .map_err(|e| retry_failure(e, || format!("table {base}")))?;
+                let fields = found
+                    .and_then(|t| t.schema)
+                    .map(|s| {
+                        s.fields
+                            .iter()
+                            .map(crate::compat::table_field)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|f: &Vec<schema::Field>| !f.is_empty());
+                tables.insert(base.clone(), fields);
+            }
+            let Some(Some(table_fields)) = tables.get(&base) else {
+                continue;
+            };
+            let changed = crate::compat::check(sent, table_fields, self.config.schema_update)
+                .map_err(|e| {
+                    let others = p.item.objects.len() - 1;
+                    let file = match others {
+                        0 => p.item.objects[0].url(),
+                        n => format!(
+                            "{} (and {n} other file(s) of the job)",
+                            p.item.objects[0].url()
+                        ),
+                    };
+                    LoadError::TypeMismatch(Box::new(crate::errors::TypeMismatch {
+                        table: base.to_string(),
+                        file,
+                        column: e.column,
+                        file_type: e.file_type,
+                        table_type: e.table_type,
+                        hint: e.hint,
+                    }))
+                })?;
+            if changed {
+                p.base_id = plan::base_job_id(&p.item, &p.spec);
+            }
+        }
+        Ok(())
     }
 
     /// `--create-dataset`: each distinct dataset of the share exists in `--location`.

@@ -165,6 +165,13 @@ impl TableTemplate {
     /// dataset are the last two dot-separated parts.
     pub fn parse(raw: &str) -> Result<TableTemplate, String> {
         let text = raw.trim();
+        // BigQuery allows spaces in table names, but in a flag they are nearly always a quoting
+        // mistake (`--table "p.ds.t extra"`), and a name with spaces is awkward everywhere else.
+        if text.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "table {raw:?} contains whitespace; expected PROJECT.DATASET.TABLE"
+            ));
+        }
         let (path, decorator) = match text.split_once('$') {
             Some((path, decorator)) => (path, Some(decorator)),
             None => (text, None),
@@ -182,6 +189,18 @@ impl TableTemplate {
                 return Err(format!("table {raw:?}: empty {what}"));
             }
         }
+        // Only a domain-scoped project (`example.com:project`) holds dots, all before its `:`.
+        let dotted = match project.split_once(':') {
+            Some((_, name)) => name.contains('.'),
+            None => project.contains('.'),
+        };
+        if dotted {
+            return Err(format!(
+                "table {raw:?} has {} dot-separated parts; expected PROJECT.DATASET.TABLE \
+                 (only a domain-scoped project like example.com:project may contain dots)",
+                path.split('.').count()
+            ));
+        }
         if decorator.is_some_and(str::is_empty) {
             return Err(format!(
                 "table {raw:?}: empty partition decorator after `$`"
@@ -196,7 +215,9 @@ impl TableTemplate {
         };
         if template.is_literal() {
             // Catch a malformed literal now rather than per object.
-            template.render(&ObjectVars::default())?;
+            template
+                .render(&ObjectVars::default())
+                .map_err(|e| format!("table {raw:?}: {e}"))?;
         }
         Ok(template)
     }
@@ -270,14 +291,7 @@ impl TableTemplate {
             .as_ref()
             .map(|d| self.fill(d, vars, normalise_decorator))
             .transpose()?;
-        if !project
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.'))
-        {
-            return Err(format!(
-                "project {project:?} has characters project ids cannot have"
-            ));
-        }
+        validate_project(&project)?;
         if !dataset
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -287,8 +301,18 @@ impl TableTemplate {
                 "dataset {dataset:?}: dataset ids are letters, digits and underscores"
             ));
         }
-        if table.is_empty() || table.len() > 1024 || table.contains(['.', '$', '{', '}', '`']) {
-            return Err(format!("table {table:?} is not a valid table id"));
+        // BigQuery table ids: letters, marks, numbers, connectors and dashes (and spaces, which
+        // Sluice refuses), at most 1024 bytes. Anything else (`;`, quotes, `.`, `$`) is a typo
+        // or an injection attempt, refused before any API call.
+        if table.is_empty()
+            || table.len() > 1024
+            || !table
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "table id {table:?} is not valid: letters, digits, `_` and `-` only"
+            ));
         }
         if let Some(d) = &decorator {
             validate_decorator(d)?;
@@ -317,6 +341,29 @@ fn missing(var: &str) -> String {
         }
         "dir" => "`{dir}` has no value: the object has no directory".to_string(),
         key => format!("`{{{key}}}` has no value: the object's path has no `{key}=...` directory"),
+    }
+}
+
+/// Project ids: `[a-z0-9-]` (Sluice also lets uppercase through: BigQuery reports those
+/// itself), optionally domain-scoped (`example.com:project`).
+fn validate_project(project: &str) -> Result<(), String> {
+    let (domain, name) = match project.split_once(':') {
+        Some((domain, name)) => (Some(domain), name),
+        None => (None, project),
+    };
+    let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let domain_ok = domain.is_none_or(|d| {
+        !d.is_empty()
+            && d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+    });
+    if name_ok && domain_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "project {project:?} is not a valid project id: letters, digits and `-` (with an \
+             optional `domain:` prefix)"
+        ))
     }
 }
 
@@ -422,6 +469,15 @@ mod tests {
             ("p.ds.name}", "unmatched"),
             ("p.ds.t$2024-1", "not YYYY"),
             ("p.my-ds.t", "dataset ids"),
+            ("p.ds.my table", "whitespace"),
+            (" p.ds .t", "whitespace"),
+            ("p.ds.t;drop", "not valid"),
+            ("p.ds.t'x", "not valid"),
+            ("p;x.ds.t", "not a valid project id"),
+            ("a.b.c.d", "4 dot-separated parts"),
+            ("a..c.d", "dot-separated parts"),
+            ("p.ds.", "empty table"),
+            (".ds.t", "empty project"),
         ] {
             let err = TableTemplate::parse(raw).unwrap_err();
             assert!(err.contains(needle), "{raw}: {err}");

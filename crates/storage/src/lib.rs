@@ -16,6 +16,7 @@ mod gcs;
 mod glob;
 mod local;
 mod location;
+pub mod preflight;
 
 pub use crc::{Crc32c, from_base64 as crc32c_from_base64, to_base64 as crc32c_to_base64};
 pub use gcs::{
@@ -24,6 +25,7 @@ pub use gcs::{
 };
 pub use local::LocalStore;
 pub use location::{Location, join_key};
+pub use preflight::CredentialSetup;
 
 /// Everything an object store can tell about one object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -77,6 +79,17 @@ pub enum StorageError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Something the user has to set up (a bucket, credentials); retrying cannot help, so the
+    /// binaries exit 2. `problem` names the fix.
+    #[error("{url}: {problem}")]
+    Setup { url: String, problem: String },
+}
+
+impl StorageError {
+    /// A setup mistake (missing bucket, no credentials): a usage error, not a failed task.
+    pub fn is_setup(&self) -> bool {
+        matches!(self, StorageError::Setup { .. })
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -153,21 +166,36 @@ pub struct StoreConfig {
     /// GCS resumable upload chunk in bytes (a positive multiple of 256 KiB); `None`:
     /// [`DEFAULT_CHUNK_SIZE`]. Each GCS writer holds at most two chunks in memory.
     pub upload_chunk_size: Option<usize>,
+
+    /// Tags this process's local temp files (`[A-Za-z0-9_-]`, e.g. `task-00003`; the binary
+    /// uses the Cloud Run task index). A writer that opens a directory for the first time in a
+    /// process removes the temp files an earlier, killed process with the same owner left there
+    /// (never those of a live writer: each holds a lock on its file). `None`: no cleanup.
+    pub temp_owner: Option<String>,
+    /// Where Google credentials come from, for [`open`]'s credentials probe.
+    pub credentials: CredentialSetup,
 }
 
 /// Opens the store for `url` (`gs://bucket[/prefix]`, `file:///dir`, or a local path) and returns
 /// it with the prefix inside it (`""` for a bucket root or a local dir).
+///
+/// For `gs://` it checks the setup first ([`GcsStore::preflight`]): credentials can be had and
+/// the bucket exists, else [`StorageError::Setup`] within seconds.
 pub async fn open(
     url: &str,
     config: &StoreConfig,
 ) -> Result<(std::sync::Arc<dyn ObjectStore>, String)> {
     match Location::parse(url)? {
         Location::Local { root } => Ok((
-            std::sync::Arc::new(LocalStore::new(root, config.cancel.clone())),
+            std::sync::Arc::new(
+                LocalStore::new(root, config.cancel.clone())
+                    .with_temp_owner(config.temp_owner.as_deref()),
+            ),
             String::new(),
         )),
         Location::Gcs { bucket, prefix } => {
             let store = GcsStore::connect(&bucket, GcsOptions::from_config(config)).await?;
+            store.preflight(&config.credentials).await?;
             Ok((std::sync::Arc::new(store), prefix))
         }
     }

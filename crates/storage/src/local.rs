@@ -37,6 +37,9 @@ pub struct LocalStore {
     root: PathBuf,
     root_url: String,
     cancel: CancellationToken,
+    /// Sanitised [`crate::StoreConfig::temp_owner`]; `None`: temp files are untagged and no
+    /// directory is swept.
+    temp_owner: Option<String>,
 }
 
 /// What the sidecar records. `size` lets a reader notice a sidecar that does not belong to the
@@ -72,10 +75,123 @@ fn sidecar_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}{LOCAL_META_SUFFIX}"))
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// Owner tag of untagged temp files (never swept).
+const NO_OWNER: &str = "_";
+
+/// `.{name}.sluice-tmp-{owner}.{run}.{random}`: the owner (task) and this process's run id let
+/// a later process of the same owner recognise what an earlier one left behind.
+fn temp_path(path: &Path, owner: Option<&str>) -> PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let random: u64 = rand::random();
-    path.with_file_name(format!(".{name}{LOCAL_TMP_MARKER}{random:016x}"))
+    let random: u32 = rand::random();
+    let owner = owner.unwrap_or(NO_OWNER);
+    let run = process_run_id();
+    path.with_file_name(format!(
+        ".{name}{LOCAL_TMP_MARKER}{owner}.{run:08x}.{random:08x}"
+    ))
+}
+
+/// Random per process: tells this process's temp files from those of an earlier attempt with
+/// the same owner.
+fn process_run_id() -> u32 {
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *RUN.get_or_init(rand::random)
+}
+
+/// `(owner, run)` of a temp file name made by [`temp_path`].
+fn parse_temp_name(name: &str) -> Option<(&str, u32)> {
+    let tail = &name[name.rfind(LOCAL_TMP_MARKER)? + LOCAL_TMP_MARKER.len()..];
+    let mut parts = tail.rsplitn(3, '.');
+    let _random = parts.next()?;
+    let run = u32::from_str_radix(parts.next()?, 16).ok()?;
+    Some((parts.next()?, run))
+}
+
+/// Keeps `[A-Za-z0-9_-]`, so the tag can neither split the name nor leave the directory.
+fn sanitise_owner(owner: &str) -> Option<String> {
+    let clean: String = owner
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    (!clean.is_empty() && clean != NO_OWNER).then_some(clean)
+}
+
+/// Creates a temp file and takes an exclusive lock on it, held until the file is renamed or
+/// removed: a sweeping process can then tell a live writer's file (locked) from a dead one's.
+/// The kernel drops the lock when the process dies, SIGKILL included.
+fn create_locked(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    if let Err(e) = file.try_lock() {
+        // Only a filesystem without locks gets here; the file is fresh, so nobody else holds it.
+        tracing::debug!(path = %path.display(), error = %e, "cannot lock temp file");
+    }
+    Ok(file)
+}
+
+/// Directories (with owner) already swept by this process.
+fn swept() -> &'static std::sync::Mutex<std::collections::HashSet<(PathBuf, String)>> {
+    static SWEPT: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashSet<(PathBuf, String)>>,
+    > = std::sync::OnceLock::new();
+    SWEPT.get_or_init(Default::default)
+}
+
+/// Blocking: removes the temp files in `dir` that an earlier process of `owner` left behind:
+/// same owner, another run id, and not locked (so not a live writer's, even one of a second
+/// process running under the same owner). Other owners' files are never touched.
+fn sweep_stale_temp_files(dir: &Path, owner: &str) -> std::io::Result<usize> {
+    let run = process_run_id();
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            continue;
+        }
+        let Some((file_owner, file_run)) = parse_temp_name(&name) else {
+            continue;
+        };
+        if file_owner != owner || file_run == run {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            tracing::debug!(path = %path.display(), "temp file of this owner is in use; keeping it");
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(
+                    path = %path.display(),
+                    "removed a temp file an earlier attempt of this task left behind"
+                );
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        drop(file);
+    }
+    Ok(removed)
 }
 
 fn to_utc(time: std::io::Result<std::time::SystemTime>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -132,6 +248,38 @@ impl LocalStore {
             root,
             root_url,
             cancel,
+            temp_owner: None,
+        }
+    }
+
+    /// Tags temp files with `owner` (see [`crate::StoreConfig::temp_owner`]) and sweeps stale
+    /// ones of the same owner from each directory this process writes to, once per directory.
+    pub fn with_temp_owner(mut self, owner: Option<&str>) -> Self {
+        self.temp_owner = owner.and_then(sanitise_owner);
+        self
+    }
+
+    /// Sweeps `dir` once per process and owner (see [`sweep_stale_temp_files`]). Failures are
+    /// logged, not fatal: a stale hidden file is untidy, not wrong.
+    async fn sweep_once(&self, dir: &Path) {
+        let Some(owner) = self.temp_owner.clone() else {
+            return;
+        };
+        let first = swept()
+            .lock()
+            .map(|mut set| set.insert((dir.to_path_buf(), owner.clone())))
+            .unwrap_or(false);
+        if !first {
+            return;
+        }
+        let dir = dir.to_path_buf();
+        let shown = dir.display().to_string();
+        match tokio::task::spawn_blocking(move || sweep_stale_temp_files(&dir, &owner)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %shown, error = %e, "could not sweep stale temp files")
+            }
+            Err(e) => tracing::warn!(dir = %shown, error = %e, "temp file sweep failed"),
         }
     }
 
@@ -309,23 +457,30 @@ impl ObjectStore for LocalStore {
             tokio::fs::create_dir_all(parent)
                 .await
                 .map_err(|e| io_err(&url, "create parent directories", e))?;
+            self.sweep_once(parent).await;
         }
         // Fail before any bytes are produced; the link at commit is what actually enforces it.
         if options.if_absent && tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Err(StorageError::AlreadyExists { url });
         }
-        let tmp = temp_path(&path);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .await
+        let tmp = temp_path(&path, self.temp_owner.as_deref());
+        let locked = {
+            let tmp = tmp.clone();
+            blocking(&url, "create temp file", move || create_locked(&tmp)).await?
+        };
+        // The lock lives on the open file description: this clone keeps it until the writer
+        // is done, also after the data handle is closed for the rename.
+        let lock = locked
+            .try_clone()
             .map_err(|e| io_err(&url, "create temp file", e))?;
+        let file = tokio::fs::File::from_std(locked);
         Ok(Box::new(LocalWriter {
             key: key.to_string(),
             url,
             path,
             tmp: Some(tmp),
+            owner: self.temp_owner.clone(),
+            _lock: Some(lock),
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             crc: Crc32c::new(),
             size: 0,
@@ -358,6 +513,9 @@ struct LocalWriter {
     path: PathBuf,
     /// The temp file while it exists; `Drop` removes it if still set.
     tmp: Option<PathBuf>,
+    owner: Option<String>,
+    /// Holds the temp file's lock until the writer is dropped.
+    _lock: Option<std::fs::File>,
     file: Option<BufWriter<tokio::fs::File>>,
     crc: Crc32c,
     size: u64,
@@ -424,8 +582,9 @@ impl LocalWriter {
         };
         let path = self.path.clone();
         let if_absent = self.options.if_absent;
+        let owner = self.owner.clone();
         let outcome = blocking(&url, "commit", move || {
-            commit_files(&path, &tmp, &sidecar, if_absent)
+            commit_files(&path, &tmp, &sidecar, if_absent, owner.as_deref())
         })
         .await?;
         // The temp name is gone (renamed, or linked and removed) unless the link lost a race.
@@ -462,19 +621,17 @@ fn commit_files(
     tmp: &Path,
     sidecar: &Sidecar,
     if_absent: bool,
+    owner: Option<&str>,
 ) -> std::io::Result<Committed> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let result = (|| {
         if if_absent && std::fs::symlink_metadata(path).is_ok() {
             return Ok(Committed::AlreadyExists);
         }
-        let meta_tmp = temp_path(&sidecar_path(path));
+        let meta_tmp = temp_path(&sidecar_path(path), owner);
         let json = serde_json::to_vec(sidecar).map_err(std::io::Error::other)?;
         let written = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&meta_tmp)?;
+            let mut f = create_locked(&meta_tmp)?;
             std::io::Write::write_all(&mut f, &json)?;
             f.sync_all()?;
             std::fs::rename(&meta_tmp, sidecar_path(path))

@@ -533,6 +533,7 @@ async fn open_resolves_urls_and_prefixes() {
         gcs_emulator_host: Some(server.endpoint().trim_start_matches("http://").to_string()),
         cancel: CancellationToken::new(),
         upload_chunk_size: None,
+        ..Default::default()
     };
     let (store, prefix) = sluice_storage::open(&format!("gs://{BUCKET}/raw/2024"), &config)
         .await

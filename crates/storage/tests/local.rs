@@ -124,3 +124,100 @@ async fn root_is_created_on_first_write_and_absent_root_lists_empty() {
         format!("file://{}/not/yet", dir.path().display())
     );
 }
+
+/// A process killed mid-write (SIGKILL: no destructor runs) leaves its temp file. The next
+/// process of the same owner (the retried task) removes it when it first writes to that
+/// directory; temp files of other owners (tasks writing the same directory concurrently) and
+/// locked ones (live writers, even of the same owner) stay.
+#[tokio::test]
+async fn stale_temp_files_of_the_same_owner_are_swept_by_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("raw");
+    std::fs::create_dir_all(out.join("other")).unwrap();
+    let plant = |name: &str| {
+        let path = out.join(name);
+        std::fs::write(&path, b"partial").unwrap();
+        path
+    };
+    // What a killed attempt of task 3 left (another run id than this process's).
+    let stale = plant(".a.csv.sluice-tmp-task-00003.0badc0de.00000001");
+    let stale_sidecar = plant("..a.csv.sluice-meta.json.sluice-tmp-task-00003.0badc0de.00000002");
+    // Task 4 is writing into the same directory right now, and has a dead file too.
+    let live_other = plant(".b.csv.sluice-tmp-task-00004.12345678.00000003");
+    let live_other_lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&live_other)
+        .unwrap();
+    live_other_lock.try_lock().unwrap();
+    let dead_other = plant(".c.csv.sluice-tmp-task-00004.12345678.00000004");
+    // A second live process under the same owner (two local runs without a task index).
+    let live_same = plant(".d.csv.sluice-tmp-task-00003.87654321.00000005");
+    let live_same_lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&live_same)
+        .unwrap();
+    live_same_lock.try_lock().unwrap();
+    // In a directory this attempt does not write to: left alone (documented).
+    let elsewhere = out.join("other/.x.csv.sluice-tmp-task-00003.0badc0de.00000006");
+    std::fs::write(&elsewhere, b"partial").unwrap();
+
+    let store =
+        LocalStore::new(dir.path(), CancellationToken::new()).with_temp_owner(Some("task-00003"));
+    let mut writer = store
+        .writer("raw/a.csv", WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        !stale.exists(),
+        "the stale temp file of task 3 is still there"
+    );
+    assert!(!stale_sidecar.exists());
+    for kept in [&live_other, &dead_other, &live_same, &elsewhere] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+    // This attempt's own temp file carries the owner and is not swept by a second writer.
+    let own: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".a.csv.sluice-tmp-task-00003."))
+        .collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    let mut second = store
+        .writer("raw/e.csv", WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(out.join(&own[0]).exists());
+    writer.write(Bytes::from_static(b"x,y\n")).await.unwrap();
+    writer.commit().await.unwrap();
+    second.write(Bytes::from_static(b"1\n")).await.unwrap();
+    second.commit().await.unwrap();
+    assert_eq!(std::fs::read(out.join("a.csv")).unwrap(), b"x,y\n");
+
+    // Once task 4's writer is gone (its lock released), task 4's next attempt sweeps both
+    // of its files; task 3's live one stays.
+    drop(live_other_lock);
+    let task4 =
+        LocalStore::new(dir.path(), CancellationToken::new()).with_temp_owner(Some("task-00004"));
+    // This process already swept `raw` for task 3, not for task 4.
+    drop(
+        task4
+            .writer("raw/f.csv", WriteOptions::default())
+            .await
+            .unwrap(),
+    );
+    assert!(!live_other.exists() && !dead_other.exists());
+    assert!(live_same.exists());
+}
+
+/// Without an owner (a library caller that sets none) nothing is swept.
+#[tokio::test]
+async fn stores_without_an_owner_sweep_nothing() {
+    let (dir, store) = store();
+    std::fs::create_dir_all(dir.path().join("d")).unwrap();
+    let stale = dir
+        .path()
+        .join("d/.a.sluice-tmp-task-00000.0badc0de.00000001");
+    std::fs::write(&stale, b"x").unwrap();
+    drop(store.writer("d/a", WriteOptions::default()).await.unwrap());
+    assert!(stale.exists());
+}

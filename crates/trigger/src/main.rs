@@ -1,7 +1,7 @@
 //! `sluice-trigger`: flags and env in, library calls out (see `sluice_trigger::commands`).
 //! Stdout carries only results (text or `--output json`); logs and task output go to stderr.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sluice_runtime::logging::{self, LogFormat, LogOptions, ResolvedFormat};
 use sluice_runtime::{ExitCode, Shutdown, TaskContext};
 use sluice_trigger::api::ApiOptions;
@@ -233,8 +233,22 @@ fn init_logging(format: LogFormat) -> Result<ResolvedFormat, String> {
     Ok(resolved)
 }
 
+/// The command line with env values hidden from `--help` (values may carry secrets; help
+/// output ends up in logs). Help still names each env variable.
+fn command() -> clap::Command {
+    fn hide(command: clap::Command) -> clap::Command {
+        command
+            .mut_args(|arg| arg.hide_env_values(true))
+            .mut_subcommands(hide)
+    }
+    hide(Cli::command())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let resolved = match init_logging(cli.log_format) {
         Ok(r) => r,
         Err(e) => {

@@ -342,6 +342,43 @@ fn handle(
     query: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    // The setup checks every real run makes before its jobs (the dataset exists; is there a
+    // table to compare schemas with?) are answered here and not recorded: the tests look at
+    // the job protocol. Datasets exist; tables do not (the load creates them).
+    let route: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, route.as_slice()) {
+        ("GET", ["bigquery", "v2", "projects", project, "datasets", dataset]) => {
+            return (
+                200,
+                serde_json::json!({
+                    "kind": "bigquery#dataset",
+                    "id": format!("{project}:{dataset}"),
+                    "datasetReference": {"projectId": project, "datasetId": dataset},
+                    "location": "US"
+                }),
+            );
+        }
+        (
+            "GET",
+            [
+                "bigquery",
+                "v2",
+                "projects",
+                project,
+                "datasets",
+                dataset,
+                "tables",
+                table,
+            ],
+        ) => {
+            let message = format!("Not found: Table {project}:{dataset}.{table}");
+            return (
+                404,
+                error_body(404, "NOT_FOUND", "notFound", &message, None),
+            );
+        }
+        _ => {}
+    }
     let mut state = state.lock().unwrap();
     state.requests.push(Recorded {
         method: method.to_string(),

@@ -394,6 +394,48 @@ impl Client {
         .map_err(|e| to_storage_error(e, gs_url, "get metadata"))
     }
 
+    /// `GET` of the bucket resource: 404 is a setup error naming the fix, 401 too (credentials
+    /// refused); 403 passes (see [`super::GcsStore::preflight`]); the rest is retried as usual.
+    pub(crate) async fn check_bucket(
+        &self,
+        bucket: &str,
+        gs_url: &str,
+    ) -> Result<(), StorageError> {
+        let url = format!("{}/storage/v1/b/{}", self.endpoint, encode_segment(bucket));
+        let status = self
+            .retrying("GCS get bucket", &self.cancel, |_| async {
+                let req = self
+                    .http
+                    .request(Method::GET, &url)
+                    .query(&[("fields", "name")])
+                    .timeout(self.json_timeout);
+                self.send(req, &[401, 403, 404]).await.map(|r| r.status())
+            })
+            .await
+            .map_err(|e| to_storage_error(e, gs_url, "check bucket"))?;
+        match status.as_u16() {
+            404 => Err(StorageError::Setup {
+                url: gs_url.to_string(),
+                problem: crate::preflight::missing_bucket_problem(bucket),
+            }),
+            401 => Err(StorageError::Setup {
+                url: gs_url.to_string(),
+                problem: format!(
+                    "Cloud Storage refused the credentials (HTTP 401); {}",
+                    crate::preflight::CREDENTIALS_FIX
+                ),
+            }),
+            403 => {
+                tracing::debug!(
+                    bucket,
+                    "no permission to read the bucket's metadata; going on"
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// `PATCH` of an object's resource (`objects.patch`: only the fields in `body` change;
     /// `metadata` keys are merged) under `preconditions` (`ifGenerationMatch`, ...). Returns
     /// the retry outcome as is, so the caller can tell a 412 after a lost response.

@@ -103,6 +103,7 @@ pub struct GcsStore {
     bucket: String,
     chunk_size: usize,
     buffers: Arc<upload::BufferCounter>,
+    anonymous: bool,
 }
 
 impl GcsStore {
@@ -127,9 +128,8 @@ impl GcsStore {
         let credentials = if options.anonymous {
             google_cloud_auth::credentials::anonymous::Builder::new().build()
         } else {
-            google_cloud_auth::credentials::Builder::default()
-                .build()
-                .map_err(|e| connect_err("Application Default Credentials", &e))?
+            // A key file that cannot be loaded is the user's to fix.
+            crate::preflight::adc_credentials(&root, &crate::CredentialSetup::default())?
         };
         let endpoint = options
             .endpoint
@@ -163,7 +163,22 @@ impl GcsStore {
             bucket: bucket.to_string(),
             chunk_size: options.chunk_size,
             buffers: Arc::default(),
+            anonymous: options.anonymous,
         })
+    }
+
+    /// Checks the setup before any work: credentials can be had (unless anonymous) and the
+    /// bucket exists. A missing bucket, or no credentials anywhere off Cloud Run, is
+    /// [`StorageError::Setup`]; a metadata-server or server hiccup stays transient (`Io`).
+    /// A bucket we may not read the metadata of (403: `storage.buckets.get` is not in
+    /// `roles/storage.objectAdmin`) passes: object access is all Sluice needs.
+    pub async fn preflight(&self, credentials: &crate::CredentialSetup) -> Result<()> {
+        let root = self.root_url();
+        if !self.anonymous {
+            crate::preflight::probe_credentials(&self.client.credentials, &root, credentials)
+                .await?;
+        }
+        self.client.check_bucket(&self.bucket, &root).await
     }
 
     pub fn bucket(&self) -> &str {
