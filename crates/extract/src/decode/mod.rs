@@ -5,6 +5,8 @@
 //! [`ChannelReader`] is the `Read`/`BufRead` end a blocking thread decodes from. Nothing here
 //! holds more than a chunk or two.
 
+pub mod content;
+pub mod encoding;
 pub mod zip;
 
 use std::io::{BufRead, Read};
