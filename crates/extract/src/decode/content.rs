@@ -14,8 +14,8 @@ const SNIPPET_CHARS: usize = 80;
 /// What an item (or zip member) is expected to hold, which decides what is "not data".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// CSV-like (`.csv`, `.tsv`, ... or anything converted to Parquet): markup (HTML, XML)
-    /// and JSON documents are not data.
+    /// CSV-like (`.csv`, `.tsv`, ..., or no extension converted to Parquet): markup (HTML,
+    /// XML) and JSON documents are not data.
     Table,
     /// Any other file (`.json`, `.xml`, `.pdf`, no extension): only an HTML page is not data.
     /// No extension counts here even in passthrough, so an extension-less JSON API still works.
@@ -28,7 +28,7 @@ impl Expect {
     pub fn new(data_ext: &str, format: OutputFormat, accept_any_content: bool) -> Expect {
         if accept_any_content || matches!(data_ext, "html" | "htm" | "xhtml" | "shtml") {
             Expect::Anything
-        } else if format == OutputFormat::Parquet || (!data_ext.is_empty() && is_csv_like(data_ext))
+        } else if is_csv_like(data_ext) && (!data_ext.is_empty() || format == OutputFormat::Parquet)
         {
             Expect::Table
         } else {
@@ -188,6 +188,8 @@ mod tests {
         assert_eq!(Expect::new("", Passthrough, false), Expect::Data);
         assert_eq!(Expect::new("", Parquet, false), Expect::Table);
         assert_eq!(Expect::new("json", Passthrough, false), Expect::Data);
+        // Parquet refuses a .json member as a usage error of its own, before reading it.
+        assert_eq!(Expect::new("json", Parquet, false), Expect::Data);
         assert_eq!(Expect::new("html", Passthrough, false), Expect::Anything);
         assert_eq!(Expect::new("csv", Parquet, true), Expect::Anything);
     }
