@@ -558,3 +558,30 @@ async fn item_timeout_bounds_retries_and_backoff_too() {
     assert!(error.contains("--item-timeout 2.5s reached"), "{error}");
     assert_eq!(server.requests_to("busy.csv").len(), 2);
 }
+
+#[tokio::test]
+async fn restarts_of_a_stalled_source_share_one_min_rate_window() {
+    let server = TestServer::start();
+    let body = "id,v\n".to_string() + &"1,a\n".repeat(5000);
+    let url = server.serve(
+        "stall2.csv",
+        ServedFile::new(body)
+            .slow(200, Duration::from_secs(3600))
+            .without_ranges(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.urls = vec![url];
+    cfg.http.read_timeout = Duration::from_secs(1);
+    cfg.http.min_rate_window = Duration::from_millis(2500);
+    let (error, took) = timed_failure(cfg, dir.path()).await;
+    // Each attempt gets 200 bytes, then stalls 1 s into its read timeout (inside the
+    // not-data sniff, so the request is retried); a meter per attempt would never see a whole
+    // 2.5 s window. The item's one meter does, in the third attempt.
+    assert!(
+        error.contains("stall2.csv: --min-rate: received"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert_eq!(server.requests_to("stall2.csv").len(), 3);
+}

@@ -29,7 +29,7 @@ use crate::config::{HttpOptions, Secret};
 use crate::decode::content::{Expect, SNIFF_BYTES, not_data};
 use crate::error::{ExtractError, Result};
 use crate::redact::{redact_url, scrub, url_secrets};
-use crate::source::limits::{Deadline, ItemClocks, RateMeter};
+use crate::source::limits::{Deadline, ItemLimits, SharedMeter};
 
 /// What identifies the version of a source: compared by `--skip-existing`, recorded in object
 /// metadata and manifests.
@@ -161,10 +161,7 @@ pub struct HttpClient {
     client: Client,
     policy: RetryPolicy,
     cancel: CancellationToken,
-    min_rate: u64,
-    min_rate_window: Duration,
-    item_timeout: Duration,
-    clocks: ItemClocks,
+    limits: ItemLimits,
 }
 
 /// How many times one body may be resumed before the item is failed.
@@ -191,21 +188,18 @@ impl HttpClient {
             client,
             policy: options.retry.clone(),
             cancel,
-            min_rate: options.min_rate,
-            min_rate_window: options.min_rate_window,
-            item_timeout: options.item_timeout,
-            clocks: ItemClocks::default(),
+            limits: ItemLimits::new(
+                options.item_timeout,
+                options.min_rate,
+                options.min_rate_window,
+            ),
         })
     }
 
     /// The `--item-timeout` deadline of the item with this key; its clock starts at the
     /// first call (the item's first attempt) and holds for all later ones.
     pub fn item_deadline(&self, item_key: &str) -> Deadline {
-        self.clocks.deadline(item_key, self.item_timeout)
-    }
-
-    fn meter(&self) -> RateMeter {
-        RateMeter::new(self.min_rate, self.min_rate_window)
+        self.limits.deadline(item_key)
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -261,12 +255,17 @@ impl HttpClient {
     /// GET of an item's data, with retries: a response that is not data for `expect` (by
     /// `Content-Type`, or by its first [`SNIFF_BYTES`]) is a transient error, so a portal's
     /// maintenance page is retried with backoff, and fails the item if it stays.
+    ///
+    /// `item_key` names the item whose `--min-rate` meter the body shares with the item's
+    /// other attempts.
     pub async fn get_data(
         &self,
         target: &HttpTarget,
+        item_key: &str,
         expect: Expect,
         data_ext: &str,
     ) -> Result<HttpBody> {
+        let meter = self.limits.meter(item_key);
         let what = format!("GET {}", target.display());
         self.policy
             .run(
@@ -274,7 +273,8 @@ impl HttpClient {
                 &self.cancel,
                 |_| async {
                     let response = self.send(reqwest::Method::GET, target, None).await?;
-                    let mut body = HttpBody::new(self.clone(), target.clone(), response);
+                    let mut body = HttpBody::new(self.clone(), target.clone(), response)
+                        .with_meter(meter.clone());
                     if expect == Expect::Anything {
                         return Ok(body);
                     }
@@ -469,7 +469,7 @@ pub struct HttpBody {
     pub version: SourceVersion,
     /// Bytes read ahead by [`HttpBody::peek`], handed out first.
     head: Option<Bytes>,
-    meter: RateMeter,
+    meter: SharedMeter,
 }
 
 impl HttpBody {
@@ -503,9 +503,14 @@ impl HttpBody {
             resumes: 0,
             version,
             head: None,
-            meter: client.meter(),
+            meter: client.limits.new_meter(),
             client,
         }
+    }
+
+    fn with_meter(mut self, meter: SharedMeter) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// The first `n` bytes (fewer if the body is shorter), kept to be returned again by
@@ -551,7 +556,7 @@ impl HttpBody {
         }
         loop {
             // Only this wait counts for `--min-rate`; it is cut at each of the meter's checks.
-            let budget = self.meter.until_check();
+            let budget = lock(&self.meter).until_check();
             let started = tokio::time::Instant::now();
             let chunk = tokio::select! {
                 biased;
@@ -563,7 +568,8 @@ impl HttpBody {
                 Some(Ok(Some(bytes))) => bytes.len() as u64,
                 _ => 0,
             };
-            if let Err(detail) = self.meter.record(started.elapsed(), got) {
+            let checked = lock(&self.meter).record(started.elapsed(), got);
+            if let Err(detail) = checked {
                 return Err(ExtractError::TooSlow {
                     source_name: self.target.display().to_string(),
                     limit: "--min-rate",
@@ -653,6 +659,10 @@ impl HttpBody {
         self.response = response;
         Ok(())
     }
+}
+
+fn lock(meter: &SharedMeter) -> std::sync::MutexGuard<'_, crate::source::limits::RateMeter> {
+    meter.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A resumed response must be a 206 whose range starts where we stopped, of the same total.

@@ -4,7 +4,9 @@
 //!   body bytes, so connecting, retry backoff and a slow downstream (the pump waiting for
 //!   the converter) never make a source look slow. The window slides in tenths: a drip or a
 //!   stall fails within the window plus a tenth of it.
-//! - [`ItemClocks`]: `--item-timeout`, a deadline from the item's first attempt that all its
+//!   One meter serves all attempts of an item: a stall that ends each attempt on the read
+//!   timeout cannot restart the window by being retried.
+//! - [`ItemLimits`]: `--item-timeout`, a deadline from the item's first attempt that all its
 //!   attempts, request retries and resumptions share, so a slow source cannot be retried or
 //!   resumed forever.
 
@@ -101,10 +103,17 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// When each item of a task started, so its deadline holds across attempts.
-#[derive(Debug, Clone, Default)]
-pub struct ItemClocks {
-    started: Arc<Mutex<HashMap<String, Instant>>>,
+/// A meter shared by the bodies of one item's attempts (locked only between awaits).
+pub type SharedMeter = Arc<Mutex<RateMeter>>;
+
+/// The limits of a task's items: when each started, and how fast it has been, across its
+/// attempts.
+#[derive(Debug, Clone)]
+pub struct ItemLimits {
+    item_timeout: Duration,
+    min_rate: u64,
+    min_rate_window: Duration,
+    items: Arc<Mutex<HashMap<String, (Instant, SharedMeter)>>>,
 }
 
 /// An item's deadline, and what to say when it passes.
@@ -115,16 +124,45 @@ pub struct Deadline {
     limit: Duration,
 }
 
-impl ItemClocks {
-    /// The deadline of the item `key`; the first call starts its clock.
-    pub fn deadline(&self, key: &str, limit: Duration) -> Deadline {
-        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        let started = *started.entry(key.to_string()).or_insert_with(Instant::now);
-        Deadline {
-            at: started + limit,
-            started,
-            limit,
+impl ItemLimits {
+    pub fn new(item_timeout: Duration, min_rate: u64, min_rate_window: Duration) -> Self {
+        ItemLimits {
+            item_timeout,
+            min_rate,
+            min_rate_window,
+            items: Arc::default(),
         }
+    }
+
+    /// A meter for a request that belongs to no item (manifests, counts).
+    pub fn new_meter(&self) -> SharedMeter {
+        Arc::new(Mutex::new(RateMeter::new(
+            self.min_rate,
+            self.min_rate_window,
+        )))
+    }
+
+    /// The deadline of the item `key`; the first call for an item starts its clock.
+    pub fn deadline(&self, key: &str) -> Deadline {
+        let started = self.entry(key).0;
+        Deadline {
+            at: started + self.item_timeout,
+            started,
+            limit: self.item_timeout,
+        }
+    }
+
+    /// The rate meter all attempts of the item `key` share.
+    pub fn meter(&self, key: &str) -> SharedMeter {
+        self.entry(key).1
+    }
+
+    fn entry(&self, key: &str) -> (Instant, SharedMeter) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        items
+            .entry(key.to_string())
+            .or_insert_with(|| (Instant::now(), self.new_meter()))
+            .clone()
     }
 }
 
@@ -197,12 +235,15 @@ mod tests {
 
     #[test]
     fn deadlines_hold_across_attempts() {
-        let clocks = ItemClocks::default();
-        let first = clocks.deadline("d/a", Duration::from_secs(60));
+        let limits = ItemLimits::new(Duration::from_secs(60), 1024, Duration::from_secs(10));
+        let first = limits.deadline("d/a");
         std::thread::sleep(Duration::from_millis(5));
-        let again = clocks.deadline("d/a", Duration::from_secs(60));
+        let again = limits.deadline("d/a");
         assert_eq!(first.at, again.at);
-        assert!(clocks.deadline("d/b", Duration::from_secs(60)).at > first.at);
+        assert!(limits.deadline("d/b").at > first.at);
+        // One meter per item, whatever the attempt.
+        assert!(Arc::ptr_eq(&limits.meter("d/a"), &limits.meter("d/a")));
+        assert!(!Arc::ptr_eq(&limits.meter("d/a"), &limits.meter("d/b")));
         assert!(!first.passed());
         let msg = first.error("https://h/a.csv", 5).to_string();
         assert!(

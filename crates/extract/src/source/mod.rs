@@ -221,7 +221,9 @@ pub async fn open(item: &WorkItem, client: &HttpClient) -> Result<Opened> {
         match &item.origin {
             Origin::Http(target) => {
                 let expect = Expect::new(&item.data_ext, item.format, item.csv.accept_any_content);
-                let body = client.get_data(target, expect, &item.data_ext).await?;
+                let body = client
+                    .get_data(target, &item.shard_key(), expect, &item.data_ext)
+                    .await?;
                 Ok(OpenedSource::Http(Box::new(body)))
             }
             Origin::Local(path) => {
