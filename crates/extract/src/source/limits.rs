@@ -73,10 +73,10 @@ impl RateMeter {
                     let secs = self.window.as_secs_f64();
                     return Err(format!(
                         "--min-rate: received {received} bytes in the last {} of transfer \
-                         ({}/s), below the minimum of {}/s over --min-rate-window {}; \
+                         ({}), below the minimum of {}/s over --min-rate-window {}; \
                          the source is too slow or stalled",
                         format_duration(self.window),
-                        human_bytes((received as f64 / secs) as u64),
+                        rate_text(received as f64 / secs),
                         human_bytes(self.min_rate),
                         format_duration(self.window),
                     ));
@@ -85,6 +85,15 @@ impl RateMeter {
         }
         self.current += bytes;
         Ok(())
+    }
+}
+
+/// `0.5 B/s`, `12.0 KiB/s`: a drip's rate is below one byte per second.
+fn rate_text(bytes_per_sec: f64) -> String {
+    if bytes_per_sec < 1024.0 {
+        format!("{bytes_per_sec:.1} B/s")
+    } else {
+        format!("{}/s", human_bytes(bytes_per_sec as u64))
     }
 }
 
@@ -216,7 +225,10 @@ mod tests {
             err.contains("--min-rate: received 19 bytes in the last 10s"),
             "{err}"
         );
-        assert!(err.contains("1.0 KiB/s"), "{err}");
+        assert!(
+            err.contains("(1.9 B/s), below the minimum of 1.0 KiB/s"),
+            "{err}"
+        );
     }
 
     #[test]
