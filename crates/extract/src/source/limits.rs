@@ -100,9 +100,9 @@ fn rate_text(bytes_per_sec: f64) -> String {
 /// `1.5s`, `60s`, `2h`, `90m`: short and exact enough for messages.
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    if d.subsec_nanos() == 0 && secs >= 3600 && secs % 3600 == 0 {
+    if d.subsec_nanos() == 0 && secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if d.subsec_nanos() == 0 && secs >= 60 && secs % 60 == 0 {
+    } else if d.subsec_nanos() == 0 && secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
