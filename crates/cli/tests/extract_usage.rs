@@ -130,3 +130,64 @@ fn env_alone_configures_a_run() {
         );
     }
 }
+
+/// Zero or negative durations, zero rates and unknown encodings are usage errors naming the
+/// flag (issue 13): `--read-timeout 0s` used to be accepted and fail 25 s later as a network
+/// error.
+#[test]
+fn zero_durations_rates_and_unknown_encodings_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().to_str().unwrap();
+    for flag in [
+        "--connect-timeout",
+        "--read-timeout",
+        "--retry-budget",
+        "--progress-interval",
+        "--item-timeout",
+        "--min-rate-window",
+    ] {
+        for bad in ["0s", "0", "-5s", "0ms"] {
+            let arg = format!("{flag}={bad}");
+            let logs = usage(&["--dest", dest, "--url", "x", &arg]);
+            assert!(logs.contains(flag), "{arg}: {logs}");
+        }
+    }
+    for bad in ["0", "0B/s", "-1KiB/s", "fast"] {
+        let arg = format!("--min-rate={bad}");
+        let logs = usage(&["--dest", dest, "--url", "x", &arg]);
+        assert!(logs.contains("--min-rate"), "{arg}: {logs}");
+    }
+    let logs = usage(&["--dest", dest, "--url", "x", "--encoding", "klingon"]);
+    assert!(
+        logs.contains("--encoding")
+            && logs.contains("klingon")
+            && logs.contains("latin1")
+            && logs.contains("utf-16le"),
+        "{logs}"
+    );
+    // The env twins are checked the same way.
+    for (name, value) in [
+        ("SLUICE_READ_TIMEOUT", "0s"),
+        ("SLUICE_ITEM_TIMEOUT", "0"),
+        ("SLUICE_MIN_RATE", "0"),
+        ("SLUICE_ENCODING", "nope"),
+    ] {
+        let out = sluice()
+            .args(["extract", "--dest", dest, "--url", "x"])
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}={value}: {}", text(&out));
+    }
+    let out = sluice().args(["extract", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for env in [
+        "SLUICE_ACCEPT_ANY_CONTENT",
+        "SLUICE_ENCODING",
+        "SLUICE_ITEM_TIMEOUT",
+        "SLUICE_MIN_RATE",
+        "SLUICE_MIN_RATE_WINDOW",
+    ] {
+        assert!(help.contains(env), "{env} missing from --help");
+    }
+}

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use encoding_rs::Encoding;
 use serde::{Deserialize, Serialize};
 use sluice_runtime::{RetryPolicy, ShardStrategy};
 
@@ -220,6 +221,14 @@ pub struct CsvOptions {
     pub schema_file: Option<String>,
     /// Rows per Arrow batch.
     pub batch_rows: usize,
+
+    // Text decoding and the not-data check (issue 13). They live here because `item.csv` is
+    // what reaches the decode stage for every item, passthrough included.
+    /// `--encoding`: the sources' text encoding, transcoded to UTF-8 in the decode stage.
+    /// `None` = UTF-8 (bytes as they are). A byte order mark wins over either.
+    pub encoding: Option<&'static Encoding>,
+    /// `--accept-any-content`: no not-data check (HTML pages, JSON error bodies are written).
+    pub accept_any_content: bool,
 }
 
 impl Default for CsvOptions {
@@ -234,6 +243,8 @@ impl Default for CsvOptions {
             infer_bytes: 8 * 1024 * 1024,
             schema_file: None,
             batch_rows: 8192,
+            encoding: None,
+            accept_any_content: false,
         }
     }
 }
@@ -338,6 +349,15 @@ pub struct HttpOptions {
     pub read_timeout: Duration,
     pub retry: RetryPolicy,
     pub user_agent: String,
+
+    // Transfer limits (issue 13): every item ends in bounded time.
+    /// `--item-timeout`: one item's deadline, all its attempts and request retries included.
+    pub item_timeout: Duration,
+    /// `--min-rate`, bytes per second: the least average rate over `min_rate_window` of
+    /// time spent waiting for body bytes (connecting and retry backoff do not count).
+    pub min_rate: u64,
+    /// `--min-rate-window`.
+    pub min_rate_window: Duration,
 }
 
 impl Default for HttpOptions {
@@ -347,6 +367,9 @@ impl Default for HttpOptions {
             read_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             user_agent: concat!("sluice/", env!("CARGO_PKG_VERSION")).to_string(),
+            item_timeout: Duration::from_secs(2 * 3600),
+            min_rate: 1024,
+            min_rate_window: Duration::from_secs(60),
         }
     }
 }
@@ -394,6 +417,8 @@ pub struct SourceOptions {
     pub members: Option<Vec<String>>,
     /// `false`: keep gzip/zip bytes as served.
     pub decompress: Option<bool>,
+    /// The source's text encoding (a WHATWG label), like `--encoding` for this source only.
+    pub encoding: Option<String>,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
@@ -413,7 +438,75 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("invalid duration unit in {text:?} (ms, s, m or h)")),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {text:?} is out of range"))
+}
+
+// Parsers for the flags of issue 13 (bounded time, encodings).
+
+/// [`parse_duration`] for limits and intervals, where zero would mean "fail at once" or
+/// "spin": zero (or anything that rounds to it) is refused.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!(
+            "duration {text:?} must be greater than zero (e.g. 500ms, 30s, 5m)"
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses a transfer rate, bytes per second: `1KiB/s`, `512B/s`, `2MB/s`, `100` (bytes/s).
+/// `K`/`M`/`G` and `KB`/`MB`/`GB` are powers of 1000, `KiB`/`MiB`/`GiB` powers of 1024.
+/// Zero is refused: a zero rate cannot detect anything.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("ps"))
+        .unwrap_or(t)
+        .trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid rate {text:?} (e.g. 1KiB/s, 500B/s, 2MB/s)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "invalid rate unit in {text:?} (B, KB, KiB, MB, MiB, GB or GiB per second)"
+            ));
+        }
+    };
+    let rate = (value * scale).round();
+    if !(rate >= 1.0 && rate < u64::MAX as f64) {
+        return Err(format!(
+            "rate {text:?} must be at least 1 byte per second (e.g. 1KiB/s)"
+        ));
+    }
+    Ok(rate as u64)
+}
+
+/// Resolves a WHATWG encoding label (`latin1`, `windows-1252`, `utf-16le`, `shift_jis`...).
+/// As on the web, `latin1`/`iso-8859-1`/`ascii` mean windows-1252.
+pub fn parse_encoding(label: &str) -> Result<&'static Encoding, String> {
+    match Encoding::for_label(label.trim().as_bytes()) {
+        // `replacement` decodes everything to U+FFFD: never what a data source means.
+        Some(encoding) if encoding != encoding_rs::REPLACEMENT => Ok(encoding),
+        _ => Err(format!(
+            "unknown encoding {label:?}; expected a WHATWG label such as utf-8, latin1 \
+             (= windows-1252), windows-1252, iso-8859-15, utf-16le, utf-16be, shift_jis, \
+             euc-kr, gb18030, big5, koi8-r (https://encoding.spec.whatwg.org/#names-and-labels)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +521,34 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn positive_durations_rates_and_encodings() {
+        assert_eq!(parse_positive_duration("2h"), Ok(Duration::from_secs(7200)));
+        for zero in ["0", "0s", "0ms", "0.0000000001s", "-5s"] {
+            assert!(parse_positive_duration(zero).is_err(), "{zero}");
+        }
+        assert_eq!(parse_rate("1KiB/s"), Ok(1024));
+        assert_eq!(parse_rate("1 kib/s"), Ok(1024));
+        assert_eq!(parse_rate("2MB/s"), Ok(2_000_000));
+        assert_eq!(parse_rate("1.5KiB"), Ok(1536));
+        assert_eq!(parse_rate("300"), Ok(300));
+        assert_eq!(parse_rate("64kbps"), Ok(64_000));
+        for bad in ["0", "0B/s", "0.1B/s", "-1KiB/s", "fast", "1TB/s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_encoding("latin1"), Ok(encoding_rs::WINDOWS_1252));
+        assert_eq!(parse_encoding(" UTF-16LE "), Ok(encoding_rs::UTF_16LE));
+        assert_eq!(parse_encoding("shift_jis"), Ok(encoding_rs::SHIFT_JIS));
+        let err = parse_encoding("klingon").unwrap_err();
+        assert!(
+            err.contains("klingon") && err.contains("windows-1252"),
+            "{err}"
+        );
+        assert!(parse_encoding("replacement").is_err());
     }
 
     #[test]

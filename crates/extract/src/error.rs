@@ -106,6 +106,27 @@ pub enum ExtractError {
         recorded: String,
         found: String,
     },
+
+    // Issue 13: not data, and bounded time.
+    /// The source sent something that is not the data (an HTML page, a JSON error body)
+    /// where data was expected. Transient when it came from a server (portals serve
+    /// maintenance pages), so the request is retried; final after that.
+    #[error("{source_name}: {detail}")]
+    NotData {
+        source_name: String,
+        detail: String,
+        transient: bool,
+    },
+
+    /// A transfer limit fired (`--min-rate` over `--min-rate-window`, or `--item-timeout`):
+    /// final for the item, so a slow source cannot hold a task for long.
+    #[error("{source_name}: {detail}")]
+    TooSlow {
+        source_name: String,
+        /// The flag that fired.
+        limit: &'static str,
+        detail: String,
+    },
 }
 
 /// Where a value that does not fit the schema is, and what it is.
@@ -161,6 +182,9 @@ impl ExtractError {
                 }
             }
             ExtractError::SourceChanged { .. } => RetryDecision::Retry,
+            ExtractError::NotData {
+                transient: true, ..
+            } => RetryDecision::Retry,
             _ => RetryDecision::Stop,
         }
     }

@@ -1,5 +1,6 @@
-//! The blocking half of an item: decode (plain, gzip, zip members) and convert each member
-//! into one object. Runs on a blocking thread fed by the source pump.
+//! The blocking half of an item: decode (plain, gzip, zip members), check that each member
+//! is data, decode its text (`--encoding`, BOM) and convert it into one object. Runs on a
+//! blocking thread fed by the source pump.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -12,6 +13,8 @@ use crate::config::{BadRows, OutputFormat, ParquetOptions};
 use crate::convert::parquet::{CsvToParquet, csv_to_parquet, default_delimiter, is_csv_like};
 use crate::convert::records::Dialect;
 use crate::convert::{passthrough, passthrough_chunks, read_error};
+use crate::decode::content::{Expect, SNIFF_BYTES, not_data};
+use crate::decode::encoding::TextReader;
 use crate::decode::zip::ZipStream;
 use crate::decode::{ChannelReader, Container};
 use crate::error::{ExtractError, Result};
@@ -44,6 +47,8 @@ struct Member<'a> {
     path: Option<&'a str>,
     stem: String,
     data_ext: String,
+    /// The source encoding, when the text stage changed the bytes (recorded in metadata).
+    encoding: Option<&'static str>,
 }
 
 pub fn content_type(ext: &str) -> &'static str {
@@ -64,8 +69,11 @@ pub fn content_type(ext: &str) -> &'static str {
 /// Decodes and converts everything the reader yields; returns the objects committed.
 pub fn run(mut reader: ChannelReader, ctx: &PipelineCtx) -> Result<Vec<ObjectRecord>> {
     let item = &ctx.item;
+    // One peek serves the container sniff and the not-data check.
+    let head = reader
+        .peek(SNIFF_BYTES)
+        .map_err(|e| read_error(e, &item.display))?;
     let container = if item.decompress {
-        let head = reader.peek(4).map_err(|e| read_error(e, &item.display))?;
         Container::sniff(head, &item.compression_ext)
     } else {
         Container::Plain
@@ -74,10 +82,12 @@ pub fn run(mut reader: ChannelReader, ctx: &PipelineCtx) -> Result<Vec<ObjectRec
         path: None,
         stem: item.name.clone(),
         data_ext: item.data_ext.clone(),
+        encoding: None,
     };
     match container {
         Container::Plain => {
-            if item.format == OutputFormat::Passthrough {
+            if item.format == OutputFormat::Passthrough && !transcodes(ctx, &item.data_ext) {
+                check_data(ctx, &plain_member(), &item.display, head)?;
                 let member = plain_member();
                 let (key, sink) = open_passthrough(ctx, &member)?;
                 let committed = passthrough_chunks(&mut reader, sink, &item.display)?;
@@ -120,6 +130,7 @@ fn convert_zip(ctx: &PipelineCtx, reader: ChannelReader) -> Result<Vec<ObjectRec
             path: Some(&header.name),
             stem: member_stem(&item.name, &header.name, item.format),
             data_ext,
+            encoding: None,
         };
         let raw = zip.reader().map_err(|e| read_error(e, &item.display))?;
         let mut buffered = BufReader::with_capacity(DECODED_BUFFER, raw);
@@ -173,7 +184,39 @@ fn metadata_for(ctx: &PipelineCtx, member: &Member<'_>) -> BTreeMap<String, Stri
     if let Some(path) = member.path {
         metadata.insert("sluice-member".into(), path.to_string());
     }
+    if let Some(encoding) = member.encoding {
+        metadata.insert("sluice-source-encoding".into(), encoding.to_string());
+    }
     metadata
+}
+
+/// Whether passthrough output goes through the text stage: only with `--encoding`, and only
+/// for text formats (a `.pdf` member of a zip is never "transcoded").
+fn transcodes(ctx: &PipelineCtx, data_ext: &str) -> bool {
+    ctx.item.csv.encoding.is_some()
+        && (is_csv_like(data_ext)
+            || matches!(
+                data_ext,
+                "json" | "geojson" | "jsonl" | "ndjson" | "xml" | "html" | "htm"
+            ))
+}
+
+/// The not-data check on a member's first bytes (after decompression and decoding). For a
+/// plain HTTP body [`crate::source::http::HttpClient::get_data`] already checked (with the
+/// content type, and retries); this catches local files and what was inside a gzip or zip,
+/// which retrying cannot change.
+fn check_data(ctx: &PipelineCtx, member: &Member<'_>, src: &str, prefix: &[u8]) -> Result<()> {
+    let item = &ctx.item;
+    let expect = Expect::new(&member.data_ext, item.format, item.csv.accept_any_content);
+    let prefix = &prefix[..prefix.len().min(SNIFF_BYTES)];
+    match not_data(expect, &member.data_ext, None, prefix) {
+        None => Ok(()),
+        Some(detail) => Err(ExtractError::NotData {
+            source_name: src.to_string(),
+            detail,
+            transient: false,
+        }),
+    }
 }
 
 fn open_passthrough(
@@ -205,6 +248,44 @@ fn open_passthrough(
 }
 
 fn convert_member(
+    ctx: &PipelineCtx,
+    input: &mut dyn BufRead,
+    member: &Member<'_>,
+) -> Result<Option<ObjectRecord>> {
+    let item = &ctx.item;
+    let src = source_name(ctx, member);
+    let text_stage = match item.format {
+        // Not CSV: `convert_text` refuses it as a usage error, before anything is read.
+        OutputFormat::Parquet if !is_csv_like(&member.data_ext) => {
+            return convert_text(ctx, input, member);
+        }
+        OutputFormat::Parquet => true,
+        OutputFormat::Passthrough => transcodes(ctx, &member.data_ext),
+    };
+    if !text_stage {
+        let prefix = input.fill_buf().map_err(|e| read_error(e, &src))?;
+        check_data(ctx, member, &src, prefix)?;
+        return convert_text(ctx, input, member);
+    }
+    // Parquet always reads through the text stage (a BOM may say UTF-16); passthrough only
+    // with `--encoding`, so that by default it stays a byte-exact copy.
+    let mut text =
+        TextReader::new(input, item.csv.encoding, &src).map_err(|e| read_error(e, &src))?;
+    let prefix = text.fill_buf().map_err(|e| read_error(e, &src))?;
+    check_data(ctx, member, &src, prefix)?;
+    let recorded =
+        (text.transforms() || item.csv.encoding.is_some()).then(|| text.encoding().name());
+    let member = Member {
+        path: member.path,
+        stem: member.stem.clone(),
+        data_ext: member.data_ext.clone(),
+        encoding: recorded,
+    };
+    convert_text(ctx, &mut text, &member)
+}
+
+/// Converts a member whose bytes are ready (decompressed, UTF-8 where it matters).
+fn convert_text(
     ctx: &PipelineCtx,
     input: &mut dyn BufRead,
     member: &Member<'_>,

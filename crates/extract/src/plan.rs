@@ -108,6 +108,12 @@ fn csv_options(global: &CsvOptions, options: &SourceOptions) -> Result<CsvOption
     if let Some(s) = &options.schema {
         csv.schema_file = Some(s.clone());
     }
+    if let Some(label) = &options.encoding {
+        csv.encoding = Some(
+            crate::config::parse_encoding(label)
+                .map_err(|m| ExtractError::Config(format!("options.encoding: {m}")))?,
+        );
+    }
     Ok(csv)
 }
 
@@ -475,6 +481,37 @@ mod tests {
         assert_ne!(a[0].name, a[1].name);
         assert!(a[0].name.starts_with("data-"));
         assert_eq!(a[0].name, b[0].name);
+    }
+
+    #[tokio::test]
+    async fn a_manifest_entry_can_name_its_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.toml");
+        let client = HttpClient::new(&Default::default(), Default::default()).unwrap();
+        std::fs::write(
+            &manifest,
+            "[[source]]\nurl = \"https://h/a.csv\"\noptions = { encoding = \"latin1\" }\n\
+             [[source]]\nurl = \"https://h/b.csv\"\n",
+        )
+        .unwrap();
+        let mut config = ExtractConfig::new("/tmp/out");
+        config.manifest = Some(manifest.display().to_string());
+        let items = plan(&config, &client, &StoreConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(items[0].csv.encoding, Some(encoding_rs::WINDOWS_1252));
+        assert_eq!(items[1].csv.encoding, None);
+
+        std::fs::write(
+            &manifest,
+            "[[source]]\nurl = \"https://h/a.csv\"\noptions = { encoding = \"klingon\" }\n",
+        )
+        .unwrap();
+        let error = plan(&config, &client, &StoreConfig::default())
+            .await
+            .unwrap_err();
+        assert!(error.is_config());
+        assert!(error.to_string().contains("options.encoding"), "{error}");
     }
 
     #[tokio::test]

@@ -72,6 +72,12 @@ impl ServedFile {
         self
     }
 
+    /// Served with this `Content-Type` (a maintenance page as `text/html`, an API's JSON).
+    pub fn with_content_type(mut self, content_type: &str) -> Self {
+        self.content_type = content_type.to_string();
+        self
+    }
+
     pub fn slow(mut self, chunk: usize, delay: Duration) -> Self {
         self.chunk = chunk.max(1);
         self.chunk_delay = delay;

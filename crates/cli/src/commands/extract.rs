@@ -8,7 +8,9 @@
 use std::io::IsTerminal;
 
 use anyhow::anyhow;
-use sluice_extract::config::{ProgressMode, parse_duration};
+use sluice_extract::config::{
+    Encoding, ProgressMode, parse_encoding, parse_positive_duration, parse_rate,
+};
 use sluice_extract::{
     BadRows, Compression, ExtractConfig, ExtractError, OutputFormat, PartitionSpec, Secret,
 };
@@ -136,11 +138,11 @@ pub struct Args {
     row_group_mib: usize,
 
     /// TCP connect timeout (500ms, 30s, 2m).
-    #[arg(long, env = "SLUICE_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "SLUICE_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     connect_timeout: std::time::Duration,
 
     /// Longest wait for the next bytes of a response before it is resumed or retried.
-    #[arg(long, env = "SLUICE_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "SLUICE_READ_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     read_timeout: std::time::Duration,
 
     /// Attempts per request (the first included).
@@ -148,7 +150,7 @@ pub struct Args {
     max_attempts: u32,
 
     /// Time budget for retrying one request.
-    #[arg(long, env = "SLUICE_RETRY_BUDGET", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "SLUICE_RETRY_BUDGET", default_value = "5m", value_parser = parse_positive_duration)]
     retry_budget: std::time::Duration,
 
     /// Progress: auto (bars on a terminal, log lines otherwise), log, bar or off.
@@ -156,8 +158,31 @@ pub struct Args {
     progress: String,
 
     /// How often progress log lines are written.
-    #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
     progress_interval: std::time::Duration,
+
+    // Issue 13: not data, encodings, bounded time.
+    /// Store whatever a source serves: no not-data check (by default an HTML page or a JSON
+    /// error body where a data file was expected fails the item after retries).
+    #[arg(long, env = "SLUICE_ACCEPT_ANY_CONTENT")]
+    accept_any_content: bool,
+
+    /// Source text encoding, a WHATWG label (latin1, windows-1252, utf-16le, shift_jis...):
+    /// transcoded to UTF-8 for Parquet and passthrough. A byte order mark wins. Default UTF-8.
+    #[arg(long, env = "SLUICE_ENCODING", value_name = "LABEL", value_parser = parse_encoding)]
+    encoding: Option<&'static Encoding>,
+
+    /// Deadline for one item: all its attempts, retries and resumptions (30s, 10m, 2h).
+    #[arg(long, env = "SLUICE_ITEM_TIMEOUT", default_value = "2h", value_parser = parse_positive_duration)]
+    item_timeout: std::time::Duration,
+
+    /// Least transfer rate over --min-rate-window of waiting for body bytes (1KiB/s, 500B/s).
+    #[arg(long, env = "SLUICE_MIN_RATE", default_value = "1KiB/s", value_name = "RATE", value_parser = parse_rate)]
+    min_rate: u64,
+
+    /// The window --min-rate is averaged over.
+    #[arg(long, env = "SLUICE_MIN_RATE_WINDOW", default_value = "60s", value_parser = parse_positive_duration)]
+    min_rate_window: std::time::Duration,
 }
 
 fn one_char(flag: &str, value: &str) -> anyhow::Result<u8> {
@@ -223,6 +248,11 @@ fn config(args: Args, context: &Context) -> anyhow::Result<ExtractConfig> {
     config.http.retry.max_attempts = args.max_attempts.max(1);
     config.http.retry.max_elapsed = args.retry_budget;
     config.progress.interval = args.progress_interval;
+    config.csv.accept_any_content = args.accept_any_content;
+    config.csv.encoding = args.encoding;
+    config.http.item_timeout = args.item_timeout;
+    config.http.min_rate = args.min_rate;
+    config.http.min_rate_window = args.min_rate_window;
     config.progress.mode = match args.progress.to_ascii_lowercase().as_str() {
         // Bars only for a person at a terminal; Cloud Run and log collectors get log lines.
         "auto" if context.task.job.is_none() && std::io::stderr().is_terminal() => {

@@ -1,10 +1,13 @@
 //! Decoding: what the source bytes are (plain, gzip, zip) and the blocking reader the rest of
-//! the pipeline pulls from.
+//! the pipeline pulls from; whether they are data at all ([`content`]); and their text
+//! encoding ([`encoding`], to UTF-8).
 //!
 //! The async side (HTTP body, local file) pushes `Bytes` chunks into a small bounded channel;
 //! [`ChannelReader`] is the `Read`/`BufRead` end a blocking thread decodes from. Nothing here
 //! holds more than a chunk or two.
 
+pub mod content;
+pub mod encoding;
 pub mod zip;
 
 use std::io::{BufRead, Read};

@@ -10,6 +10,10 @@
 //!   Without range support the error is transient and the item is redone from byte 0.
 //! - Other 4xx fail at once, naming the (redacted) URL and status.
 //!
+//! - Bodies are held to `--min-rate` over `--min-rate-window` ([`RateMeter`]), resumptions
+//!   included. [`HttpClient::get_data`] also refuses what is not data (an HTML page, a JSON
+//!   error body; see [`crate::decode::content`]) as a transient error, so it is retried.
+//!
 //! No decompression happens here: `Accept-Encoding: identity` is sent and reqwest's
 //! decoders are off, so byte offsets are offsets in what the server stores.
 
@@ -22,8 +26,10 @@ use serde::{Deserialize, Serialize};
 use sluice_runtime::{CancellationToken, RetryDecision, RetryPolicy};
 
 use crate::config::{HttpOptions, Secret};
+use crate::decode::content::{Expect, SNIFF_BYTES, not_data};
 use crate::error::{ExtractError, Result};
 use crate::redact::{redact_url, scrub, url_secrets};
+use crate::source::limits::{Deadline, ItemLimits, SharedMeter};
 
 /// What identifies the version of a source: compared by `--skip-existing`, recorded in object
 /// metadata and manifests.
@@ -155,6 +161,7 @@ pub struct HttpClient {
     client: Client,
     policy: RetryPolicy,
     cancel: CancellationToken,
+    limits: ItemLimits,
 }
 
 /// How many times one body may be resumed before the item is failed.
@@ -181,7 +188,18 @@ impl HttpClient {
             client,
             policy: options.retry.clone(),
             cancel,
+            limits: ItemLimits::new(
+                options.item_timeout,
+                options.min_rate,
+                options.min_rate_window,
+            ),
         })
+    }
+
+    /// The `--item-timeout` deadline of the item with this key; its clock starts at the
+    /// first call (the item's first attempt) and holds for all later ones.
+    pub fn item_deadline(&self, item_key: &str) -> Deadline {
+        self.limits.deadline(item_key)
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -232,6 +250,52 @@ impl HttpClient {
             .await
             .map_err(retry_error)?;
         Ok(HttpBody::new(self.clone(), target.clone(), response))
+    }
+
+    /// GET of an item's data, with retries: a response that is not data for `expect` (by
+    /// `Content-Type`, or by its first [`SNIFF_BYTES`]) is a transient error, so a portal's
+    /// maintenance page is retried with backoff, and fails the item if it stays.
+    ///
+    /// `item_key` names the item whose `--min-rate` meter the body shares with the item's
+    /// other attempts.
+    pub async fn get_data(
+        &self,
+        target: &HttpTarget,
+        item_key: &str,
+        expect: Expect,
+        data_ext: &str,
+    ) -> Result<HttpBody> {
+        let meter = self.limits.meter(item_key);
+        let what = format!("GET {}", target.display());
+        self.policy
+            .run(
+                &what,
+                &self.cancel,
+                |_| async {
+                    let response = self.send(reqwest::Method::GET, target, None).await?;
+                    let mut body = HttpBody::new(self.clone(), target.clone(), response)
+                        .with_meter(meter.clone());
+                    if expect == Expect::Anything {
+                        return Ok(body);
+                    }
+                    let content_type = body
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    let prefix = body.peek(SNIFF_BYTES).await?;
+                    match not_data(expect, data_ext, content_type.as_deref(), &prefix) {
+                        None => Ok(body),
+                        Some(detail) => Err(ExtractError::NotData {
+                            source_name: target.display().to_string(),
+                            detail: scrub(&detail, target.secrets()),
+                            transient: true,
+                        }),
+                    }
+                },
+                ExtractError::retry_decision,
+            )
+            .await
+            .map_err(retry_error)
     }
 
     /// A small response read whole (count queries, manifests), with retries. Refuses bodies
@@ -311,6 +375,15 @@ fn retry_error(err: sluice_runtime::retry::RetryError<ExtractError>) -> ExtractE
             transient: true,
         }) => ExtractError::Transport {
             url,
+            detail: format!("{detail} (gave up after {attempts} attempts)"),
+            transient: false,
+        },
+        Some(ExtractError::NotData {
+            source_name,
+            detail,
+            transient: true,
+        }) => ExtractError::NotData {
+            source_name,
             detail: format!("{detail} (gave up after {attempts} attempts)"),
             transient: false,
         },
@@ -394,6 +467,9 @@ pub struct HttpBody {
     resumable: bool,
     resumes: u32,
     pub version: SourceVersion,
+    /// Bytes read ahead by [`HttpBody::peek`], handed out first.
+    head: Option<Bytes>,
+    meter: SharedMeter,
 }
 
 impl HttpBody {
@@ -417,7 +493,6 @@ impl HttpBody {
             && !encoded
             && response.status() == StatusCode::OK;
         HttpBody {
-            client,
             target,
             response,
             headers,
@@ -427,7 +502,33 @@ impl HttpBody {
             resumable,
             resumes: 0,
             version,
+            head: None,
+            meter: client.limits.new_meter(),
+            client,
         }
+    }
+
+    fn with_meter(mut self, meter: SharedMeter) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// The first `n` bytes (fewer if the body is shorter), kept to be returned again by
+    /// [`HttpBody::next_chunk`].
+    pub async fn peek(&mut self, n: usize) -> Result<Bytes> {
+        let mut merged = bytes::BytesMut::new();
+        if let Some(head) = self.head.take() {
+            merged.extend_from_slice(&head);
+        }
+        while merged.len() < n {
+            match self.next_chunk().await? {
+                Some(chunk) => merged.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        let head = merged.freeze();
+        self.head = (!head.is_empty()).then(|| head.clone());
+        Ok(head)
     }
 
     /// Size in bytes as served, when the server said.
@@ -450,12 +551,32 @@ impl HttpBody {
 
     /// The next bytes, `None` at the end. Resumes transparently when possible.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        if let Some(head) = self.head.take() {
+            return Ok(Some(head));
+        }
         loop {
+            // Only this wait counts for `--min-rate`; it is cut at each of the meter's checks.
+            let budget = lock(&self.meter).until_check();
+            let started = tokio::time::Instant::now();
             let chunk = tokio::select! {
                 biased;
                 _ = self.client.cancel.cancelled() => return Err(ExtractError::Cancelled),
-                c = self.response.chunk() => c,
+                c = self.response.chunk() => Some(c),
+                _ = tokio::time::sleep(budget) => None,
             };
+            let got = match &chunk {
+                Some(Ok(Some(bytes))) => bytes.len() as u64,
+                _ => 0,
+            };
+            let checked = lock(&self.meter).record(started.elapsed(), got);
+            if let Err(detail) = checked {
+                return Err(ExtractError::TooSlow {
+                    source_name: self.target.display().to_string(),
+                    limit: "--min-rate",
+                    detail,
+                });
+            }
+            let Some(chunk) = chunk else { continue };
             let broke = match chunk {
                 Ok(Some(bytes)) => {
                     self.received += bytes.len() as u64;
@@ -538,6 +659,10 @@ impl HttpBody {
         self.response = response;
         Ok(())
     }
+}
+
+fn lock(meter: &SharedMeter) -> std::sync::MutexGuard<'_, crate::source::limits::RateMeter> {
+    meter.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A resumed response must be a 206 whose range starts where we stopped, of the same total.

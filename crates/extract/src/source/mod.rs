@@ -2,6 +2,7 @@
 //! blocking decode/convert pipeline.
 
 pub mod http;
+pub mod limits;
 pub mod manifest;
 pub mod socrata;
 
@@ -15,9 +16,11 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::{CsvOptions, OutputFormat};
 use crate::convert::schema::SchemaOverride;
+use crate::decode::content::Expect;
 use crate::decode::{ChunkSender, END_OF_STREAM};
 use crate::error::{ExtractError, Result};
 use http::{HttpBody, HttpClient, HttpTarget, SourceVersion};
+use limits::Deadline;
 
 /// Where an item's bytes are.
 #[derive(Debug, Clone)]
@@ -102,8 +105,14 @@ async fn local_version(path: &PathBuf) -> std::io::Result<SourceVersion> {
     })
 }
 
-/// An opened source: what it is, and its bytes to pump.
-pub enum Opened {
+/// An opened source: its bytes to pump, within the item's deadline.
+pub struct Opened {
+    source: OpenedSource,
+    deadline: Deadline,
+    display: String,
+}
+
+enum OpenedSource {
     Http(Box<HttpBody>),
     Local {
         file: tokio::fs::File,
@@ -114,42 +123,60 @@ pub enum Opened {
 
 impl Opened {
     pub fn version(&self) -> SourceVersion {
-        match self {
-            Opened::Http(body) => body.version.clone(),
-            Opened::Local { version, .. } => version.clone(),
+        match &self.source {
+            OpenedSource::Http(body) => body.version.clone(),
+            OpenedSource::Local { version, .. } => version.clone(),
         }
     }
 
     /// Size as served, when known (progress and ETA).
     pub fn total(&self) -> Option<u64> {
-        match self {
-            Opened::Http(body) => body.total(),
-            Opened::Local { version, .. } => version.size,
+        match &self.source {
+            OpenedSource::Http(body) => body.total(),
+            OpenedSource::Local { version, .. } => version.size,
         }
     }
 
     pub fn resumes(&self) -> u32 {
-        match self {
-            Opened::Http(body) => body.resumes(),
-            Opened::Local { .. } => 0,
+        match &self.source {
+            OpenedSource::Http(body) => body.resumes(),
+            OpenedSource::Local { .. } => 0,
         }
     }
 
     /// Streams every byte into `tx`, then the end marker; counts into `progress`. An error is
     /// sent down the channel too, so the decoder stops with the real cause. Returns the number
     /// of resumptions.
+    ///
+    /// The item's deadline bounds both the wait for bytes and the wait for the decoder to
+    /// take them; when it passes, the deadline error is what the decoder gets.
     pub async fn pump(mut self, tx: ChunkSender, progress: Arc<AtomicU64>) -> u32 {
+        let at = self.deadline.at;
+        let mut received = 0u64;
         loop {
-            let next = match &mut self {
-                Opened::Http(body) => body.next_chunk().await,
-                Opened::Local { file, path, .. } => read_local_chunk(file, path).await,
+            let read = async {
+                match &mut self.source {
+                    OpenedSource::Http(body) => body.next_chunk().await,
+                    OpenedSource::Local { file, path, .. } => read_local_chunk(file, path).await,
+                }
             };
+            let next = tokio::time::timeout_at(at, read)
+                .await
+                .unwrap_or_else(|_| Err(self.deadline.error(&self.display, received)));
             match next {
                 Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
                     progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    if tx.send(Ok(chunk)).await.is_err() {
+                    match tokio::time::timeout_at(at, tx.send(Ok(chunk))).await {
+                        Ok(Ok(())) => {}
                         // The decoder stopped reading (finished a zip early, or failed).
-                        break;
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            // `send` is cancel-safe: the chunk was not sent, the error is.
+                            let error = self.deadline.error(&self.display, received);
+                            let _ = tx.send(Err(error)).await;
+                            break;
+                        }
                     }
                 }
                 Ok(None) => {
@@ -183,22 +210,43 @@ async fn read_local_chunk(
     Ok((n > 0).then(|| buf.freeze()))
 }
 
-/// Opens the item's bytes (HTTP GET with retries, or the local file).
+/// Opens the item's bytes (HTTP GET with retries and the not-data check, or the local
+/// file), within the item's `--item-timeout` deadline.
 pub async fn open(item: &WorkItem, client: &HttpClient) -> Result<Opened> {
-    match &item.origin {
-        Origin::Http(target) => Ok(Opened::Http(Box::new(client.get(target).await?))),
-        Origin::Local(path) => {
-            let io = |source| ExtractError::LocalIo {
-                path: path.display().to_string(),
-                source,
-            };
-            let file = tokio::fs::File::open(path).await.map_err(io)?;
-            let version = local_version(path).await.map_err(io)?;
-            Ok(Opened::Local {
-                file,
-                path: path.clone(),
-                version,
-            })
-        }
+    let deadline = client.item_deadline(&item.shard_key());
+    if deadline.passed() {
+        return Err(deadline.error(&item.display, 0));
     }
+    let opening = async {
+        match &item.origin {
+            Origin::Http(target) => {
+                let expect = Expect::new(&item.data_ext, item.format, item.csv.accept_any_content);
+                let body = client
+                    .get_data(target, &item.shard_key(), expect, &item.data_ext)
+                    .await?;
+                Ok(OpenedSource::Http(Box::new(body)))
+            }
+            Origin::Local(path) => {
+                let io = |source| ExtractError::LocalIo {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let file = tokio::fs::File::open(path).await.map_err(io)?;
+                let version = local_version(path).await.map_err(io)?;
+                Ok(OpenedSource::Local {
+                    file,
+                    path: path.clone(),
+                    version,
+                })
+            }
+        }
+    };
+    let source = tokio::time::timeout_at(deadline.at, opening)
+        .await
+        .unwrap_or_else(|_| Err(deadline.error(&item.display, 0)))?;
+    Ok(Opened {
+        source,
+        deadline,
+        display: item.display.clone(),
+    })
 }
