@@ -344,6 +344,8 @@ def run_case(case: dict, binary: Path, source: str, routes: Routes, gcs: FakeGcs
         "RUST_LOG": env.get("RUST_LOG", "info"),
     })
     env.update(case.get("env", {}))
+    for variable in case.get("unset_env", []):
+        env.pop(variable, None)
     started = time.monotonic()
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=case.get("timeout", 180), stdin=subprocess.DEVNULL)
     seconds = time.monotonic() - started
