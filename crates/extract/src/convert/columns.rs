@@ -551,6 +551,91 @@ mod tests {
     }
 
     #[test]
+    fn inferred_columns_refuse_values_that_would_lose_something() {
+        let lossless = |name: &str, t| Column {
+            lossless: true,
+            ..col(name, t)
+        };
+        let builder = BatchBuilder::new(
+            vec![
+                lossless("i", ColumnType::Int64),
+                lossless("f", ColumnType::Float64),
+                lossless("b", ColumnType::Bool),
+                lossless("d", ColumnType::Date),
+                lossless("t", ColumnType::Timestamp),
+            ],
+            NullMarkers::new(&["".into()]),
+        );
+        let recs = records(
+            "i,f,b,d,t\n\
+             7,0.5,TRUE,2024-01-01,2024-01-01T10:00:00Z\n\
+             0123,1.5,true,2024-01-01,2024-01-01T10:00:00Z\n\
+             1, 1.5 ,true,2024-01-01,2024-01-01T10:00:00Z\n\
+             1,0.30000000000000001,true,2024-01-01,2024-01-01T10:00:00Z\n\
+             1,1.5,1,2024-01-01,2024-01-01T10:00:00Z\n\
+             1,1.5,true,2024-1-1,2024-01-01T10:00:00Z\n\
+             1,1.5,true,2024-01-01,2024-01-01T10:00:00+02:00\n\
+             ,,,,\n",
+        );
+        let built = builder.build(&recs, 1);
+        let bad: Vec<(usize, usize)> = built
+            .problems
+            .iter()
+            .map(|p| match p {
+                Problem::BadValue { row, col } => (*row, *col),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bad, [(1, 0), (2, 1), (3, 1), (4, 2), (5, 3), (6, 4)]);
+        assert_eq!(built.batch.num_rows(), 2);
+        assert_eq!(built.batch.column(0).as_primitive::<Int64Type>().value(0), 7);
+        // The same values with a declared (lenient) INT64: `0123` is the number 123.
+        let lenient = BatchBuilder::new(
+            vec![col("i", ColumnType::Int64)],
+            NullMarkers::new(&[]),
+        );
+        let built = lenient.build(&records("i
+0123
+ +5 
+"), 1);
+        assert!(built.problems.is_empty());
+        let ids = built.batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), [123, 5]);
+    }
+
+    #[test]
+    fn nul_bytes_and_broken_quoting_are_problems_of_their_row() {
+        let builder = BatchBuilder::new(
+            vec![col("a", ColumnType::String), col("b", ColumnType::Int64)],
+            NullMarkers::new(&[]),
+        );
+        let recs = records("a\0x,1\nok,2\n\"q\"z,3\nlast,\"4\n5\n");
+        let built = builder.build(&recs, 0);
+        assert_eq!(
+            built.problems,
+            [
+                Problem::NulByte { row: 0, col: 0 },
+                Problem::Malformed {
+                    row: 2,
+                    flaw: Flaw::TextAfterQuote { field: 0 }
+                },
+                Problem::Malformed {
+                    row: 3,
+                    flaw: Flaw::UnterminatedQuote {
+                        field: 1,
+                        last_line: 5,
+                        swallowed_lines: true
+                    }
+                },
+            ]
+        );
+        assert!(!built.problems[0].fails_item() && !built.problems[1].fails_item());
+        assert!(built.problems[2].fails_item());
+        assert_eq!(built.batch.num_rows(), 1);
+        assert_eq!(built.batch.column(0).as_string::<i32>().value(0), "ok");
+    }
+
+    #[test]
     fn booleans_and_trimming() {
         for (text, want) in [
             ("TRUE", Some(true)),
