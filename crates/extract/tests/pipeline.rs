@@ -234,7 +234,9 @@ async fn a_bad_value_fails_with_source_line_column_and_value() {
     let offset = csv.rfind("oops").unwrap();
     assert!(text.contains(&url), "{text}");
     assert!(
-        text.contains(&format!("line {line} (byte offset {offset}), column 1 (id)")),
+        text.contains(&format!(
+            "line {line} (byte offset {offset}), column 1 (id)"
+        )),
         "{text}"
     );
     assert!(text.contains("\"oops\""), "{text}");

@@ -588,16 +588,21 @@ mod tests {
             .collect();
         assert_eq!(bad, [(1, 0), (2, 1), (3, 1), (4, 2), (5, 3), (6, 4)]);
         assert_eq!(built.batch.num_rows(), 2);
-        assert_eq!(built.batch.column(0).as_primitive::<Int64Type>().value(0), 7);
-        // The same values with a declared (lenient) INT64: `0123` is the number 123.
-        let lenient = BatchBuilder::new(
-            vec![col("i", ColumnType::Int64)],
-            NullMarkers::new(&[]),
+        assert_eq!(
+            built.batch.column(0).as_primitive::<Int64Type>().value(0),
+            7
         );
-        let built = lenient.build(&records("i
+        // The same values with a declared (lenient) INT64: `0123` is the number 123.
+        let lenient = BatchBuilder::new(vec![col("i", ColumnType::Int64)], NullMarkers::new(&[]));
+        let built = lenient.build(
+            &records(
+                "i
 0123
  +5 
-"), 1);
+",
+            ),
+            1,
+        );
         assert!(built.problems.is_empty());
         let ids = built.batch.column(0).as_primitive::<Int64Type>();
         assert_eq!(ids.values().to_vec(), [123, 5]);

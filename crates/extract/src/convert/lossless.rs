@@ -16,9 +16,7 @@ pub fn int64(s: &str) -> Option<i64> {
     let canonical = match digits {
         [] => false,
         [b'0'] => b.len() == 1,
-        [first, rest @ ..] => {
-            (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit)
-        }
+        [first, rest @ ..] => (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit),
     };
     if canonical { s.parse().ok() } else { None }
 }
@@ -90,7 +88,11 @@ pub fn timestamp_micros(s: &str) -> Option<i64> {
             return None;
         }
         for i in 0..6 {
-            micros = micros * 10 + frac.get(i).filter(|_| i < n).map_or(0, |c| u32::from(c - b'0'));
+            micros = micros * 10
+                + frac
+                    .get(i)
+                    .filter(|_| i < n)
+                    .map_or(0, |c| u32::from(c - b'0'));
         }
         rest = &frac[n..];
     }
@@ -274,7 +276,14 @@ mod tests {
         }
         assert_eq!(date("1970-01-02"), Some(1));
         assert_eq!(date("2024-02-29"), Some(19782));
-        for text in ["2023-02-29", "0000-01-01", "2024-1-01", "2024/01/01", "20240101", " 2024-01-01"] {
+        for text in [
+            "2023-02-29",
+            "0000-01-01",
+            "2024-1-01",
+            "2024/01/01",
+            "20240101",
+            " 2024-01-01",
+        ] {
             assert_eq!(date(text), None, "{text:?}");
         }
         let at = 1_704_103_200_000_000; // 2024-01-01T10:00:00Z

@@ -612,10 +612,9 @@ fn problem_error(
                 }),
             }))
         }
-        Problem::InvalidUtf8 { col, .. } => bad_record(format!(
-            "{} is not valid UTF-8",
-            column_label(columns, col)
-        )),
+        Problem::InvalidUtf8 { col, .. } => {
+            bad_record(format!("{} is not valid UTF-8", column_label(columns, col)))
+        }
         Problem::NulByte { col, .. } => bad_record(format!(
             "{} holds a NUL byte (binary or UTF-16 data?)",
             column_label(columns, col)

@@ -52,7 +52,11 @@ pub const MAX_RECORD_BYTES: usize = 64 << 20;
 /// Length of a UTF-8 byte order mark at the start of `head` (3 or 0). The CSV converter drops
 /// it before the header; a decoder that transcodes (and removes BOMs itself) leaves none.
 pub fn utf8_bom_len(head: &[u8]) -> usize {
-    if head.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 }
+    if head.starts_with(b"\xef\xbb\xbf") {
+        3
+    } else {
+        0
+    }
 }
 
 /// What is wrong with a record's framing (fields are 0-based).
@@ -710,7 +714,10 @@ mod tests {
             ..dialect()
         };
         let rows = read_with(b"a,\"b\\\"", escaped, 3, 10);
-        assert!(matches!(rows[0].2, Some(Flaw::UnterminatedQuote { field: 1, .. })));
+        assert!(matches!(
+            rows[0].2,
+            Some(Flaw::UnterminatedQuote { field: 1, .. })
+        ));
         let rows = read_with(b"\"a\\\"b\",c\n", escaped, 3, 10);
         assert_eq!(rows[0].3, strings(&["a\"b", "c"]));
         assert_eq!(rows[0].2, None);

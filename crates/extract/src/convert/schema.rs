@@ -230,7 +230,9 @@ pub fn infer(
     let names = if has_header {
         unique_names(header_names(sample, src)?)
     } else {
-        (1..=sample.fields(0)).map(|i| format!("column_{i}")).collect()
+        (1..=sample.fields(0))
+            .map(|i| format!("column_{i}"))
+            .collect()
     };
     let width = names.len();
     let mut masks = vec![ALL; width];
@@ -370,10 +372,7 @@ mod tests {
             ("name_2", ColumnType::String),
             ("empty", ColumnType::String),
         ];
-        assert_eq!(
-            got,
-            want.map(|(n, t)| (n.to_string(), t)).to_vec()
-        );
+        assert_eq!(got, want.map(|(n, t)| (n.to_string(), t)).to_vec());
     }
 
     #[test]
@@ -407,9 +406,15 @@ mod tests {
             (&["2024-01-01", "2024-02-29"], ColumnType::Date),
             (&["2024-01-01", "2023-02-29"], ColumnType::String),
             (&["2024-01-01", "2024-01-01T00:00:00"], ColumnType::String),
-            (&["2024-01-01T10:00:00Z", "2024-01-01 10:00:00.123456"], ColumnType::Timestamp),
+            (
+                &["2024-01-01T10:00:00Z", "2024-01-01 10:00:00.123456"],
+                ColumnType::Timestamp,
+            ),
             // An offset or nanoseconds would be lost.
-            (&["2024-01-01T10:00:00Z", "2024-01-01T10:00:00+02:00"], ColumnType::String),
+            (
+                &["2024-01-01T10:00:00Z", "2024-01-01T10:00:00+02:00"],
+                ColumnType::String,
+            ),
             (&["2024-01-01T10:00:00.123456789"], ColumnType::String),
             (&["NA", ""], ColumnType::String),
         ];
@@ -440,14 +445,20 @@ mod tests {
     #[test]
     fn a_header_that_cannot_name_columns_fails_naming_its_line() {
         for (text, want) in [
-            (&b"id,caf\xe9\n1,2\n"[..], "column 2 name \"caf\u{fffd}\" is not valid UTF-8"),
+            (
+                &b"id,caf\xe9\n1,2\n"[..],
+                "column 2 name \"caf\u{fffd}\" is not valid UTF-8",
+            ),
             (b"i\0d\0\n", "NUL byte"),
             (b"\"id\"x,b\n", "text after the closing quote of column 1"),
             (b"id,\"b\n1,2\n", "never closed"),
         ] {
             let err = infer(&records(text), true, &nulls(), "t.csv").unwrap_err();
             let msg = err.to_string();
-            assert!(msg.starts_with("t.csv: line 1 (byte offset 0): header: "), "{msg}");
+            assert!(
+                msg.starts_with("t.csv: line 1 (byte offset 0): header: "),
+                "{msg}"
+            );
             assert!(msg.contains(want), "{msg}");
         }
         // Without a header, the same bytes are just values.
