@@ -36,18 +36,17 @@ pub fn float64(s: &str) -> Option<f64> {
         return None;
     }
     // Up to 15 significant digits always survive a round trip through a normal FLOAT64.
+    let significant = number.significant_digits();
     let normal = if value == 0.0 {
-        number.digits.is_empty()
+        significant == 0
     } else {
         (1e-300..1e300).contains(&value.abs())
     };
-    if number.digits.len() <= 15 && normal {
+    if significant <= 15 && normal {
         return Some(value);
     }
     let shortest = format!("{value:e}");
-    let back = Decimal::parse(&shortest)?;
-    (back.negative == number.negative && back.digits == number.digits && back.exp == number.exp)
-        .then_some(value)
+    (Decimal::parse(&shortest)?.value() == number.value()).then_some(value)
 }
 
 /// `true`/`false`, `True`/`False`, `TRUE`/`FALSE`: what writers produce for booleans. `1`/`0`
@@ -123,19 +122,19 @@ fn naive_date(b: &[u8]) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)
 }
 
-/// A decimal's value as sign, significant digits (no leading or trailing zeros; empty for
-/// zero) and the power of ten they are scaled by.
+/// A decimal as written: sign, digits before and after the point, exponent.
 #[derive(Debug, PartialEq, Eq)]
-struct Decimal {
+struct Decimal<'a> {
     negative: bool,
-    digits: Vec<u8>,
+    int: &'a [u8],
+    frac: &'a [u8],
     exp: i64,
     has_point_or_exponent: bool,
 }
 
-impl Decimal {
+impl<'a> Decimal<'a> {
     /// `-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?` with no leading zeros before the point.
-    fn parse(s: &str) -> Option<Decimal> {
+    fn parse(s: &'a str) -> Option<Decimal<'a>> {
         let b = s.as_bytes();
         let (negative, b) = match b.strip_prefix(b"-") {
             Some(rest) => (true, rest),
@@ -167,7 +166,9 @@ impl Decimal {
             if digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            let magnitude: i64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+            let magnitude = digits
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
             exp = if exp_negative { -magnitude } else { magnitude };
             rest = &[];
             has_point_or_exponent = true;
@@ -175,10 +176,35 @@ impl Decimal {
         if !rest.is_empty() {
             return None;
         }
-        let mut digits: Vec<u8> = int.iter().chain(frac).copied().collect();
-        exp -= frac.len() as i64;
-        let leading = digits.iter().take_while(|&&d| d == b'0').count();
-        digits.drain(..leading);
+        Some(Decimal {
+            negative,
+            int,
+            frac,
+            exp,
+            has_point_or_exponent,
+        })
+    }
+
+    fn digits(&self) -> impl DoubleEndedIterator<Item = u8> + Clone + '_ {
+        self.int.iter().chain(self.frac).copied()
+    }
+
+    /// Significant digits: without leading and trailing zeros (0 for zero).
+    fn significant_digits(&self) -> usize {
+        let total = self.int.len() + self.frac.len();
+        let leading = self.digits().take_while(|&d| d == b'0').count();
+        if leading == total {
+            return 0;
+        }
+        let trailing = self.digits().rev().take_while(|&d| d == b'0').count();
+        total - leading - trailing
+    }
+
+    /// The value as sign, significant digits and the power of ten they are scaled by
+    /// (`2.50` and `25e-1` are the same).
+    fn value(&self) -> (bool, Vec<u8>, i64) {
+        let mut digits: Vec<u8> = self.digits().skip_while(|&d| d == b'0').collect();
+        let mut exp = self.exp - self.frac.len() as i64;
         while digits.last() == Some(&b'0') {
             digits.pop();
             exp += 1;
@@ -186,12 +212,7 @@ impl Decimal {
         if digits.is_empty() {
             exp = 0;
         }
-        Some(Decimal {
-            negative,
-            digits,
-            exp,
-            has_point_or_exponent,
-        })
+        (self.negative, digits, exp)
     }
 }
 
