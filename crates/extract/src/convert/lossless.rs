@@ -114,7 +114,7 @@ fn naive_date(b: &[u8]) -> Option<NaiveDate> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let year = u32::from(two(&b[0..2])?) * 100 + two(&b[2..4])?;
+    let year = two(&b[0..2])? * 100 + two(&b[2..4])?;
     let (month, day) = (two(&b[5..7])?, two(&b[8..10])?);
     if year == 0 {
         return None;

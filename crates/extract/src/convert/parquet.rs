@@ -926,7 +926,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             let line = line_of(&text, 1500);
-            let offset = text.find(&format!("\n1500,")).unwrap() + 1;
+            let offset = text.find("\n1500,").unwrap() + 1;
             assert!(
                 err.contains(&format!(
                     "line {line} (byte offset {offset}), column 2 (amount)"
