@@ -50,7 +50,8 @@ impl Dialect {
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Length of a UTF-8 byte order mark at the start of `head` (3 or 0). The CSV converter drops
-/// it before the header; a decoder that transcodes (and removes BOMs itself) leaves none.
+/// it before the header; a decoder that transcodes (and removes BOMs itself) leaves none. The
+/// reader itself keeps every byte it is given, a BOM included.
 pub fn utf8_bom_len(head: &[u8]) -> usize {
     if head.starts_with(b"\xef\xbb\xbf") {
         3
@@ -366,6 +367,8 @@ pub struct RecordReader<R> {
     parser: Reader,
     tracker: Tracker,
     max_record_bytes: usize,
+    /// csv-core has been called: see [`Self::read_batch_inner`] on its BOM handling.
+    started: bool,
     /// The input ended and csv-core has been told.
     ended: bool,
     /// Records returned so far.
@@ -396,6 +399,7 @@ impl<R: BufRead> RecordReader<R> {
                 blank_lines: 0,
             },
             max_record_bytes: MAX_RECORD_BYTES,
+            started: false,
             ended: false,
             records: 0,
         }
@@ -455,11 +459,19 @@ impl<R: BufRead> RecordReader<R> {
         let mut record_first_end = 0usize;
         let mut in_record_fields = 0usize;
         while out.meta.len() < max {
-            let input = self.input.fill_buf()?;
+            let mut input = self.input.fill_buf()?;
             if input.is_empty() && sample {
                 // Sample mode: what is buffered is all there is; leave a partial record.
                 self.ended = true;
                 break;
+            }
+            if !self.started && !input.is_empty() {
+                // csv-core drops a UTF-8 BOM in its first call, but only when that call sees
+                // all 3 bytes: how much happens to be buffered would decide what the first
+                // field holds, and where records start. One byte first turns that off; the
+                // converter drops a BOM itself ([`utf8_bom_len`]).
+                input = &input[..1];
+                self.started = true;
             }
             let (result, nin, nout, nend) = self.parser.read_record(
                 input,
@@ -755,6 +767,12 @@ mod tests {
         assert_eq!((records.line(0), records.line(1)), (3, 5));
         assert_eq!(reader.read_batch(&mut records, 10).unwrap(), 0);
         assert_eq!(reader.blank_lines(), 4);
+    }
+
+    #[test]
+    fn the_reader_keeps_a_bom_whatever_the_buffer_size() {
+        let rows = read_all(b"\xef\xbb\xbf\"a\",b\n", 10);
+        assert_eq!(rows[0].3, ["\u{feff}\"a\"", "b"]);
     }
 
     #[test]
