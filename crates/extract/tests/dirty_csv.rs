@@ -222,3 +222,26 @@ async fn cr_only_lines_a_bom_and_text_after_a_closing_quote() {
         lines[0]
     );
 }
+
+#[tokio::test]
+async fn a_wrong_field_count_names_the_line_the_record_starts_on() {
+    let server = TestServer::start();
+    let url = server.serve(
+        "ragged.csv",
+        ServedFile::new("id,note\n1,\"multi\nline\nvalue\",extra\n2,ok\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = run(
+        parquet_config(dir.path(), url.clone(), BadRows::Fail),
+        &task(0, 1),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!(
+            "{url}: line 2 (byte offset 8): expected 2 fields (as in the header), found 3"
+        )),
+        "{err}"
+    );
+}
