@@ -159,6 +159,11 @@ async fn invalid_utf8_in_the_inference_sample_is_a_bad_row_not_a_failed_item() {
     );
     assert_eq!(lines[0]["errors"][0]["error"], "invalid UTF-8");
     assert_eq!(lines[0]["errors"][0]["column"], "name");
+    // The exact bytes, for a row that is not text.
+    assert_eq!(
+        lines[0]["fields_base64"],
+        serde_json::json!(["Mg==", "Y2Fm6Q=="])
+    );
     let (_, batches, _) = read_parquet(Bytes::from(object(dir.path(), &o.name)));
     assert_eq!(
         strings(&batches, 1),

@@ -669,13 +669,23 @@ fn write_rejects(
             });
             i += 1;
         }
-        let line = json!({
+        let mut line = json!({
             "source": src,
             "line": records.line(row + skip),
             "offset": records.offset(row + skip),
             "errors": errors,
             "fields": records.record_strings(row + skip),
         });
+        // `fields` is text: bytes that are not UTF-8 show as U+FFFD there, so the exact bytes
+        // go along too, or the quarantined row could not be recovered.
+        let raw: Vec<&[u8]> = (0..records.fields(row + skip))
+            .map(|c| records.field(row + skip, c))
+            .collect();
+        if raw.iter().any(|f| std::str::from_utf8(f).is_err()) {
+            use base64::Engine;
+            let engine = base64::engine::general_purpose::STANDARD;
+            line["fields_base64"] = raw.iter().map(|f| engine.encode(f)).collect();
+        }
         let mut text = serde_json::to_vec(&line)
             .map_err(|e| ExtractError::Internal(format!("rejects JSON: {e}")))?;
         text.push(b'\n');
