@@ -51,11 +51,14 @@ pub enum ExtractError {
     #[error("{0}")]
     BadValue(Box<BadValue>),
 
-    /// A CSV record that cannot be read as a row (wrong field count, invalid UTF-8).
-    #[error("{source_name}: line {line}: {detail}")]
+    /// A CSV record that cannot be read as a row (wrong field count, invalid UTF-8, broken
+    /// quoting). `line` and `offset` are where the record starts.
+    #[error("{source_name}: line {line} (byte offset {offset}): {detail}")]
     BadRecord {
         source_name: String,
         line: u64,
+        /// 0-based, in the decoded input.
+        offset: u64,
         detail: String,
     },
 
@@ -132,12 +135,14 @@ pub enum ExtractError {
 /// Where a value that does not fit the schema is, and what it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{source_name}: line {line}, column {column_index} ({column}): value {value:?} is not a valid {expected}{}",
+    "{source_name}: line {line} (byte offset {offset}), column {column_index} ({column}): value {value:?} is not a valid {expected}{}",
     hint_suffix(.hint)
 )]
 pub struct BadValue {
     pub source_name: String,
+    /// Where the record starts: physical line and 0-based byte offset in the decoded input.
     pub line: u64,
+    pub offset: u64,
     pub column: String,
     /// 1-based.
     pub column_index: usize,
@@ -256,6 +261,7 @@ mod tests {
         let bad = ExtractError::BadValue(Box::new(BadValue {
             source_name: "https://h/a.csv".into(),
             line: 7,
+            offset: 130,
             column: "amount".into(),
             column_index: 3,
             value: "12,5".into(),
@@ -265,7 +271,7 @@ mod tests {
         assert_eq!(bad.retry_decision(), RetryDecision::Stop);
         assert_eq!(
             bad.to_string(),
-            "https://h/a.csv: line 7, column 3 (amount): value \"12,5\" is not a valid INT64"
+            "https://h/a.csv: line 7 (byte offset 130), column 3 (amount): value \"12,5\" is not a valid INT64"
         );
     }
 

@@ -233,9 +233,12 @@ async fn a_bad_value_fails_with_source_line_column_and_value() {
     let err = run(cfg, &task(0, 1)).await.unwrap_err();
     let text = err.to_string();
     let line = csv.lines().count();
+    let offset = csv.rfind("oops").unwrap();
     assert!(text.contains(&url), "{text}");
     assert!(
-        text.contains(&format!("line {line}, column 1 (id)")),
+        text.contains(&format!(
+            "line {line} (byte offset {offset}), column 1 (id)"
+        )),
         "{text}"
     );
     assert!(text.contains("\"oops\""), "{text}");

@@ -12,7 +12,8 @@ use arrow::datatypes::{
     DataType, Date32Type, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit,
 };
 
-use super::records::Records;
+use super::lossless;
+use super::records::{Flaw, Records};
 
 /// The column types Sluice writes: the ones BigQuery maps one-to-one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +95,10 @@ impl ColumnType {
 pub struct Column {
     pub name: String,
     pub column_type: ColumnType,
+    /// Values convert only when nothing is lost ([`super::lossless`]): set for inferred types,
+    /// so a value after the sample such as `0123` in an INT64 column is a bad row rather than
+    /// `123`. Declared types (schema file, Socrata) parse leniently: the user chose them.
+    pub lossless: bool,
 }
 
 pub fn arrow_schema(columns: &[Column]) -> SchemaRef {
@@ -138,6 +143,10 @@ pub enum Problem {
     BadValue { row: usize, col: usize },
     /// A value is not valid UTF-8.
     InvalidUtf8 { row: usize, col: usize },
+    /// A value holds a NUL byte: binary or UTF-16 data, never text a table should get.
+    NulByte { row: usize, col: usize },
+    /// The record's quoting is broken ([`Records::flaw`]).
+    Malformed { row: usize, flaw: Flaw },
 }
 
 impl Problem {
@@ -145,8 +154,26 @@ impl Problem {
         match self {
             Problem::FieldCount { row, .. }
             | Problem::BadValue { row, .. }
-            | Problem::InvalidUtf8 { row, .. } => *row,
+            | Problem::InvalidUtf8 { row, .. }
+            | Problem::NulByte { row, .. }
+            | Problem::Malformed { row, .. } => *row,
         }
+    }
+
+    /// Whether the item must fail even with `--bad-rows quarantine`: a quote left open at the
+    /// end of input that swallowed line breaks. The lines after it were most likely rows; one
+    /// reject holding them all would hide them in a count of 1, so the item fails instead.
+    pub fn fails_item(&self) -> bool {
+        matches!(
+            self,
+            Problem::Malformed {
+                flaw: Flaw::UnterminatedQuote {
+                    swallowed_lines: true,
+                    ..
+                },
+                ..
+            }
+        )
     }
 }
 
@@ -214,6 +241,11 @@ impl BatchBuilder {
         // Rows whose shape is wrong get nulls everywhere and are dropped below.
         let mut shape_ok = vec![true; rows];
         for (i, ok) in shape_ok.iter_mut().enumerate() {
+            if let Some(flaw) = records.flaw(i + skip) {
+                *ok = false;
+                problems.push(Problem::Malformed { row: i, flaw });
+                continue;
+            }
             let found = records.fields(i + skip);
             if found != width {
                 *ok = false;
@@ -224,6 +256,8 @@ impl BatchBuilder {
         // about a fifth of the typing time): when all field bytes together are valid, a field
         // is valid exactly when it starts and ends on character boundaries.
         let text = std::str::from_utf8(records.data()).ok();
+        // NULs are rare: look for them field by field only when the batch has one.
+        let has_nul = memchr::memchr(0, records.data()).is_some();
         let arrays: Vec<ArrayRef> = self
             .columns
             .iter()
@@ -232,10 +266,11 @@ impl BatchBuilder {
                 self.build_column(
                     records,
                     text,
+                    has_nul,
                     skip,
                     rows,
                     col,
-                    column.column_type,
+                    column,
                     &shape_ok,
                     &mut problems,
                 )
@@ -262,10 +297,11 @@ impl BatchBuilder {
         &self,
         records: &Records,
         text: Option<&str>,
+        has_nul: bool,
         skip: usize,
         rows: usize,
         col: usize,
-        column_type: ColumnType,
+        column: &Column,
         shape_ok: &[bool],
         problems: &mut Vec<Problem>,
     ) -> ArrayRef {
@@ -295,6 +331,11 @@ impl BatchBuilder {
                         $builder.append_null();
                         continue;
                     };
+                    if has_nul && memchr::memchr(0, raw).is_some() {
+                        problems.push(Problem::NulByte { row: i, col });
+                        $builder.append_null();
+                        continue;
+                    }
                     match $parse {
                         Some(v) => $builder.append_value(v),
                         None => {
@@ -306,7 +347,8 @@ impl BatchBuilder {
                 Arc::new($builder.finish()) as ArrayRef
             }};
         }
-        match column_type {
+        let lossless = column.lossless;
+        match column.column_type {
             ColumnType::String => {
                 let mut b = StringBuilder::with_capacity(
                     rows,
@@ -316,23 +358,43 @@ impl BatchBuilder {
             }
             ColumnType::Int64 => {
                 let mut b = Int64Builder::with_capacity(rows);
-                each_value!(b, |s| Int64Type::parse(trim_ascii(s)))
+                if lossless {
+                    each_value!(b, |s| lossless::int64(s))
+                } else {
+                    each_value!(b, |s| Int64Type::parse(trim_ascii(s)))
+                }
             }
             ColumnType::Float64 => {
                 let mut b = Float64Builder::with_capacity(rows);
-                each_value!(b, |s| Float64Type::parse(trim_ascii(s)))
+                if lossless {
+                    each_value!(b, |s| lossless::float64(s))
+                } else {
+                    each_value!(b, |s| Float64Type::parse(trim_ascii(s)))
+                }
             }
             ColumnType::Bool => {
                 let mut b = BooleanBuilder::with_capacity(rows);
-                each_value!(b, |s| parse_bool(s))
+                if lossless {
+                    each_value!(b, |s| lossless::bool(s))
+                } else {
+                    each_value!(b, |s| parse_bool(s))
+                }
             }
             ColumnType::Date => {
                 let mut b = Date32Builder::with_capacity(rows);
-                each_value!(b, |s| Date32Type::parse(trim_ascii(s)))
+                if lossless {
+                    each_value!(b, |s| lossless::date(s))
+                } else {
+                    each_value!(b, |s| Date32Type::parse(trim_ascii(s)))
+                }
             }
             ColumnType::Timestamp => {
                 let mut b = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
-                each_value!(b, |s| parse_timestamp_micros(s))
+                if lossless {
+                    each_value!(b, |s| lossless::timestamp_micros(s))
+                } else {
+                    each_value!(b, |s| parse_timestamp_micros(s))
+                }
             }
         }
     }
@@ -363,6 +425,7 @@ mod tests {
         Column {
             name: name.into(),
             column_type: t,
+            lossless: false,
         }
     }
 
@@ -485,6 +548,96 @@ mod tests {
         let built = builder.build(&recs, 1);
         assert_eq!(built.problems, [Problem::InvalidUtf8 { row: 0, col: 1 }]);
         assert_eq!(built.batch.num_rows(), 0);
+    }
+
+    #[test]
+    fn inferred_columns_refuse_values_that_would_lose_something() {
+        let lossless = |name: &str, t| Column {
+            lossless: true,
+            ..col(name, t)
+        };
+        let builder = BatchBuilder::new(
+            vec![
+                lossless("i", ColumnType::Int64),
+                lossless("f", ColumnType::Float64),
+                lossless("b", ColumnType::Bool),
+                lossless("d", ColumnType::Date),
+                lossless("t", ColumnType::Timestamp),
+            ],
+            NullMarkers::new(&["".into()]),
+        );
+        let recs = records(
+            "i,f,b,d,t\n\
+             7,0.5,TRUE,2024-01-01,2024-01-01T10:00:00Z\n\
+             0123,1.5,true,2024-01-01,2024-01-01T10:00:00Z\n\
+             1, 1.5 ,true,2024-01-01,2024-01-01T10:00:00Z\n\
+             1,0.30000000000000001,true,2024-01-01,2024-01-01T10:00:00Z\n\
+             1,1.5,1,2024-01-01,2024-01-01T10:00:00Z\n\
+             1,1.5,true,2024-1-1,2024-01-01T10:00:00Z\n\
+             1,1.5,true,2024-01-01,2024-01-01T10:00:00+02:00\n\
+             ,,,,\n",
+        );
+        let built = builder.build(&recs, 1);
+        let bad: Vec<(usize, usize)> = built
+            .problems
+            .iter()
+            .map(|p| match p {
+                Problem::BadValue { row, col } => (*row, *col),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bad, [(1, 0), (2, 1), (3, 1), (4, 2), (5, 3), (6, 4)]);
+        assert_eq!(built.batch.num_rows(), 2);
+        assert_eq!(
+            built.batch.column(0).as_primitive::<Int64Type>().value(0),
+            7
+        );
+        // The same values with a declared (lenient) INT64: `0123` is the number 123.
+        let lenient = BatchBuilder::new(vec![col("i", ColumnType::Int64)], NullMarkers::new(&[]));
+        let built = lenient.build(
+            &records(
+                "i
+0123
+ +5 
+",
+            ),
+            1,
+        );
+        assert!(built.problems.is_empty());
+        let ids = built.batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), [123, 5]);
+    }
+
+    #[test]
+    fn nul_bytes_and_broken_quoting_are_problems_of_their_row() {
+        let builder = BatchBuilder::new(
+            vec![col("a", ColumnType::String), col("b", ColumnType::Int64)],
+            NullMarkers::new(&[]),
+        );
+        let recs = records("a\0x,1\nok,2\n\"q\"z,3\nlast,\"4\n5\n");
+        let built = builder.build(&recs, 0);
+        assert_eq!(
+            built.problems,
+            [
+                Problem::NulByte { row: 0, col: 0 },
+                Problem::Malformed {
+                    row: 2,
+                    flaw: Flaw::TextAfterQuote { field: 0 }
+                },
+                Problem::Malformed {
+                    row: 3,
+                    flaw: Flaw::UnterminatedQuote {
+                        field: 1,
+                        last_line: 5,
+                        swallowed_lines: true
+                    }
+                },
+            ]
+        );
+        assert!(!built.problems[0].fails_item() && !built.problems[1].fails_item());
+        assert!(built.problems[2].fails_item());
+        assert_eq!(built.batch.num_rows(), 1);
+        assert_eq!(built.batch.column(0).as_string::<i32>().value(0), "ok");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   [`schema`] (inference and overrides) and [`columns`] (typed Arrow arrays).
 
 pub mod columns;
+pub mod lossless;
 pub mod parquet;
 pub mod records;
 pub mod schema;

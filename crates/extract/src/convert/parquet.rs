@@ -29,8 +29,8 @@ use serde_json::json;
 
 use super::columns::{BatchBuilder, Built, Column, NullMarkers, Problem};
 use super::read_error;
-use super::records::{Dialect, RecordReader, Records};
-use super::schema::{SchemaOverride, apply_overrides, infer};
+use super::records::{Dialect, Flaw, RecordReader, Records, utf8_bom_len};
+use super::schema::{SchemaOverride, apply_overrides, describe, infer};
 use crate::config::{BadRows, Compression, ParquetOptions};
 use crate::error::{BadValue, ExtractError, Result};
 use crate::sink::{Committed, ObjectSink};
@@ -100,8 +100,7 @@ pub fn writer_properties(
 }
 
 /// Reads the sample used for inference: up to `infer_rows` lines (plus the header) or
-/// `infer_bytes`, whichever comes first. A leading UTF-8 byte order mark is dropped.
-/// Returns the sample and whether it is the whole input.
+/// `infer_bytes`, whichever comes first. Returns the sample and whether it is the whole input.
 fn read_sample(
     input: &mut dyn BufRead,
     rows: usize,
@@ -120,9 +119,6 @@ fn read_sample(
         newlines += memchr::memchr_iter(b'\n', &buf[..take]).count();
         sample.extend_from_slice(&buf[..take]);
         input.consume(take);
-    }
-    if sample.starts_with(b"\xef\xbb\xbf") {
-        sample.drain(..3);
     }
     Ok((sample, whole))
 }
@@ -152,62 +148,72 @@ fn convert(
     workers: usize,
 ) -> Result<Converted> {
     let src = job.source_name;
-    let (sample, whole) =
+    let (mut sample, whole) =
         read_sample(input, job.infer_rows, job.infer_bytes).map_err(|e| read_error(e, src))?;
+    // A UTF-8 byte order mark is not part of the first column's name. Offsets in messages
+    // still count it, so they match the bytes as served.
+    let bom = utf8_bom_len(&sample);
+    sample.drain(..bom);
 
-    // How many complete records the sample holds. Unless it is the whole input, its last
-    // record may be cut off and must not be counted.
-    let complete = {
-        let mut counter = RecordReader::new(&sample[..], job.dialect);
-        let mut scratch = Records::default();
-        let mut total = 0;
-        loop {
-            let n = if whole {
-                counter.read_batch(&mut scratch, 4096)
-            } else {
-                counter.read_sample_batch(&mut scratch, 4096)
-            }
-            .map_err(|e| read_error(e, src))?;
-            total += n;
-            if n == 0 || counter.at_end() {
-                break;
-            }
+    // The first `infer_rows` complete records (and the header). Unless the sample is the whole
+    // input, its last record may be cut off and is left out.
+    let sampled = {
+        let mut reader = RecordReader::new(&sample[..], job.dialect).starting_at(bom as u64);
+        let mut records = Records::default();
+        let max = job.infer_rows.max(1) + usize::from(job.has_header);
+        if whole {
+            reader.read_batch(&mut records, max)
+        } else {
+            reader.read_sample_batch(&mut records, max)
         }
-        total
+        .map_err(|e| read_error(e, src))?;
+        records
     };
-    if complete == 0 && sample.is_empty() {
-        sink.abort();
-        return Ok(Converted {
-            object: None,
-            rows: 0,
-            rejected: 0,
-            rejects: None,
-            columns: Vec::new(),
-            row_groups: 0,
+    if sampled.is_empty() {
+        if whole {
+            // No record at all: empty, or only empty lines (or a BOM).
+            sink.abort();
+            return Ok(Converted {
+                object: None,
+                rows: 0,
+                rejected: 0,
+                rejects: None,
+                columns: Vec::new(),
+                row_groups: 0,
+            });
+        }
+        return Err(ExtractError::BadRecord {
+            source_name: src.to_string(),
+            line: 1,
+            offset: bom as u64,
+            detail: format!(
+                "the first record is longer than the {} MiB inference sample; most likely a \
+                 quote that is never closed",
+                job.infer_bytes >> 20
+            ),
         });
     }
-    // Only the first `infer_rows` records are sampled, even when more were buffered.
-    let sampled = complete.min(job.infer_rows + usize::from(job.has_header));
     let inferred = infer(
-        &sample,
-        sampled.max(1),
-        job.dialect,
+        &sampled,
         job.has_header,
-        job.null_values,
-    )
-    .map_err(|e| match e {
-        ExtractError::Decode { detail, .. } => ExtractError::Decode {
-            source_name: src.to_string(),
-            detail,
-        },
-        other => other,
-    })?;
+        &NullMarkers::new(job.null_values),
+        src,
+    )?;
     let columns = apply_overrides(inferred, job.soda_types, job.schema_file)?;
+    let data_rows = sampled.len().saturating_sub(usize::from(job.has_header));
+    tracing::info!(
+        source = %src,
+        schema = %describe(&columns),
+        "{src}: schema from {data_rows} sampled rows: {}",
+        describe(&columns)
+    );
+    drop(sampled);
     let builder = BatchBuilder::new(columns.clone(), NullMarkers::new(job.null_values));
     let schema = builder.schema().clone();
     let props = writer_properties(job.parquet, &job.footer_metadata);
 
-    let mut reader = RecordReader::new(Cursor::new(sample).chain(input), job.dialect);
+    let mut reader =
+        RecordReader::new(Cursor::new(sample).chain(input), job.dialect).starting_at(bom as u64);
     // One batch queued for the encoder: typed batches already wait in order upstream.
     let (tx, rx) = mpsc::sync_channel::<Msg>(1);
     let workers = workers.max(1);
@@ -239,6 +245,9 @@ fn convert(
             },
             open_rejects,
         );
+        if reader.blank_lines() > 0 {
+            tracing::info!(source = %src, "{src}: skipped {} empty lines", reader.blank_lines());
+        }
         // `parse_loop` has dropped its ends of the typing channels, so the workers finish.
         let typers_ok = typers.into_iter().all(|t| t.join().is_ok());
         match parsed {
@@ -473,6 +482,9 @@ impl InOrder<'_, '_> {
         let job = self.job;
         let src = job.source_name;
         let builder = self.builder;
+        if let Some(fatal) = built.problems.iter().find(|p| p.fails_item()) {
+            return Err(problem_error(fatal, records, skip, builder, src));
+        }
         if !built.problems.is_empty() {
             match job.bad_rows {
                 BadRows::Fail => {
@@ -521,6 +533,40 @@ fn truncate(value: &str) -> String {
     }
 }
 
+/// `column 2 (comment)`, also for a field beyond the header's columns.
+fn column_label(columns: &[Column], col: usize) -> String {
+    match columns.get(col) {
+        Some(c) => format!("column {} ({})", col + 1, c.name),
+        None => format!("column {}", col + 1),
+    }
+}
+
+/// What is wrong with a record whose quoting is broken.
+fn flaw_detail(flaw: Flaw, line: u64, columns: &[Column]) -> String {
+    match flaw {
+        Flaw::TextAfterQuote { field } => format!(
+            "text follows the closing quote of {}; a quote inside a quoted value must be \
+             doubled (\"\")",
+            column_label(columns, field)
+        ),
+        Flaw::UnterminatedQuote {
+            field,
+            last_line,
+            swallowed_lines: true,
+        } => format!(
+            "the quote opened in {} is never closed: the value runs to the end of input, \
+             swallowing lines {}-{last_line}, which are most likely rows of their own; fix the \
+             quoting at the source (this fails the item even with --bad-rows quarantine)",
+            column_label(columns, field),
+            line + 1
+        ),
+        Flaw::UnterminatedQuote { field, .. } => format!(
+            "the quote opened in {} is never closed before the end of input",
+            column_label(columns, field)
+        ),
+    }
+}
+
 /// The error `--bad-rows fail` reports for a problem.
 fn problem_error(
     problem: &Problem,
@@ -531,40 +577,53 @@ fn problem_error(
 ) -> ExtractError {
     let row = problem.row() + skip;
     let line = records.line(row);
+    let offset = records.offset(row);
     let columns = builder.columns();
+    let bad_record = |detail: String| ExtractError::BadRecord {
+        source_name: src.to_string(),
+        line,
+        offset,
+        detail,
+    };
     match *problem {
         Problem::BadValue { col, .. } => {
             let column = &columns[col];
             ExtractError::BadValue(Box::new(BadValue {
                 source_name: src.to_string(),
                 line,
+                offset,
                 column: column.name.clone(),
                 column_index: col + 1,
                 value: truncate(&String::from_utf8_lossy(records.field(row, col))),
                 expected: column.column_type.name().to_string(),
-                hint: Some(format!(
-                    "expected {}; fix the type with a schema file or use --bad-rows quarantine",
-                    column.column_type.expected_form()
-                )),
+                hint: Some(if column.lossless {
+                    format!(
+                        "expected {}, written so that nothing is lost; the type was inferred \
+                         from the sampled rows: declare the column's type with a schema file, \
+                         sample more rows with --infer-rows, or use --bad-rows quarantine",
+                        column.column_type.expected_form()
+                    )
+                } else {
+                    format!(
+                        "expected {}; fix the type with a schema file or use --bad-rows \
+                         quarantine",
+                        column.column_type.expected_form()
+                    )
+                }),
             }))
         }
-        Problem::InvalidUtf8 { col, .. } => ExtractError::BadRecord {
-            source_name: src.to_string(),
-            line,
-            detail: format!(
-                "column {} ({}) is not valid UTF-8",
-                col + 1,
-                columns[col].name
-            ),
-        },
-        Problem::FieldCount { found, .. } => ExtractError::BadRecord {
-            source_name: src.to_string(),
-            line,
-            detail: format!(
-                "expected {} fields (as in the header), found {found}",
-                columns.len()
-            ),
-        },
+        Problem::InvalidUtf8 { col, .. } => {
+            bad_record(format!("{} is not valid UTF-8", column_label(columns, col)))
+        }
+        Problem::NulByte { col, .. } => bad_record(format!(
+            "{} holds a NUL byte (binary or UTF-16 data?)",
+            column_label(columns, col)
+        )),
+        Problem::Malformed { flaw, .. } => bad_record(flaw_detail(flaw, line, columns)),
+        Problem::FieldCount { found, .. } => bad_record(format!(
+            "expected {} fields (as in the header), found {found}",
+            columns.len()
+        )),
     }
 }
 
@@ -596,18 +655,37 @@ fn write_rejects(
                     "column_index": col + 1,
                     "error": "invalid UTF-8",
                 }),
+                Problem::NulByte { col, .. } => json!({
+                    "column": columns[col].name,
+                    "column_index": col + 1,
+                    "error": "NUL byte",
+                }),
+                Problem::Malformed { flaw, .. } => json!({
+                    "error": flaw_detail(flaw, records.line(row + skip), columns),
+                }),
                 Problem::FieldCount { found, .. } => json!({
                     "error": format!("expected {} fields, found {found}", columns.len()),
                 }),
             });
             i += 1;
         }
-        let line = json!({
+        let mut line = json!({
             "source": src,
             "line": records.line(row + skip),
+            "offset": records.offset(row + skip),
             "errors": errors,
             "fields": records.record_strings(row + skip),
         });
+        // `fields` is text: bytes that are not UTF-8 show as U+FFFD there, so the exact bytes
+        // go along too, or the quarantined row could not be recovered.
+        let raw: Vec<&[u8]> = (0..records.fields(row + skip))
+            .map(|c| records.field(row + skip, c))
+            .collect();
+        if raw.iter().any(|f| std::str::from_utf8(f).is_err()) {
+            use base64::Engine;
+            let engine = base64::engine::general_purpose::STANDARD;
+            line["fields_base64"] = raw.iter().map(|f| engine.encode(f)).collect();
+        }
         let mut text = serde_json::to_vec(&line)
             .map_err(|e| ExtractError::Internal(format!("rejects JSON: {e}")))?;
         text.push(b'\n');
@@ -858,8 +936,11 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             let line = line_of(&text, 1500);
+            let offset = text.find("\n1500,").unwrap() + 1;
             assert!(
-                err.contains(&format!("line {line}, column 2 (amount)")),
+                err.contains(&format!(
+                    "line {line} (byte offset {offset}), column 2 (amount)"
+                )),
                 "{err}"
             );
             assert!(err.contains("\"bad1500\""), "{err}");
