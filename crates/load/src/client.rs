@@ -212,25 +212,11 @@ fn convert_error(call: String, err: GaxError) -> ApiError {
             transient,
         }
     } else if err.is_io() || err.is_connect() || err.is_timeout() || err.is_transport() {
-        ApiFailure::Transport(error_chain(&err))
+        ApiFailure::Transport(sluice_runtime::error_chain(&err))
     } else {
-        ApiFailure::Other(error_chain(&err))
+        ApiFailure::Other(sluice_runtime::error_chain(&err))
     };
     ApiError { call, failure }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The BigQuery client for one run.
@@ -254,7 +240,7 @@ macro_rules! build_service {
         }
         builder.build().await.map_err(|e| ApiError {
             call: format!("create {} client", stringify!($service)),
-            failure: ApiFailure::Other(error_chain(&e)),
+            failure: ApiFailure::Other(sluice_runtime::error_chain(&e)),
         })?
     }};
 }

@@ -7,6 +7,7 @@
 
 pub mod cancel;
 pub mod contract;
+pub mod error_text;
 pub mod exit;
 pub mod logging;
 pub mod retry;
@@ -14,6 +15,7 @@ pub mod shard;
 
 pub use cancel::Shutdown;
 pub use contract::{ContractError, TaskContext};
+pub use error_text::error_chain;
 pub use exit::ExitCode;
 pub use retry::{RetryDecision, RetryPolicy};
 pub use shard::ShardStrategy;

@@ -132,7 +132,7 @@ enum Failure {
 impl Failure {
     fn from_error(e: google_cloud_auth::errors::CredentialsError) -> Failure {
         if !e.is_transient() {
-            return Failure::Permanent(error_chain(&e));
+            return Failure::Permanent(sluice_runtime::error_chain(&e));
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
@@ -210,21 +210,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         last = s;
     }
     last.to_string().replace('\n', " ")
-}
-
-/// `a: b: c` without repeating a cause already in the text (the auth crate nests messages).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out.replace('\n', " ")
 }
 
 /// The one-line fix for a missing bucket.
