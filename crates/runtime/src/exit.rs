@@ -29,6 +29,15 @@ impl ExitCode {
     }
 }
 
+/// The one rule that turns a failure into an exit code: every library error type implements
+/// it (usage/configuration problems are [`ExitCode::Usage`], everything else that failed the
+/// task is [`ExitCode::TaskFailed`]), delegating to the error it wraps where the wrapped error
+/// decides (a storage setup problem inside an extract error is still a usage error). Binaries
+/// ask the first error in a chain that implements it; nothing else decides exit codes.
+pub trait ExitStatus {
+    fn exit_code(&self) -> ExitCode;
+}
+
 impl From<ExitCode> for std::process::ExitCode {
     fn from(code: ExitCode) -> Self {
         std::process::ExitCode::from(code.code() as u8)

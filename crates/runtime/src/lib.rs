@@ -16,7 +16,7 @@ pub mod shard;
 pub use cancel::Shutdown;
 pub use contract::{ContractError, TaskContext};
 pub use error_text::error_chain;
-pub use exit::ExitCode;
+pub use exit::{ExitCode, ExitStatus};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use shard::ShardStrategy;
 pub use tokio_util::sync::CancellationToken;
