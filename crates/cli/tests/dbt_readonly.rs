@@ -3,6 +3,8 @@
 //!
 //! The read-only mount is real: the run happens inside `unshare --mount` with the project
 //! bind-mounted read-only over itself, which needs root (CI and these machines run as root).
+//! Where that is not allowed the test fails under `CI=true` and says SKIPPED elsewhere
+//! (`sluice_testkit::skip_unless_ci`).
 
 mod dbt_support;
 
@@ -42,18 +44,28 @@ fn with_read_only(dir: &Path, inner: &Command) -> Command {
     cmd
 }
 
-fn can_make_read_only_mounts() -> bool {
-    Command::new("unshare")
+/// Whether a private mount namespace with a read-only bind mount can be made here; the error
+/// says why not (unshare missing, or its exit status and stderr).
+fn can_make_read_only_mounts() -> Result<(), String> {
+    let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("d=$(mktemp -d) && mount --bind -o ro \"$d\" \"$d\" && ! touch \"$d/x\" 2>/dev/null; rc=$?; umount \"$d\" 2>/dev/null; rmdir \"$d\"; exit $rc")
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .map_err(|e| format!("running unshare: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "unshare --mount with a read-only bind mount needs root ({}: {})",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
 }
 
 #[test]
 fn read_only_project_with_packages_runs_deps_on_a_copy() {
-    if !can_make_read_only_mounts() {
-        eprintln!("SKIPPED: unshare --mount with a read-only bind mount needs root");
+    if let Err(reason) = can_make_read_only_mounts() {
+        sluice_testkit::skip_unless_ci("read_only_project_with_packages_runs_deps_on_a_copy", &reason);
         return;
     }
     let stack = Stack::start();

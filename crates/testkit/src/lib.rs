@@ -16,6 +16,7 @@ mod bigquery;
 mod gcs;
 mod http;
 mod process;
+mod skip;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,6 +26,7 @@ use anyhow::{Context, bail};
 pub use bigquery::BigQueryEmulator;
 pub use gcs::FakeGcs;
 pub use process::ServiceProcess;
+pub use skip::{in_ci, skip_unless_ci};
 
 /// The repository root: the nearest ancestor of the running test's package directory that
 /// holds `scripts/stack`.
