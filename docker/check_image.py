@@ -1,4 +1,4 @@
-"""Static checks of the image's build files, run by scripts/check-image (not by the image).
+"""Static checks of the image's build files, run by tests/image/run (not by the image).
 
     python docker/check_image.py dockerfile             Dockerfile structure and COPY sources
     python docker/check_image.py context LIST_OUT       docker context + gcloud upload; writes
