@@ -6,12 +6,16 @@
 #   uploadType=media, and google-cloud-storage uploading the file in 16 MiB chunks), sluice
 #   passthrough with 64 MiB upload chunks, and sluice into a local directory (its own
 #   ceiling); then sluice again on a 10x smaller input to show memory is flat.
-# Wall time, throughput (input CSV bytes / wall) and peak RSS come from /usr/bin/time -v.
+# Wall time, CPU time (user + system), throughput (input CSV bytes / wall) and peak RSS come
+# from /usr/bin/time -v. On a shared machine wall time (and so MiB/s) moves with the load;
+# CPU time and peak RSS are the steadier figures.
 #
 # Usage: flock /tmp/sluice-bench.lock bench/extract.sh [SIZE_MB]
 #        (default 320; figures go to bench/out/results.md; the lock keeps two benchmarks on
 #        the shared machine from running at once)
-# Env:   SLUICE_BENCH_TARGET_DIR (release build dir, default target/bench), BENCH_HTTP_PORT,
+# Env:   SLUICE_BENCH_TARGET_DIR (release build dir, default target/bench), BENCH_VENV (the
+#        Python peers' venv, default bench/.venv; any venv with bench/requirements.txt's pins,
+#        e.g. the project's .venv, which pins the same versions), BENCH_HTTP_PORT,
 #        BENCH_GCS_PORT, BENCH_SKIP_BUILD=1 (use an existing release binary), BENCH_GROWTH=1
 #        (also run sluice on a 10x larger input; needs ~11x SIZE_MB of free disk).
 set -euo pipefail
@@ -19,14 +23,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SIZE_MB=${1:-320}
 OUT=$ROOT/bench/out
-VENV=$ROOT/bench/.venv
+VENV=${BENCH_VENV:-$ROOT/bench/.venv}
 TARGET=${SLUICE_BENCH_TARGET_DIR:-$ROOT/target/bench}
 HTTP_PORT=${BENCH_HTTP_PORT:-18081}
 GCS_PORT=${BENCH_GCS_PORT:-18082}
 BUCKET=bench
 mkdir -p "$OUT/data" "$OUT/logs"
 
-echo "== Python peers (bench/.venv)"
+echo "== Python peers ($VENV)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r bench/requirements.txt
 PY=$VENV/bin/python
@@ -79,10 +83,11 @@ measure() {
   cat "$big" "$small" ${huge:+"$huge"} > /dev/null
   /usr/bin/time -v -o "$OUT/logs/$slug.time" "$@" > "$OUT/logs/$slug.log" 2>&1 || {
     echo "$name failed:"; tail -20 "$OUT/logs/$slug.log"; exit 1; }
-  local wall rss
+  local wall cpu rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$OUT/logs/$slug.time")
+  cpu=$(awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 } END { print s }' "$OUT/logs/$slug.time")
   rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$OUT/logs/$slug.time")
-  printf '%s\t%s\t%s\t%s\n' "$name" "$bytes" "$wall" "$rss" >> "$results"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$bytes" "$wall" "$cpu" "$rss" >> "$results"
 }
 
 sluice_args=(--log-format json --progress off --concurrency 1)
@@ -123,9 +128,10 @@ fi
 rows=$(grep -o '"rows":[0-9]*' "$OUT/logs/sluice-parquet----GCS.log" | tail -1 | cut -d: -f2)
 {
   echo "Load before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "Input: $(basename "$big") ($(awk "BEGIN { printf \"%.1f\", $BIG_BYTES / 1048576 }") MiB, $rows rows), $(nproc) cores, $(date -u +%Y-%m-%d)"
+  echo "Input: $(basename "$big") ($(awk "BEGIN { printf \"%.1f\", $BIG_BYTES / 1048576 }") MiB, $rows rows), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M') UTC"
+  echo "Binary: $("$SLUICE" --version)"
   echo
-  echo "| run | input MiB | wall s | MiB/s | peak RSS MiB |"
-  echo "|---|---:|---:|---:|---:|"
-  awk -F'\t' '{ printf "| %s | %.1f | %.2f | %.1f | %.1f |\n", $1, $2 / 1048576, $3, $2 / 1048576 / $3, $4 / 1024 }' "$results"
+  echo "| run | input MiB | wall s | CPU s | MiB/s | peak RSS MiB | peak RSS MB |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  awk -F'\t' '{ printf "| %s | %.1f | %.2f | %.2f | %.1f | %.1f | %.1f |\n", $1, $2 / 1048576, $3, $4, $2 / 1048576 / $3, $5 / 1024, $5 * 1024 / 1e6 }' "$results"
 } | tee "$OUT/results.md"
