@@ -65,7 +65,10 @@ fn can_make_read_only_mounts() -> Result<(), String> {
 #[test]
 fn read_only_project_with_packages_runs_deps_on_a_copy() {
     if let Err(reason) = can_make_read_only_mounts() {
-        sluice_testkit::skip_unless_ci("read_only_project_with_packages_runs_deps_on_a_copy", &reason);
+        sluice_testkit::skip_unless_ci(
+            "read_only_project_with_packages_runs_deps_on_a_copy",
+            &reason,
+        );
         return;
     }
     let stack = Stack::start();

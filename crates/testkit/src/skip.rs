@@ -12,7 +12,8 @@ pub fn in_ci() -> bool {
 ///
 /// # Panics
 ///
-/// Under CI ([`in_ci`]), with the test's name and the reason.
+/// Under CI ([`in_ci`]), with the test's name and the reason, at the caller's line.
+#[track_caller]
 pub fn skip_unless_ci(test: &str, reason: &str) {
     assert!(
         !in_ci(),
