@@ -135,11 +135,11 @@ pub trait ObjectWriter: Send {
     /// [`ObjectMeta::metadata`] holds both.
     ///
     /// Local directories and GCS objects small enough for one request get all of it
-    /// atomically with the data. A GCS resumable upload sends `extra` with the finalising
-    /// request and, where the server did not apply it (fake-gcs-server), patches the object
-    /// right after (`ifGenerationMatch` + `ifMetagenerationMatch`): for that short window the
-    /// object exists without `extra`. If the patch fails the object is deleted (that
-    /// generation only) and the commit fails. See `docs/storage.md`.
+    /// atomically with the data. A GCS resumable upload cannot carry it (GCS takes a session's
+    /// object metadata only in the request that opens it), so the object is patched right
+    /// after finalisation (`objects.patch` with `ifGenerationMatch` + `ifMetagenerationMatch`):
+    /// for that short window the object exists without `extra`. If the patch fails the object
+    /// is deleted (that generation only) and the commit fails. See `docs/storage.md`.
     async fn commit_with_metadata(
         self: Box<Self>,
         extra: BTreeMap<String, String>,

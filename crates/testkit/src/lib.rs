@@ -11,11 +11,19 @@
 //! Google's real clients can be pointed at the emulators: [`FakeGcs::gcloud`],
 //! [`FakeGcs::gsutil`] and [`BigQueryEmulator::bq`] return ready-made [`Command`]s. See
 //! `docs/local-stack.md`.
+//!
+//! For tests of HTTP sources it also has [`TestServer`], an HTTP/1.1 server with files,
+//! injected faults and a Socrata stand-in, and shared inputs/read-back ([`gzip`], [`zip`],
+//! [`read_parquet`]).
+
+#![warn(unreachable_pub)]
 
 mod bigquery;
+mod fixtures;
 mod gcs;
 mod http;
 mod process;
+mod server;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,8 +31,10 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 pub use bigquery::BigQueryEmulator;
+pub use fixtures::{gzip, read_parquet, zip};
 pub use gcs::FakeGcs;
 pub use process::ServiceProcess;
+pub use server::{Fault, Recorded, ServedFile, SocrataDataset, TestServer};
 
 /// The repository root: the nearest ancestor of the running test's package directory that
 /// holds `scripts/stack`.
