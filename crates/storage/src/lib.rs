@@ -3,6 +3,8 @@
 //! Writers stream and commit atomically: until [`ObjectWriter::commit`] returns, no object is
 //! visible at the key; a dropped, aborted or failed writer leaves nothing behind.
 
+#![warn(unreachable_pub)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
@@ -18,10 +20,9 @@ mod local;
 mod location;
 pub mod preflight;
 
-pub use crc::{Crc32c, from_base64 as crc32c_from_base64, to_base64 as crc32c_to_base64};
+pub use crc::to_base64 as crc32c_to_base64;
 pub use gcs::{
-    CHUNK_QUANTUM, ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore,
-    normalize_emulator_host,
+    ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore, normalize_emulator_host,
 };
 pub use local::LocalStore;
 pub use location::{Location, join_key};

@@ -39,7 +39,7 @@ use crate::crc::{Crc32c, to_base64};
 use crate::{ObjectMeta, ObjectWriter, Result, StorageError, WriteOptions};
 
 /// Resumable chunks (all but the last) must be multiples of this (GCS protocol rule).
-pub const CHUNK_QUANTUM: usize = 256 * 1024;
+pub(crate) const CHUNK_QUANTUM: usize = 256 * 1024;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
