@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_extract::convert::records::{Dialect, Flaw, RecordReader, Records};
+use sluice_extract::internals::{Dialect, Flaw, RecordReader, Records};
 
 #[derive(Debug, PartialEq, Eq)]
 struct Rec {

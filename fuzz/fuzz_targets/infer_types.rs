@@ -13,9 +13,9 @@ use arrow::datatypes::{
 };
 use chrono::{DateTime, NaiveDate};
 use libfuzzer_sys::fuzz_target;
-use sluice_extract::convert::columns::{BatchBuilder, ColumnType, NullMarkers, Problem};
-use sluice_extract::convert::records::{Dialect, RecordReader, Records};
-use sluice_extract::convert::schema::infer;
+use sluice_extract::internals::{
+    BatchBuilder, ColumnType, Dialect, NullMarkers, Problem, RecordReader, Records, infer,
+};
 
 /// A decimal's sign, significant digits and power of ten, written independently of the
 /// converter's own parser. `None` for text that is not a plain decimal.

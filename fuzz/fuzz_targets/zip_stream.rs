@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use sluice_extract::decode::zip::ZipStream;
+use sluice_extract::internals::ZipStream;
 
 fn arbitrary(data: &[u8], skip_odd: bool) {
     let mut zip = ZipStream::new(data);
@@ -57,7 +57,7 @@ fn round_trip(data: &[u8]) {
         .iter()
         .map(|(n, d, z, s)| (n.as_str(), d.as_slice(), *z, *s))
         .collect();
-    let archive = sluice_extract::testing::zip(&spec);
+    let archive = sluice_testkit::zip(&spec);
     // Through a small buffer too: member boundaries fall anywhere in a read.
     let mut zip = ZipStream::new(std::io::BufReader::with_capacity(7, &archive[..]));
     for (name, bytes, _, _) in &members {

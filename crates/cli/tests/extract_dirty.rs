@@ -7,7 +7,7 @@ mod extract_support;
 use std::time::{Duration, Instant};
 
 use extract_support::{all_files, sluice, text};
-use sluice_extract::testing::{ServedFile, TestServer};
+use sluice_testkit::{ServedFile, TestServer};
 
 const PAGE: &str = "<!DOCTYPE html><html><head><title>Scheduled maintenance</title></head></html>";
 

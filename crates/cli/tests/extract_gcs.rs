@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use extract_support::{csv_of_size, sigterm, sluice, spawn, text, wait_for};
-use sluice_extract::testing::{ServedFile, SocrataDataset, TestServer, gzip, read_parquet, zip};
 use sluice_testkit::FakeGcs;
+use sluice_testkit::{ServedFile, SocrataDataset, TestServer, gzip, read_parquet, zip};
 
 const BUCKET: &str = "lake";
 

@@ -4,7 +4,7 @@
 mod extract_support;
 
 use extract_support::{all_files, sluice, text};
-use sluice_extract::testing::{Fault, ServedFile, SocrataDataset, TestServer};
+use sluice_testkit::{Fault, ServedFile, SocrataDataset, TestServer};
 
 const HEADER_TOKEN: &str = "tok-SEKRIT-42";
 const URL_TOKEN: &str = "URLSECRET99";

@@ -8,7 +8,7 @@ use std::time::Duration;
 use extract_support::{
     all_files, csv_of_size, sigterm, sluice, spawn, text, visible_files, wait_for,
 };
-use sluice_extract::testing::{ServedFile, TestServer, read_parquet};
+use sluice_testkit::{ServedFile, TestServer, read_parquet};
 
 #[test]
 fn sigterm_mid_download_leaves_nothing_and_a_rerun_completes() {

@@ -404,7 +404,7 @@ impl Default for ProgressOptions {
 /// Per-source overrides from a manifest entry's `options` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceOptions {
+pub(crate) struct SourceOptions {
     pub delimiter: Option<String>,
     pub quote: Option<String>,
     pub escape: Option<String>,
@@ -422,7 +422,7 @@ pub struct SourceOptions {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')

@@ -234,7 +234,7 @@ impl ExtractError {
     }
 }
 
-pub type Result<T, E = ExtractError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = ExtractError> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,7 @@ const PIN_RETENTION: chrono::Duration = chrono::Duration::days(8);
 const PIN_LIMIT: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecutionPin {
+pub(crate) struct ExecutionPin {
     pub kind: String,
     pub execution: String,
     /// `YYYY-MM-DD` (UTC): what `today` means for every task of the execution.
@@ -35,12 +35,12 @@ pub struct ExecutionPin {
 }
 
 /// `{prefix}_manifests/executions/{execution}.json`
-pub fn pin_key(prefix: &str, execution: &str) -> String {
+pub(crate) fn pin_key(prefix: &str, execution: &str) -> String {
     format!("{prefix}_manifests/executions/{execution}.json")
 }
 
 /// The execution's date: read from its pin, or pinned now as the UTC date of `now`.
-pub async fn execution_date(
+pub(crate) async fn execution_date(
     store: &dyn ObjectStore,
     prefix: &str,
     task: &TaskContext,
@@ -108,7 +108,7 @@ async fn read_pin(store: &dyn ObjectStore, key: &str, url: &str) -> Result<Optio
 }
 
 /// Task 0's housekeeping: removes pins of executions that can no longer run.
-pub async fn remove_expired_pins(
+pub(crate) async fn remove_expired_pins(
     store: &dyn ObjectStore,
     prefix: &str,
     now: DateTime<Utc>,

@@ -57,7 +57,7 @@ fn keep(c: char) -> bool {
 
 /// A name safe in object keys and recognisable: ASCII letters, digits, `_`, `-`, `.`; runs of
 /// anything else become one `_`; no leading/trailing punctuation; never empty.
-pub fn sanitize(name: &str) -> String {
+pub(crate) fn sanitize(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut last_underscore = false;
     for c in name.chars() {
@@ -78,7 +78,7 @@ pub fn sanitize(name: &str) -> String {
 }
 
 /// Dataset names become BigQuery table names in `load`: letters, digits, `_` only.
-pub fn sanitize_dataset(name: &str) -> String {
+pub(crate) fn sanitize_dataset(name: &str) -> String {
     let s: String = sanitize(name)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -91,7 +91,7 @@ const COMPRESSION_EXTS: [&str; 3] = ["gz", "gzip", "zip"];
 
 /// `(stem, data extension, compression extension)` of the last path segment:
 /// `a.csv.gz` -> (`a`, `csv`, `gz`), `b.zip` -> (`b`, ``, `zip`), `c` -> (`c`, ``, ``).
-pub fn split_extensions(file_name: &str) -> (String, String, String) {
+pub(crate) fn split_extensions(file_name: &str) -> (String, String, String) {
     let mut stem = file_name.to_string();
     let mut compression = String::new();
     if let Some((s, ext)) = stem.rsplit_once('.')
@@ -114,7 +114,7 @@ pub fn split_extensions(file_name: &str) -> (String, String, String) {
 }
 
 /// The last non-empty path segment of a URL or path (query and fragment ignored).
-pub fn last_segment(url_or_path: &str) -> String {
+pub(crate) fn last_segment(url_or_path: &str) -> String {
     let no_query = url_or_path.split(['?', '#']).next().unwrap_or(url_or_path);
     let path = match no_query.find("://") {
         Some(i) => {
@@ -152,7 +152,7 @@ fn percent_decode_lossy(s: &str) -> String {
 
 /// Where an item's outputs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The store prefix, empty or ending in `/`.
     pub prefix: String,
     /// `dt=2026-11-28`, resolved once per task.
@@ -160,7 +160,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(prefix: &str, partition: Option<String>) -> Self {
+    pub(crate) fn new(prefix: &str, partition: Option<String>) -> Self {
         let prefix = prefix.trim_matches('/');
         let prefix = if prefix.is_empty() {
             String::new()
@@ -178,17 +178,17 @@ impl Layout {
     }
 
     /// The key of an output object.
-    pub fn object_key(&self, dataset: &str, stem: &str, chunk: u64, ext: &str) -> String {
+    pub(crate) fn object_key(&self, dataset: &str, stem: &str, chunk: u64, ext: &str) -> String {
         format!("{}{stem}-{chunk:05}.{ext}", self.dir(dataset))
     }
 
     /// The key of the rejects object that goes with an output.
-    pub fn rejects_key(&self, dataset: &str, stem: &str, chunk: u64) -> String {
+    pub(crate) fn rejects_key(&self, dataset: &str, stem: &str, chunk: u64) -> String {
         self.object_key(dataset, stem, chunk, "rejects.jsonl")
     }
 
     /// The key of an item's receipt (what was written from which source version).
-    pub fn receipt_key(&self, dataset: &str, name: &str, chunk: Option<u64>) -> String {
+    pub(crate) fn receipt_key(&self, dataset: &str, name: &str, chunk: Option<u64>) -> String {
         let file = match chunk {
             Some(c) => format!("{name}-{c:05}.json"),
             None => format!("{name}.json"),
@@ -200,7 +200,7 @@ impl Layout {
     }
 
     /// The key of a task's manifest.
-    pub fn task_manifest_key(&self, index: u32) -> String {
+    pub(crate) fn task_manifest_key(&self, index: u32) -> String {
         format!("{}_manifests/task-{index:05}.json", self.prefix)
     }
 }
@@ -215,14 +215,14 @@ pub fn identity_hash(identity: &str) -> String {
 }
 
 /// `{name}-{hash of identity}`.
-pub fn with_identity_hash(name: &str, identity: &str) -> String {
+pub(crate) fn with_identity_hash(name: &str, identity: &str) -> String {
     format!("{name}-{}", identity_hash(identity))
 }
 
 /// What a URL reads, for naming: the URL redacted (no fragment, no userinfo password) and
 /// without its secret query parameters, which authorise rather than select. Order and
 /// spelling of the other parameters are kept: servers may treat them as significant.
-pub fn url_identity(url: &str) -> String {
+pub(crate) fn url_identity(url: &str) -> String {
     let redacted = redact_url(url.trim());
     let Some((base, query)) = redacted.split_once('?') else {
         return redacted;
@@ -240,14 +240,14 @@ pub fn url_identity(url: &str) -> String {
 }
 
 /// Whether a readable name derived from this identity loses its query (and needs the hash).
-pub fn identity_has_query(identity: &str) -> bool {
+pub(crate) fn identity_has_query(identity: &str) -> bool {
     identity.contains('?')
 }
 
 /// The stem of a zip member's output: `{source}.{member path without extension}`, sanitized,
 /// plus `-{hash of the member path}` unless that is a lossless rendering of the path for an
 /// output in `format` (see the module docs).
-pub fn member_stem(source: &str, member_path: &str, format: OutputFormat) -> String {
+pub(crate) fn member_stem(source: &str, member_path: &str, format: OutputFormat) -> String {
     let file = member_path.trim_end_matches('/');
     let (dir, base) = file.rsplit_once('/').unwrap_or(("", file));
     let (stem, data_ext, compression) = split_extensions(base);
@@ -275,14 +275,14 @@ pub fn member_stem(source: &str, member_path: &str, format: OutputFormat) -> Str
 /// different source for a key fails instead of overwriting the first's object. The same source
 /// claiming again (an item redone after a broken transfer) is fine.
 #[derive(Debug, Default)]
-pub struct KeyClaims {
+pub(crate) struct KeyClaims {
     owners: Mutex<HashMap<String, String>>,
 }
 
 impl KeyClaims {
     /// Records that `source` (URL, path, `archive!member`) writes `key`, or fails with both
     /// sources named if another source has claimed it.
-    pub fn claim(&self, key: &str, source: &str) -> Result<()> {
+    pub(crate) fn claim(&self, key: &str, source: &str) -> Result<()> {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         match owners.get(key) {
             Some(first) if first != source => Err(ExtractError::KeyCollision {

@@ -27,7 +27,7 @@ use crate::source::WorkItem;
 const DECODED_BUFFER: usize = 256 * 1024;
 
 /// Everything the blocking half needs.
-pub struct PipelineCtx {
+pub(crate) struct PipelineCtx {
     pub item: Arc<WorkItem>,
     pub layout: Layout,
     pub sinks: SinkFactory,
@@ -51,7 +51,7 @@ struct Member<'a> {
     encoding: Option<&'static str>,
 }
 
-pub fn content_type(ext: &str) -> &'static str {
+pub(crate) fn content_type(ext: &str) -> &'static str {
     match ext {
         "csv" => "text/csv",
         "tsv" | "tab" => "text/tab-separated-values",
@@ -67,7 +67,7 @@ pub fn content_type(ext: &str) -> &'static str {
 }
 
 /// Decodes and converts everything the reader yields; returns the objects committed.
-pub fn run(mut reader: ChannelReader, ctx: &PipelineCtx) -> Result<Vec<ObjectRecord>> {
+pub(crate) fn run(mut reader: ChannelReader, ctx: &PipelineCtx) -> Result<Vec<ObjectRecord>> {
     let item = &ctx.item;
     // One peek serves the container sniff and the not-data check.
     let head = reader

@@ -25,7 +25,7 @@ use crate::source::{Origin, PageInfo, WorkItem};
 const SMALL_FILE: u64 = 16 * 1024 * 1024;
 
 /// Reads a small text file from a local path, `file://`, `http(s)://` or `gs://`.
-pub async fn fetch_text(
+pub(crate) async fn fetch_text(
     location: &str,
     client: &HttpClient,
     store: &StoreConfig,

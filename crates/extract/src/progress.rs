@@ -12,7 +12,7 @@ use crate::config::{ProgressMode, ProgressOptions};
 
 /// Counters of one item, updated by the pump (bytes) and the converter (rows).
 #[derive(Debug)]
-pub struct ItemProgress {
+pub(crate) struct ItemProgress {
     pub label: String,
     pub bytes: Arc<AtomicU64>,
     pub rows: Arc<AtomicU64>,
@@ -23,7 +23,7 @@ pub struct ItemProgress {
 }
 
 impl ItemProgress {
-    pub fn set_total(&self, total: Option<u64>) {
+    pub(crate) fn set_total(&self, total: Option<u64>) {
         self.total
             .store(total.unwrap_or(u64::MAX), Ordering::Relaxed);
         if let (Some(total), Some(bar)) = (total, self.bar.lock().ok().and_then(|b| b.clone())) {
@@ -31,7 +31,7 @@ impl ItemProgress {
         }
     }
 
-    pub fn total(&self) -> Option<u64> {
+    pub(crate) fn total(&self) -> Option<u64> {
         match self.total.load(Ordering::Relaxed) {
             u64::MAX => None,
             t => Some(t),
@@ -39,18 +39,18 @@ impl ItemProgress {
     }
 
     /// Counters restart when an item is redone from scratch.
-    pub fn restart(&self) {
+    pub(crate) fn restart(&self) {
         self.bytes.store(0, Ordering::Relaxed);
         self.rows.store(0, Ordering::Relaxed);
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 }
 
 /// Human-readable bytes (binary units).
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -66,14 +66,14 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// Tracks the active items and reports on them.
-pub struct ProgressHub {
+pub(crate) struct ProgressHub {
     options: ProgressOptions,
     active: Mutex<Vec<Arc<ItemProgress>>>,
     bars: Option<MultiProgress>,
 }
 
 impl ProgressHub {
-    pub fn new(options: ProgressOptions) -> Arc<Self> {
+    pub(crate) fn new(options: ProgressOptions) -> Arc<Self> {
         let bars = (options.mode == ProgressMode::Bar)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)));
         Arc::new(ProgressHub {
@@ -83,7 +83,7 @@ impl ProgressHub {
         })
     }
 
-    pub fn start(&self, label: &str) -> Arc<ItemProgress> {
+    pub(crate) fn start(&self, label: &str) -> Arc<ItemProgress> {
         let bar = self.bars.as_ref().map(|multi| {
             let bar = multi.add(ProgressBar::no_length());
             bar.set_style(
@@ -109,7 +109,7 @@ impl ProgressHub {
         item
     }
 
-    pub fn finish(&self, item: &Arc<ItemProgress>) {
+    pub(crate) fn finish(&self, item: &Arc<ItemProgress>) {
         if let Ok(mut active) = self.active.lock() {
             active.retain(|i| !Arc::ptr_eq(i, item));
         }
@@ -122,7 +122,7 @@ impl ProgressHub {
     }
 
     /// Reports until `stop` fires: log lines every `interval`, or bar refreshes.
-    pub fn spawn_reporter(
+    pub(crate) fn spawn_reporter(
         self: &Arc<Self>,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {

@@ -29,19 +29,23 @@ use tokio::task::JoinHandle;
 use crate::error::{ExtractError, Result};
 
 /// Bytes gathered before a chunk is handed to the upload task.
-pub const CHUNK: usize = 1024 * 1024;
+pub(crate) const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the producer and the upload task.
 const CHANNEL_CHUNKS: usize = 4;
 
 /// Object metadata set at commit: data rows (Parquet), or lines (rejects JSONL).
-pub const META_ROWS: &str = "sluice-rows";
+pub(crate) const META_ROWS: &str = "sluice-rows";
 /// Object metadata set at commit: the object's size in bytes.
-pub const META_BYTES: &str = "sluice-bytes";
+pub(crate) const META_BYTES: &str = "sluice-bytes";
 /// Object metadata set at commit: lowercase hex SHA-256 of the object's bytes.
-pub const META_SHA256: &str = "sluice-sha256";
+pub(crate) const META_SHA256: &str = "sluice-sha256";
 
 /// The metadata an object gets at commit.
-pub fn committed_metadata(bytes: u64, sha256: &str, rows: Option<u64>) -> BTreeMap<String, String> {
+pub(crate) fn committed_metadata(
+    bytes: u64,
+    sha256: &str,
+    rows: Option<u64>,
+) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert(META_BYTES.to_string(), bytes.to_string());
     m.insert(META_SHA256.to_string(), sha256.to_string());
@@ -53,7 +57,7 @@ pub fn committed_metadata(bytes: u64, sha256: &str, rows: Option<u64>) -> BTreeM
 
 /// Whether an object's metadata says it is the committed object a receipt describes: the
 /// commit-time entries are there, with the recorded values.
-pub fn has_committed_metadata(
+pub(crate) fn has_committed_metadata(
     metadata: &BTreeMap<String, String>,
     bytes: u64,
     sha256: &str,
@@ -66,7 +70,7 @@ pub fn has_committed_metadata(
 
 /// How a sink learns the row count it records as `sluice-rows`.
 #[derive(Debug, Clone, Default)]
-pub enum RowCount {
+pub(crate) enum RowCount {
     /// Not counted (passthrough): no `sluice-rows`.
     #[default]
     None,
@@ -87,7 +91,7 @@ enum Rows {
 
 /// Opens sinks on one store from blocking threads.
 #[derive(Clone)]
-pub struct SinkFactory {
+pub(crate) struct SinkFactory {
     store: Arc<dyn ObjectStore>,
     handle: Handle,
     cancel: CancellationToken,
@@ -95,17 +99,20 @@ pub struct SinkFactory {
 
 /// What a committed sink wrote.
 #[derive(Debug, Clone)]
-pub struct Committed {
+pub(crate) struct Committed {
     pub meta: ObjectMeta,
     /// Lowercase hex SHA-256 of the object's bytes.
     pub sha256: String,
-    pub bytes: u64,
     /// What the object's `sluice-rows` says, if the sink counted rows.
     pub rows: Option<u64>,
 }
 
 impl SinkFactory {
-    pub fn new(store: Arc<dyn ObjectStore>, handle: Handle, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        handle: Handle,
+        cancel: CancellationToken,
+    ) -> Self {
         SinkFactory {
             store,
             handle,
@@ -113,13 +120,13 @@ impl SinkFactory {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
     /// Starts an upload to `key`. Cheap: the store's writer is opened by the upload task, and
     /// an opening error surfaces on the first write or the commit.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         key: &str,
         metadata: BTreeMap<String, String>,
@@ -177,7 +184,7 @@ impl SinkFactory {
 }
 
 /// See the module docs. Not for use from async code (it blocks).
-pub struct ObjectSink {
+pub(crate) struct ObjectSink {
     key: String,
     handle: Handle,
     tx: Option<mpsc::Sender<Bytes>>,
@@ -190,18 +197,9 @@ pub struct ObjectSink {
 }
 
 impl ObjectSink {
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// Bytes written so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Records rows as `sluice-rows` at commit: counted by the producer in a counter (from
     /// its value now), or one per line written.
-    pub fn with_rows(mut self, rows: RowCount) -> Self {
+    pub(crate) fn with_rows(mut self, rows: RowCount) -> Self {
         self.rows = match rows {
             RowCount::None => Rows::None,
             RowCount::Counter(counter) => {
@@ -231,7 +229,7 @@ impl ObjectSink {
         }
     }
 
-    pub fn write_all_bytes(&mut self, data: &[u8]) -> Result<()> {
+    pub(crate) fn write_all_bytes(&mut self, data: &[u8]) -> Result<()> {
         self.count(data);
         let mut rest = data;
         while !rest.is_empty() {
@@ -248,7 +246,7 @@ impl ObjectSink {
 
     /// Like [`Self::write_all_bytes`] for data already in a `Bytes` (no copy when the buffer
     /// is empty and the chunk is big).
-    pub fn write_bytes(&mut self, data: Bytes) -> Result<()> {
+    pub(crate) fn write_bytes(&mut self, data: Bytes) -> Result<()> {
         if self.buf.is_empty() && data.len() >= CHUNK / 4 {
             self.count(&data);
             return self.send(data);
@@ -295,7 +293,7 @@ impl ObjectSink {
     /// (`sluice-bytes`, `sluice-sha256`, `sluice-rows`) and returns what was written.
     /// Takes `&mut self` so it can be called through writers that own the sink (Parquet's);
     /// the sink is unusable afterwards.
-    pub fn commit(&mut self) -> Result<Committed> {
+    pub(crate) fn commit(&mut self) -> Result<Committed> {
         self.send_buffer()?;
         self.tx = None;
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
@@ -316,16 +314,11 @@ impl ObjectSink {
                 )));
             }
         };
-        Ok(Committed {
-            meta,
-            sha256,
-            bytes: self.bytes,
-            rows,
-        })
+        Ok(Committed { meta, sha256, rows })
     }
 
     /// Discards the upload and waits until the store has cleaned up.
-    pub fn abort(mut self) {
+    pub(crate) fn abort(mut self) {
         self.tx = None;
         self.commit_tx = None;
         if let Some(task) = self.task.take() {

@@ -8,8 +8,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use bytes::Bytes;
 use common::{config, object, run, run_ok, task};
-use sluice_extract::testing::{ServedFile, TestServer, read_parquet};
 use sluice_extract::{BadRows, ExtractError, OutputFormat};
+use sluice_testkit::{ServedFile, TestServer, read_parquet};
 
 const UNTERMINATED: &str = "id,comment\n1,ok\n2,\"unterminated\n3,lost row\n4,another lost row\n";
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray};
 use bytes::Bytes;
 use common::{config, keys, object, run, run_ok, task};
-use sluice_extract::testing::{Fault, ServedFile, TestServer, gzip, read_parquet};
 use sluice_extract::{BadRows, ExtractConfig, ExtractError, OutputFormat};
 use sluice_runtime::CancellationToken;
 use sluice_storage::{LocalStore, ObjectStore};
+use sluice_testkit::{Fault, ServedFile, TestServer, gzip, read_parquet};
 
 const PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Down for maintenance</title></head>\
     <body><h1>We'll be back soon</h1><p>The portal is being upgraded.</p></body></html>\n";
@@ -258,7 +258,7 @@ async fn latin1_and_windows_1252_come_out_as_utf8_in_passthrough_and_parquet() {
     let a = server.serve("latin1.csv", ServedFile::new(latin1()));
     let b = server.serve("cp1252.csv", ServedFile::new(cp1252()));
     for label in ["latin1", "windows-1252"] {
-        let encoding = sluice_extract::config::parse_encoding(label).unwrap();
+        let encoding = sluice_extract::parse_encoding(label).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
         cfg.urls = vec![a.clone(), b.clone()];

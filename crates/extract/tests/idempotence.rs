@@ -6,8 +6,8 @@ mod common;
 
 use common::{config, object, run, task};
 use sluice_extract::ItemStatus;
-use sluice_extract::testing::{Fault, ServedFile, TestServer};
 use sluice_runtime::TaskContext;
+use sluice_testkit::{Fault, ServedFile, TestServer};
 
 fn gets(server: &TestServer, path: &str) -> usize {
     server

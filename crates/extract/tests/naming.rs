@@ -12,12 +12,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{config, keys, object, run, run_ok, task};
-use sluice_extract::plan::plan;
-use sluice_extract::source::http::HttpClient;
-use sluice_extract::testing::{ServedFile, TestServer, read_parquet, zip};
+use sluice_extract::internals::{HttpClient, plan};
 use sluice_extract::{ExtractConfig, ItemStatus, OutputFormat, TaskHooks, TaskManifest};
 use sluice_runtime::CancellationToken;
 use sluice_storage::{StoreConfig, WriteOptions};
+use sluice_testkit::{ServedFile, TestServer, read_parquet, zip};
 
 /// Every cell of a Parquet object as text, row by row.
 fn parquet_rows(data: Vec<u8>) -> Vec<Vec<String>> {

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{config, object, run, run_ok, task, typed_csv};
-use sluice_extract::testing::{Fault, ServedFile, TestServer, gzip};
 use sluice_extract::{ExtractError, OutputFormat};
+use sluice_testkit::{Fault, ServedFile, TestServer, gzip};
 
 fn big_body() -> Vec<u8> {
     typed_csv(20_000).into_bytes()

@@ -11,10 +11,10 @@ use std::path::Path;
 
 use common::{config, run, run_ok, task};
 use sha2::Digest;
-use sluice_extract::testing::{ServedFile, TestServer};
 use sluice_extract::{BadRows, ItemStatus, OutputFormat};
 use sluice_runtime::{CancellationToken, TaskContext};
 use sluice_storage::{LocalStore, ObjectStore};
+use sluice_testkit::{ServedFile, TestServer};
 
 fn sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))

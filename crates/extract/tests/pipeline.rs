@@ -9,8 +9,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use bytes::Bytes;
 use common::{config, keys, object, run, run_ok, task, typed_csv};
-use sluice_extract::testing::{ServedFile, TestServer, gzip, read_parquet, zip};
 use sluice_extract::{BadRows, ExtractError, ItemStatus, OutputFormat, PartitionSpec};
+use sluice_testkit::{ServedFile, TestServer, gzip, read_parquet, zip};
 
 #[tokio::test]
 async fn passthrough_is_byte_identical_and_named_deterministically() {
@@ -102,7 +102,7 @@ async fn gzip_by_magic_and_extension_and_zip_members_are_decoded() {
     // A member in a directory: `/` is not kept, so the name carries the path's hash.
     let nested = format!(
         "bundle/bundle.nested_second-{}-00000.csv",
-        sluice_extract::naming::identity_hash("nested/second.csv")
+        sluice_extract::internals::identity_hash("nested/second.csv")
     );
     assert_eq!(object(&dest, &nested), a.as_bytes());
     assert_eq!(object(&dest, "bundle/bundle.third-00000.csv"), c.as_bytes());

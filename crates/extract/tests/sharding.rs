@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{config, keys, object, run, task};
-use sluice_extract::testing::{ServedFile, SocrataDataset, TestServer};
 use sluice_runtime::ShardStrategy;
+use sluice_testkit::{ServedFile, SocrataDataset, TestServer};
 
 fn dataset(rows: usize) -> SocrataDataset {
     SocrataDataset {

@@ -8,24 +8,19 @@ use base64::engine::general_purpose::STANDARD;
 
 /// A running CRC32C over everything fed to it, in order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Crc32c(u32);
+pub(crate) struct Crc32c(u32);
 
 impl Crc32c {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(0)
     }
 
-    pub fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         self.0 = crc32c::crc32c_append(self.0, data);
     }
 
-    pub fn value(&self) -> u32 {
+    pub(crate) fn value(&self) -> u32 {
         self.0
-    }
-
-    /// The value as GCS writes it (`crc32c` of an object resource, `X-Goog-Hash`).
-    pub fn to_base64(&self) -> String {
-        to_base64(self.0)
     }
 }
 
@@ -35,7 +30,7 @@ pub fn to_base64(crc: u32) -> String {
 }
 
 /// GCS's base64 of the big-endian bytes -> `u32`; `None` unless it is exactly 4 bytes.
-pub fn from_base64(value: &str) -> Option<u32> {
+pub(crate) fn from_base64(value: &str) -> Option<u32> {
     let bytes = STANDARD.decode(value.trim()).ok()?;
     let bytes: [u8; 4] = bytes.try_into().ok()?;
     Some(u32::from_be_bytes(bytes))

@@ -3,6 +3,8 @@
 //! Writers stream and commit atomically: until [`ObjectWriter::commit`] returns, no object is
 //! visible at the key; a dropped, aborted or failed writer leaves nothing behind.
 
+#![warn(unreachable_pub)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
@@ -18,10 +20,9 @@ mod local;
 mod location;
 pub mod preflight;
 
-pub use crc::{Crc32c, from_base64 as crc32c_from_base64, to_base64 as crc32c_to_base64};
+pub use crc::to_base64 as crc32c_to_base64;
 pub use gcs::{
-    CHUNK_QUANTUM, ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore,
-    normalize_emulator_host,
+    ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore, normalize_emulator_host,
 };
 pub use local::LocalStore;
 pub use location::{Location, join_key};
@@ -135,11 +136,11 @@ pub trait ObjectWriter: Send {
     /// [`ObjectMeta::metadata`] holds both.
     ///
     /// Local directories and GCS objects small enough for one request get all of it
-    /// atomically with the data. A GCS resumable upload sends `extra` with the finalising
-    /// request and, where the server did not apply it (fake-gcs-server), patches the object
-    /// right after (`ifGenerationMatch` + `ifMetagenerationMatch`): for that short window the
-    /// object exists without `extra`. If the patch fails the object is deleted (that
-    /// generation only) and the commit fails. See `docs/storage.md`.
+    /// atomically with the data. A GCS resumable upload cannot carry it (GCS takes a session's
+    /// object metadata only in the request that opens it), so the object is patched right
+    /// after finalisation (`objects.patch` with `ifGenerationMatch` + `ifMetagenerationMatch`):
+    /// for that short window the object exists without `extra`. If the patch fails the object
+    /// is deleted (that generation only) and the commit fails. See `docs/storage.md`.
     async fn commit_with_metadata(
         self: Box<Self>,
         extra: BTreeMap<String, String>,

@@ -26,9 +26,9 @@ use crate::StorageError;
 
 /// How long a metadata server may take to answer the probe off Cloud Run. Google's own clients
 /// give the "am I on GCE" check a few seconds; an absent server fails faster (DNS, refusal).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// On Cloud Run the metadata server exists; a slow answer is a hiccup, given more time.
-pub const CLOUD_RUN_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CLOUD_RUN_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Probe attempts when the answer was a transient error (a server that answered 5xx).
 const PROBE_ATTEMPTS: u32 = 3;
 
@@ -44,7 +44,7 @@ pub struct CredentialSetup {
 }
 
 /// The fix for "no credentials", named in every such error.
-pub const CREDENTIALS_FIX: &str = "set GOOGLE_APPLICATION_CREDENTIALS to a service account key \
+pub(crate) const CREDENTIALS_FIX: &str = "set GOOGLE_APPLICATION_CREDENTIALS to a service account key \
      file, run `gcloud auth application-default login`, or point STORAGE_EMULATOR_HOST / \
      BIGQUERY_EMULATOR_HOST at emulators";
 
@@ -213,7 +213,7 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The one-line fix for a missing bucket.
-pub fn missing_bucket_problem(bucket: &str) -> String {
+pub(crate) fn missing_bucket_problem(bucket: &str) -> String {
     format!(
         "bucket gs://{bucket} does not exist; create it with `gcloud storage buckets create \
          gs://{bucket} --location LOCATION` or fix the URL"

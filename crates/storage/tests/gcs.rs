@@ -389,60 +389,108 @@ async fn at_most_two_chunk_buffers_are_ever_alive() {
     assert!(read_all(&store, "bounded.bin", None).await == payload);
 }
 
-/// Metadata added at commit: a multipart upload carries it in its one request; a resumable
-/// one sends it as `X-Goog-Meta-*` on the finalising request (applied by GCS, ignored by
-/// fake-gcs-server) and then patches the object under generation and metageneration
-/// preconditions.
+/// Metadata on documented GCS behaviour only: a multipart upload carries all of it in its one
+/// request; a resumable upload carries the writer's options in the `POST` that opens the
+/// session (the only session request that takes object metadata) and gets what is known only
+/// at commit from one `PATCH` with `ifGenerationMatch` + `ifMetagenerationMatch` after
+/// finalisation. No request carries `X-Goog-Meta-*` headers. Requests per object are counted.
 #[tokio::test]
-async fn metadata_at_commit_goes_with_the_data_or_is_patched_right_after() {
+async fn metadata_goes_in_the_creating_request_and_commit_metadata_by_one_patch() {
     let server = server();
-    let proxy = Proxy::start(server.endpoint(), |_, _| Action::Forward).await;
+    // The bodies of the requests that open sessions, to check what metadata they carry.
+    let initiations = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let seen_initiations = initiations.clone();
+    let proxy = Proxy::start(server.endpoint(), move |seen, body| {
+        if seen.method == "POST" && seen.uri.contains("uploadType=resumable") {
+            seen_initiations
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(body).unwrap());
+        }
+        Action::Forward
+    })
+    .await;
     let store = gcs_store(&proxy.endpoint, CancellationToken::new()).await;
+    let options: std::collections::BTreeMap<String, String> = [(
+        "source".to_string(),
+        "https://example.test/a.csv".to_string(),
+    )]
+    .into();
     let extra: std::collections::BTreeMap<String, String> =
         [("sluice-rows".to_string(), "42".to_string())].into();
+    let mut wanted = options.clone();
+    wanted.extend(extra.clone());
     let commit = async |key: &str, len: usize| {
-        let mut w = store.writer(key, WriteOptions::default()).await.unwrap();
+        let before = proxy.seen().len();
+        let write_options = WriteOptions {
+            metadata: options.clone(),
+            ..WriteOptions::default()
+        };
+        let mut w = store.writer(key, write_options).await.unwrap();
         w.write(Bytes::from(data(len, 30))).await.unwrap();
-        w.commit_with_metadata(extra.clone()).await.unwrap()
+        let meta = w.commit_with_metadata(extra.clone()).await.unwrap();
+        (meta, proxy.seen()[before..].to_vec())
     };
 
-    let small = commit("small.bin", 1000).await;
-    assert_eq!(small.metadata, extra);
-    let seen = proxy.seen();
-    assert!(!seen.iter().any(|s| s.method == "PATCH"), "{seen:?}");
+    let (small, requests) = commit("small.bin", 1000).await;
+    assert_eq!(small.metadata, wanted);
+    let methods: Vec<&str> = requests.iter().map(|s| s.method.as_str()).collect();
+    assert_eq!(methods, ["POST"], "one multipart request: {requests:?}");
+    assert!(
+        requests[0].uri.contains("uploadType=multipart"),
+        "{requests:?}"
+    );
 
-    let large = commit("large.bin", 2 * CHUNK + 10).await;
-    assert_eq!(large.metadata, extra);
-    let seen = proxy.seen();
-    let finalising = seen
-        .iter()
-        .find(|s| {
-            s.method == "PUT"
-                && s.content_range
-                    .as_deref()
-                    .is_some_and(|r| !r.ends_with("/*"))
-        })
-        .unwrap();
+    let (large, requests) = commit("large.bin", 2 * CHUNK + 10).await;
+    assert_eq!(large.metadata, wanted);
+    let methods: Vec<&str> = requests.iter().map(|s| s.method.as_str()).collect();
+    // Open the session, two full chunks, the finalising chunk, the patch.
     assert_eq!(
-        finalising.meta_headers,
-        [("x-goog-meta-sluice-rows".to_string(), "42".to_string())]
-    );
-    let patches: Vec<_> = seen.iter().filter(|s| s.method == "PATCH").collect();
-    assert_eq!(patches.len(), 1, "{seen:?}");
-    assert!(
-        patches[0].uri.contains("ifGenerationMatch="),
-        "{:?}",
-        patches[0]
+        methods,
+        ["POST", "PUT", "PUT", "PUT", "PATCH"],
+        "{requests:?}"
     );
     assert!(
-        patches[0].uri.contains("ifMetagenerationMatch=1"),
-        "{:?}",
-        patches[0]
+        requests.iter().all(|s| s.meta_headers.is_empty()),
+        "no X-Goog-Meta-* headers: {requests:?}"
     );
+    let initiations = initiations.lock().unwrap().clone();
+    assert_eq!(initiations.len(), 1, "{initiations:?}");
+    assert_eq!(
+        initiations[0]["metadata"],
+        serde_json::json!(options),
+        "the session opens with the options' metadata only"
+    );
+    let patch = &requests[4];
+    assert!(patch.uri.contains("ifGenerationMatch="), "{patch:?}");
+    assert!(patch.uri.contains("ifMetagenerationMatch=1"), "{patch:?}");
     // The generation the commit reports is the object's (the emulator changes it on PATCH).
     let head = store.head("large.bin").await.unwrap().unwrap();
     assert_eq!(head.generation, large.generation);
-    assert_eq!(head.metadata, extra);
+    assert_eq!(head.metadata, wanted);
+
+    // Nothing added at commit: nothing to patch.
+    let before = proxy.seen().len();
+    let mut w = store
+        .writer(
+            "plain.bin",
+            WriteOptions {
+                metadata: options.clone(),
+                ..WriteOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    w.write(Bytes::from(data(2 * CHUNK + 10, 31)))
+        .await
+        .unwrap();
+    let plain = w.commit().await.unwrap();
+    assert_eq!(plain.metadata, options);
+    let methods: Vec<String> = proxy.seen()[before..]
+        .iter()
+        .map(|s| s.method.clone())
+        .collect();
+    assert_eq!(methods, ["POST", "PUT", "PUT", "PUT"]);
 }
 
 /// If the object cannot be given its final metadata, the commit fails and the object is

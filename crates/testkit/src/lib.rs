@@ -11,11 +11,19 @@
 //! Google's real clients can be pointed at the emulators: [`FakeGcs::gcloud`],
 //! [`FakeGcs::gsutil`] and [`BigQueryEmulator::bq`] return ready-made [`Command`]s. See
 //! `docs/local-stack.md`.
+//!
+//! For tests of HTTP sources it also has [`TestServer`], an HTTP/1.1 server with files,
+//! injected faults and a Socrata stand-in, and shared inputs/read-back ([`gzip`], [`zip`],
+//! [`read_parquet`]).
+
+#![warn(unreachable_pub)]
 
 mod bigquery;
+mod fixtures;
 mod gcs;
 mod http;
 mod process;
+mod server;
 mod skip;
 
 use std::path::PathBuf;
@@ -24,8 +32,10 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 pub use bigquery::BigQueryEmulator;
+pub use fixtures::{gzip, read_parquet, zip};
 pub use gcs::FakeGcs;
 pub use process::ServiceProcess;
+pub use server::{Fault, Recorded, ServedFile, SocrataDataset, TestServer};
 pub use skip::{in_ci, skip_unless_ci};
 
 /// The repository root: the nearest ancestor of the running test's package directory that

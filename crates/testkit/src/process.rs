@@ -157,7 +157,7 @@ impl Drop for ServiceProcess {
 }
 
 /// True when a failed start looks like a lost race for the port we picked.
-pub fn port_taken(error: &anyhow::Error) -> bool {
+pub(crate) fn port_taken(error: &anyhow::Error) -> bool {
     let text = format!("{error:#}").to_ascii_lowercase();
     text.contains("address already in use") || text.contains("something else answers")
 }

@@ -8,11 +8,9 @@
 use std::io::IsTerminal;
 
 use anyhow::anyhow;
-use sluice_extract::config::{
-    Encoding, ProgressMode, parse_encoding, parse_positive_duration, parse_rate,
-};
 use sluice_extract::{
-    BadRows, Compression, ExtractConfig, ExtractError, OutputFormat, PartitionSpec, Secret,
+    BadRows, Compression, Encoding, ExtractConfig, ExtractError, OutputFormat, PartitionSpec,
+    ProgressMode, Secret, parse_encoding, parse_positive_duration, parse_rate,
 };
 use sluice_runtime::{ExitCode, ShardStrategy};
 

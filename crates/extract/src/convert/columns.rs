@@ -65,18 +65,6 @@ impl ColumnType {
         })
     }
 
-    /// The inferred Arrow type mapped onto ours (`Null`: nothing seen, keep text).
-    pub fn from_inferred(data_type: &DataType) -> ColumnType {
-        match data_type {
-            DataType::Int64 => ColumnType::Int64,
-            DataType::Float64 => ColumnType::Float64,
-            DataType::Boolean => ColumnType::Bool,
-            DataType::Date32 => ColumnType::Date,
-            DataType::Timestamp(_, _) => ColumnType::Timestamp,
-            _ => ColumnType::String,
-        }
-    }
-
     /// A hint shown with a bad value.
     pub fn expected_form(self) -> &'static str {
         match self {
@@ -101,7 +89,7 @@ pub struct Column {
     pub lossless: bool,
 }
 
-pub fn arrow_schema(columns: &[Column]) -> SchemaRef {
+pub(crate) fn arrow_schema(columns: &[Column]) -> SchemaRef {
     Arc::new(Schema::new(
         columns
             .iter()

@@ -10,7 +10,7 @@
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
 /// `-?(0|[1-9][0-9]*)` within INT64, not `-0`: the text is exactly the integer's rendering.
-pub fn int64(s: &str) -> Option<i64> {
+pub(crate) fn int64(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let digits = b.strip_prefix(b"-").unwrap_or(b);
     let canonical = match digits {
@@ -26,7 +26,7 @@ pub fn int64(s: &str) -> Option<i64> {
 /// the same number (`0.1` is fine; `0.30000000000000001` and `1e400` are not). Refused:
 /// a leading `+`, leading zeros (`01.5`; `0.5` is fine), `inf`/`NaN`, surrounding space, and
 /// integers without `.`/exponent that do not fit INT64 (those are identifiers, not floats).
-pub fn float64(s: &str) -> Option<f64> {
+pub(crate) fn float64(s: &str) -> Option<f64> {
     let number = Decimal::parse(s)?;
     if !number.has_point_or_exponent && int64(s).is_none() {
         return None;
@@ -51,7 +51,7 @@ pub fn float64(s: &str) -> Option<f64> {
 
 /// `true`/`false`, `True`/`False`, `TRUE`/`FALSE`: what writers produce for booleans. `1`/`0`
 /// stay integers and `y`/`n`, `t`/`f`, `yes`/`no` stay text (they are as often codes).
-pub fn bool(s: &str) -> Option<bool> {
+pub(crate) fn bool(s: &str) -> Option<bool> {
     match s {
         "true" | "True" | "TRUE" => Some(true),
         "false" | "False" | "FALSE" => Some(false),
@@ -60,7 +60,7 @@ pub fn bool(s: &str) -> Option<bool> {
 }
 
 /// `YYYY-MM-DD` with a real date from year 0001 (BigQuery's DATE range); days since 1970-01-01.
-pub fn date(s: &str) -> Option<i32> {
+pub(crate) fn date(s: &str) -> Option<i32> {
     let d = naive_date(s.as_bytes())?;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     i32::try_from(d.signed_duration_since(epoch).num_days()).ok()
@@ -69,7 +69,7 @@ pub fn date(s: &str) -> Option<i32> {
 /// `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|+00:00]`, microseconds since the epoch, UTC. Refused
 /// because they would lose something: offsets other than UTC (the offset itself), fractions
 /// finer than microseconds (unless the extra digits are zeros), leap seconds.
-pub fn timestamp_micros(s: &str) -> Option<i64> {
+pub(crate) fn timestamp_micros(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 19 || !matches!(b[10], b'T' | b' ') {
         return None;

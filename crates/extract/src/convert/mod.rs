@@ -4,11 +4,11 @@
 //! - CSV -> Parquet ([`parquet`]), built from [`records`] (CSV records with line numbers),
 //!   [`schema`] (inference and overrides) and [`columns`] (typed Arrow arrays).
 
-pub mod columns;
-pub mod lossless;
-pub mod parquet;
-pub mod records;
-pub mod schema;
+pub(crate) mod columns;
+pub(crate) mod lossless;
+pub(crate) mod parquet;
+pub(crate) mod records;
+pub(crate) mod schema;
 
 use std::io::Read;
 
@@ -20,7 +20,7 @@ use crate::sink::{Committed, ObjectSink};
 const COPY_BUFFER: usize = 256 * 1024;
 
 /// Copies a decoded stream into `sink` and commits it.
-pub fn passthrough(
+pub(crate) fn passthrough(
     input: &mut dyn Read,
     mut sink: ObjectSink,
     source_name: &str,
@@ -39,7 +39,7 @@ pub fn passthrough(
 }
 
 /// Copies the raw channel into `sink` without re-buffering (no decoding needed).
-pub fn passthrough_chunks(
+pub(crate) fn passthrough_chunks(
     input: &mut ChannelReader,
     mut sink: ObjectSink,
     source_name: &str,
@@ -52,7 +52,7 @@ pub fn passthrough_chunks(
 
 /// An error out of the decoding `Read` chain: either the source's own error (network,
 /// cancellation) carried through, or a decoding problem named after the source.
-pub fn read_error(err: std::io::Error, source_name: &str) -> ExtractError {
+pub(crate) fn read_error(err: std::io::Error, source_name: &str) -> ExtractError {
     ExtractError::from_io(err, |e| ExtractError::Decode {
         source_name: source_name.to_string(),
         detail: e.to_string(),

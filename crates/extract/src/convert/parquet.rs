@@ -39,7 +39,7 @@ use crate::sink::{Committed, ObjectSink};
 const MAX_VALUE_CHARS: usize = 200;
 
 /// What the conversion needs besides the bytes.
-pub struct CsvToParquet<'a> {
+pub(crate) struct CsvToParquet<'a> {
     /// The source (and member) as shown in messages: `https://h/a.zip!b.csv`.
     pub source_name: &'a str,
     pub dialect: Dialect,
@@ -61,7 +61,7 @@ pub struct CsvToParquet<'a> {
 
 /// What one conversion produced.
 #[derive(Debug)]
-pub struct Converted {
+pub(crate) struct Converted {
     /// `None` when the input was completely empty (not even a header): nothing is written.
     pub object: Option<Committed>,
     pub rows: u64,
@@ -71,7 +71,7 @@ pub struct Converted {
     pub row_groups: usize,
 }
 
-pub fn writer_properties(
+pub(crate) fn writer_properties(
     options: &ParquetOptions,
     footer: &[(String, String)],
 ) -> WriterProperties {
@@ -130,7 +130,7 @@ enum Msg {
 
 /// Converts the CSV in `input` to Parquet in `sink`; `open_rejects` opens the rejects object
 /// the first time a row is quarantined.
-pub fn csv_to_parquet(
+pub(crate) fn csv_to_parquet(
     input: &mut dyn BufRead,
     job: &CsvToParquet<'_>,
     sink: ObjectSink,
@@ -743,12 +743,12 @@ fn encode(
 }
 
 /// Whether a file extension looks like delimited text that can be converted.
-pub fn is_csv_like(ext: &str) -> bool {
+pub(crate) fn is_csv_like(ext: &str) -> bool {
     matches!(ext, "" | "csv" | "tsv" | "txt" | "dat" | "psv" | "tab")
 }
 
 /// The default delimiter for an extension.
-pub fn default_delimiter(ext: &str) -> u8 {
+pub(crate) fn default_delimiter(ext: &str) -> u8 {
     match ext {
         "tsv" | "tab" => b'\t',
         "psv" => b'|',

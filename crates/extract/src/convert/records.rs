@@ -47,12 +47,12 @@ impl Dialect {
 /// Longest record the reader holds: beyond it the item fails. A record this long is nearly
 /// always a quote that is never closed, swallowing the rest of the file; without the bound it
 /// would be buffered whole.
-pub const MAX_RECORD_BYTES: usize = 64 << 20;
+pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Length of a UTF-8 byte order mark at the start of `head` (3 or 0). The CSV converter drops
 /// it before the header; a decoder that transcodes (and removes BOMs itself) leaves none. The
 /// reader itself keeps every byte it is given, a BOM included.
-pub fn utf8_bom_len(head: &[u8]) -> usize {
+pub(crate) fn utf8_bom_len(head: &[u8]) -> usize {
     if head.starts_with(b"\xef\xbb\xbf") {
         3
     } else {
@@ -417,19 +417,9 @@ impl<R: BufRead> RecordReader<R> {
         self
     }
 
-    /// Records read so far.
-    pub fn records_read(&self) -> u64 {
-        self.records
-    }
-
     /// Empty lines skipped so far (they hold no record).
     pub fn blank_lines(&self) -> u64 {
         self.tracker.blank_lines
-    }
-
-    /// Whether the input is exhausted.
-    pub fn at_end(&self) -> bool {
-        self.ended
     }
 
     /// Appends up to `max` records to `out` (cleared first); returns how many were read. Zero

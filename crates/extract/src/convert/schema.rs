@@ -96,7 +96,7 @@ impl SchemaOverride {
 
 /// Maps a Socrata SODA type onto ours. `number` (arbitrary precision) becomes FLOAT64: always
 /// loadable, exact for integers up to 2^53; force INT64 with a schema file where that is wrong.
-pub fn soda_type(soda: &str) -> ColumnType {
+pub(crate) fn soda_type(soda: &str) -> ColumnType {
     match soda {
         "number" | "double" | "money" | "percent" => ColumnType::Float64,
         "checkbox" | "boolean" => ColumnType::Bool,
@@ -109,7 +109,7 @@ pub fn soda_type(soda: &str) -> ColumnType {
 
 /// Unique, non-empty column names: an empty header becomes `column_N`, a repeated one gets
 /// `_2`, `_3`... (BigQuery rejects duplicates).
-pub fn unique_names(headers: Vec<String>) -> Vec<String> {
+pub(crate) fn unique_names(headers: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     headers
         .into_iter()
@@ -267,7 +267,7 @@ pub fn infer(
 }
 
 /// `id:INT64, zip:STRING, ...` for the log; declared (overridden) types are marked.
-pub fn describe(columns: &[Column]) -> String {
+pub(crate) fn describe(columns: &[Column]) -> String {
     columns
         .iter()
         .map(|c| {
@@ -279,7 +279,7 @@ pub fn describe(columns: &[Column]) -> String {
 }
 
 /// Applies Socrata hints and a schema file to inferred columns.
-pub fn apply_overrides(
+pub(crate) fn apply_overrides(
     mut columns: Vec<Column>,
     soda_types: Option<&[(String, String)]>,
     file: Option<&SchemaOverride>,

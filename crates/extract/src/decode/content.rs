@@ -7,7 +7,7 @@ use crate::config::OutputFormat;
 use crate::convert::parquet::is_csv_like;
 
 /// How much of a body the sniffer looks at (and the HTTP source buffers for it).
-pub const SNIFF_BYTES: usize = 1024;
+pub(crate) const SNIFF_BYTES: usize = 1024;
 /// How many characters of the body a not-data message quotes.
 const SNIPPET_CHARS: usize = 80;
 
@@ -121,7 +121,7 @@ fn kind_of_body(expect: Expect, prefix: &[u8]) -> Option<&'static str> {
 }
 
 /// A one-line, printable quote of the body's start.
-pub fn snippet(prefix: &[u8]) -> String {
+pub(crate) fn snippet(prefix: &[u8]) -> String {
     let text = String::from_utf8_lossy(content_start(prefix));
     let mut out = String::new();
     let mut last_space = false;
@@ -149,7 +149,7 @@ pub fn snippet(prefix: &[u8]) -> String {
 
 /// Why these bytes (and content type) are not data for `expect`, as a message; `None` when
 /// they may be data. `data_ext` only words the message.
-pub fn not_data(
+pub(crate) fn not_data(
     expect: Expect,
     data_ext: &str,
     content_type: Option<&str>,

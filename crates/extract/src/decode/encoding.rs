@@ -22,7 +22,7 @@ const OUTPUT_BUFFER: usize = 64 * 1024;
 const TAIL: usize = 8;
 
 /// A `BufRead` of UTF-8 over a `BufRead` of text in some encoding.
-pub struct TextReader<R> {
+pub(crate) struct TextReader<R> {
     inner: R,
     source_name: String,
     encoding: &'static Encoding,
@@ -47,7 +47,7 @@ pub struct TextReader<R> {
 impl<R: BufRead> TextReader<R> {
     /// Looks for a BOM (reading at most 3 bytes), then decodes as the BOM says, else as
     /// `label`, else UTF-8.
-    pub fn new(
+    pub(crate) fn new(
         mut inner: R,
         label: Option<&'static Encoding>,
         source_name: &str,
@@ -100,12 +100,12 @@ impl<R: BufRead> TextReader<R> {
     }
 
     /// The encoding the source is read as.
-    pub fn encoding(&self) -> &'static Encoding {
+    pub(crate) fn encoding(&self) -> &'static Encoding {
         self.encoding
     }
 
     /// Whether the bytes are changed on the way (transcoded, or a BOM removed).
-    pub fn transforms(&self) -> bool {
+    pub(crate) fn transforms(&self) -> bool {
         self.decoder.is_some() || self.bom
     }
 

@@ -6,9 +6,9 @@
 //! [`ChannelReader`] is the `Read`/`BufRead` end a blocking thread decodes from. Nothing here
 //! holds more than a chunk or two.
 
-pub mod content;
-pub mod encoding;
-pub mod zip;
+pub(crate) mod content;
+pub(crate) mod encoding;
+pub(crate) mod zip;
 
 use std::io::{BufRead, Read};
 
@@ -18,12 +18,12 @@ use tokio::sync::mpsc;
 use crate::error::ExtractError;
 
 /// Chunks buffered between the network and the decoder.
-pub const CHANNEL_CHUNKS: usize = 16;
+pub(crate) const CHANNEL_CHUNKS: usize = 16;
 
-pub type ChunkSender = mpsc::Sender<Result<Bytes, ExtractError>>;
+pub(crate) type ChunkSender = mpsc::Sender<Result<Bytes, ExtractError>>;
 
 /// The chunk that marks a complete input.
-pub const END_OF_STREAM: Bytes = Bytes::new();
+pub(crate) const END_OF_STREAM: Bytes = Bytes::new();
 
 fn unexpected_close() -> std::io::Error {
     ExtractError::Cancelled.into_io()
@@ -36,14 +36,14 @@ fn unexpected_close() -> std::io::Error {
 /// The producer must end the stream with an empty chunk ([`END_OF_STREAM`]). A channel that
 /// closes without it (the producer was cancelled or died) is an error, never a short but
 /// "complete" input: that is what keeps a cut-off download from being committed.
-pub struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes, ExtractError>>,
     current: Bytes,
     done: bool,
 }
 
 impl ChannelReader {
-    pub fn channel() -> (ChunkSender, ChannelReader) {
+    pub(crate) fn channel() -> (ChunkSender, ChannelReader) {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         (
             tx,
@@ -57,7 +57,7 @@ impl ChannelReader {
 
     /// The first `n` bytes (fewer at the end of input) without consuming them: merges small
     /// leading chunks so format sniffing sees enough.
-    pub fn peek(&mut self, n: usize) -> std::io::Result<&[u8]> {
+    pub(crate) fn peek(&mut self, n: usize) -> std::io::Result<&[u8]> {
         while self.current.len() < n && !self.done {
             match self.rx.blocking_recv() {
                 Some(Ok(next)) if next.is_empty() => self.done = true,
@@ -111,7 +111,7 @@ impl BufRead for ChannelReader {
 
 impl ChannelReader {
     /// The next chunk as `Bytes` (zero-copy passthrough), `None` at the end.
-    pub fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+    pub(crate) fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
         self.fill_buf()?;
         if self.current.is_empty() {
             return Ok(None);
@@ -122,7 +122,7 @@ impl ChannelReader {
 
 /// What the source bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Container {
+pub(crate) enum Container {
     Plain,
     Gzip,
     Zip,
@@ -131,7 +131,7 @@ pub enum Container {
 impl Container {
     /// Magic bytes decide; the file extension only matters when there are too few bytes to
     /// tell (a server may also have transparently decompressed a `.gz`).
-    pub fn sniff(head: &[u8], compression_ext: &str) -> Container {
+    pub(crate) fn sniff(head: &[u8], compression_ext: &str) -> Container {
         if head.starts_with(&[0x1f, 0x8b]) {
             Container::Gzip
         } else if head.starts_with(b"PK\x03\x04")
@@ -142,44 +142,6 @@ impl Container {
         } else {
             Container::Plain
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Container::Plain => "plain",
-            Container::Gzip => "gzip",
-            Container::Zip => "zip",
-        }
-    }
-}
-
-/// Bytes read through a `Read`, counted (decoded sizes for the manifest and progress).
-pub struct CountingReader<R> {
-    inner: R,
-    pub count: u64,
-}
-
-impl<R> CountingReader<R> {
-    pub fn new(inner: R) -> Self {
-        CountingReader { inner, count: 0 }
-    }
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-impl<R: BufRead> BufRead for CountingReader<R> {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        self.inner.fill_buf()
-    }
-    fn consume(&mut self, amt: usize) {
-        self.count += amt as u64;
-        self.inner.consume(amt);
     }
 }
 

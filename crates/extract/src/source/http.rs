@@ -202,10 +202,6 @@ impl HttpClient {
         self.limits.deadline(item_key)
     }
 
-    pub fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
     /// One request, no retries. A non-success status becomes [`ExtractError::Http`].
     async fn send(
         &self,

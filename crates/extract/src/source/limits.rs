@@ -23,7 +23,7 @@ const SLICES: u32 = 10;
 
 /// The minimum average rate over a sliding window of transfer time.
 #[derive(Debug, Clone)]
-pub struct RateMeter {
+pub(crate) struct RateMeter {
     min_rate: u64,
     window: Duration,
     slice: Duration,
@@ -34,7 +34,7 @@ pub struct RateMeter {
 }
 
 impl RateMeter {
-    pub fn new(min_rate: u64, window: Duration) -> Self {
+    pub(crate) fn new(min_rate: u64, window: Duration) -> Self {
         let window = window.max(Duration::from_millis(10));
         RateMeter {
             min_rate,
@@ -47,7 +47,7 @@ impl RateMeter {
     }
 
     /// How long the next wait for bytes may last before the meter must look again.
-    pub fn until_check(&self) -> Duration {
+    pub(crate) fn until_check(&self) -> Duration {
         self.slice
             .saturating_sub(self.in_slice)
             .max(Duration::from_millis(1))
@@ -56,7 +56,7 @@ impl RateMeter {
     /// Counts `waited` transfer time and `bytes` received. Once a whole window has passed,
     /// at each slice boundary: the bytes of the last window must reach the minimum; if not,
     /// the message says what was received.
-    pub fn record(&mut self, waited: Duration, bytes: u64) -> Result<(), String> {
+    pub(crate) fn record(&mut self, waited: Duration, bytes: u64) -> Result<(), String> {
         // The bytes arrived at the end of the wait: a wait that spans slices leaves those
         // slices empty, as they were.
         self.in_slice += waited;
@@ -98,7 +98,7 @@ fn rate_text(bytes_per_sec: f64) -> String {
 }
 
 /// `1.5s`, `60s`, `2h`, `90m`: short and exact enough for messages.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_nanos() == 0 && secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
@@ -113,12 +113,12 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// A meter shared by the bodies of one item's attempts (locked only between awaits).
-pub type SharedMeter = Arc<Mutex<RateMeter>>;
+pub(crate) type SharedMeter = Arc<Mutex<RateMeter>>;
 
 /// The limits of a task's items: when each started, and how fast it has been, across its
 /// attempts.
 #[derive(Debug, Clone)]
-pub struct ItemLimits {
+pub(crate) struct ItemLimits {
     item_timeout: Duration,
     min_rate: u64,
     min_rate_window: Duration,
@@ -134,7 +134,7 @@ pub struct Deadline {
 }
 
 impl ItemLimits {
-    pub fn new(item_timeout: Duration, min_rate: u64, min_rate_window: Duration) -> Self {
+    pub(crate) fn new(item_timeout: Duration, min_rate: u64, min_rate_window: Duration) -> Self {
         ItemLimits {
             item_timeout,
             min_rate,
@@ -144,7 +144,7 @@ impl ItemLimits {
     }
 
     /// A meter for a request that belongs to no item (manifests, counts).
-    pub fn new_meter(&self) -> SharedMeter {
+    pub(crate) fn new_meter(&self) -> SharedMeter {
         Arc::new(Mutex::new(RateMeter::new(
             self.min_rate,
             self.min_rate_window,
@@ -152,7 +152,7 @@ impl ItemLimits {
     }
 
     /// The deadline of the item `key`; the first call for an item starts its clock.
-    pub fn deadline(&self, key: &str) -> Deadline {
+    pub(crate) fn deadline(&self, key: &str) -> Deadline {
         let started = self.entry(key).0;
         Deadline {
             at: started + self.item_timeout,
@@ -162,7 +162,7 @@ impl ItemLimits {
     }
 
     /// The rate meter all attempts of the item `key` share.
-    pub fn meter(&self, key: &str) -> SharedMeter {
+    pub(crate) fn meter(&self, key: &str) -> SharedMeter {
         self.entry(key).1
     }
 

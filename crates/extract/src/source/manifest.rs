@@ -27,7 +27,7 @@ use crate::error::{ExtractError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     /// An HTTP(S) URL, a `file://` URL or a local path.
     #[default]
     Url,
@@ -38,7 +38,7 @@ pub enum EntryKind {
 /// One source as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceEntry {
+pub(crate) struct SourceEntry {
     /// Stable name used in object keys and shard keys; default: from the URL.
     #[serde(default)]
     pub name: Option<String>,
@@ -56,7 +56,7 @@ pub struct SourceEntry {
 }
 
 impl SourceEntry {
-    pub fn url(url: impl Into<String>) -> Self {
+    pub(crate) fn url(url: impl Into<String>) -> Self {
         SourceEntry {
             name: None,
             url: url.into(),
@@ -67,7 +67,7 @@ impl SourceEntry {
         }
     }
 
-    pub fn socrata(url: impl Into<String>) -> Self {
+    pub(crate) fn socrata(url: impl Into<String>) -> Self {
         SourceEntry {
             kind: EntryKind::Socrata,
             ..SourceEntry::url(url)
@@ -98,7 +98,7 @@ struct TomlManifest {
 
 /// Parses a manifest; `origin` (its path or URL, redacted) names it in errors and its extension
 /// picks the format (`.toml`, `.json`; otherwise the content decides).
-pub fn parse(text: &str, origin: &str) -> Result<Vec<SourceEntry>> {
+pub(crate) fn parse(text: &str, origin: &str) -> Result<Vec<SourceEntry>> {
     let lower = origin.to_ascii_lowercase();
     let lower = lower.split(['?', '#']).next().unwrap_or_default();
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();

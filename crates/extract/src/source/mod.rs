@@ -1,10 +1,10 @@
 //! Sources: where an item's bytes come from, and the async pump that feeds them to the
 //! blocking decode/convert pipeline.
 
-pub mod http;
-pub mod limits;
-pub mod manifest;
-pub mod socrata;
+pub(crate) mod http;
+pub(crate) mod limits;
+pub(crate) mod manifest;
+pub(crate) mod socrata;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,7 +106,7 @@ async fn local_version(path: &PathBuf) -> std::io::Result<SourceVersion> {
 }
 
 /// An opened source: its bytes to pump, within the item's deadline.
-pub struct Opened {
+pub(crate) struct Opened {
     source: OpenedSource,
     deadline: Deadline,
     display: String,
@@ -122,7 +122,7 @@ enum OpenedSource {
 }
 
 impl Opened {
-    pub fn version(&self) -> SourceVersion {
+    pub(crate) fn version(&self) -> SourceVersion {
         match &self.source {
             OpenedSource::Http(body) => body.version.clone(),
             OpenedSource::Local { version, .. } => version.clone(),
@@ -130,14 +130,14 @@ impl Opened {
     }
 
     /// Size as served, when known (progress and ETA).
-    pub fn total(&self) -> Option<u64> {
+    pub(crate) fn total(&self) -> Option<u64> {
         match &self.source {
             OpenedSource::Http(body) => body.total(),
             OpenedSource::Local { version, .. } => version.size,
         }
     }
 
-    pub fn resumes(&self) -> u32 {
+    pub(crate) fn resumes(&self) -> u32 {
         match &self.source {
             OpenedSource::Http(body) => body.resumes(),
             OpenedSource::Local { .. } => 0,
@@ -150,7 +150,7 @@ impl Opened {
     ///
     /// The item's deadline bounds both the wait for bytes and the wait for the decoder to
     /// take them; when it passes, the deadline error is what the decoder gets.
-    pub async fn pump(mut self, tx: ChunkSender, progress: Arc<AtomicU64>) -> u32 {
+    pub(crate) async fn pump(mut self, tx: ChunkSender, progress: Arc<AtomicU64>) -> u32 {
         let at = self.deadline.at;
         let mut received = 0u64;
         loop {
@@ -212,7 +212,7 @@ async fn read_local_chunk(
 
 /// Opens the item's bytes (HTTP GET with retries and the not-data check, or the local
 /// file), within the item's `--item-timeout` deadline.
-pub async fn open(item: &WorkItem, client: &HttpClient) -> Result<Opened> {
+pub(crate) async fn open(item: &WorkItem, client: &HttpClient) -> Result<Opened> {
     let deadline = client.item_deadline(&item.shard_key());
     if deadline.passed() {
         return Err(deadline.error(&item.display, 0));

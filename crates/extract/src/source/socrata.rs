@@ -22,7 +22,7 @@ const SMALL_RESPONSE: usize = 1024 * 1024;
 
 /// `https://HOST/resource/ID` plus any query parameters the user added (kept on every request).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocrataResource {
+pub(crate) struct SocrataResource {
     /// `https://HOST/resource/ID` (no extension, no query).
     pub base: String,
     pub id: String,
@@ -31,7 +31,7 @@ pub struct SocrataResource {
 }
 
 impl SocrataResource {
-    pub fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         let bad = |why: &str| {
             ExtractError::Config(format!(
                 "Socrata resource {}: {why} (expected https://HOST/resource/ID)",
@@ -83,7 +83,7 @@ impl SocrataResource {
 }
 
 /// Percent-encodes a SoQL value, leaving the characters SoQL uses readable in logs.
-pub fn encode_query_value(value: &str) -> String {
+pub(crate) fn encode_query_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~:$(),*".contains(&b) {
@@ -97,7 +97,7 @@ pub fn encode_query_value(value: &str) -> String {
 
 /// One page of a planned Socrata pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocrataPage {
+pub(crate) struct SocrataPage {
     pub number: u64,
     pub offset: u64,
     pub limit: u64,
@@ -107,8 +107,7 @@ pub struct SocrataPage {
 
 /// What planning a Socrata resource found.
 #[derive(Debug, Clone)]
-pub struct SocrataPlan {
-    pub resource: SocrataResource,
+pub(crate) struct SocrataPlan {
     pub rows: u64,
     pub pages: Vec<SocrataPage>,
     /// Identifies the dataset content the pages were planned against.
@@ -126,7 +125,7 @@ fn where_clause(options: &SocrataOptions) -> Option<String> {
 }
 
 /// Counts rows, reads column types (when asked) and lays out the pages.
-pub async fn plan(
+pub(crate) async fn plan(
     client: &HttpClient,
     base_target: &HttpTarget,
     resource: &SocrataResource,
@@ -201,7 +200,6 @@ pub async fn plan(
         })
         .collect();
     Ok(SocrataPlan {
-        resource: resource.clone(),
         rows,
         pages,
         version,

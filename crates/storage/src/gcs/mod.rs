@@ -25,7 +25,8 @@ use crate::{
     WriteOptions,
 };
 use client::Client;
-pub use upload::{CHUNK_QUANTUM, ChunkBufferStats};
+use upload::CHUNK_QUANTUM;
+pub use upload::ChunkBufferStats;
 
 /// Default resumable upload chunk: 16 MiB, as Google's Go and Java clients use (the Rust crate
 /// uses 8 MiB, the Python client 100 MiB). Fewer, larger chunks mean fewer round trips; each
@@ -201,21 +202,6 @@ impl GcsStore {
         let url = self.url_of(key);
         validate_gcs_name(&url, key)?;
         Ok(url)
-    }
-
-    /// Deletes `key` only if it is still at `generation` (GCS `ifGenerationMatch`; ignored by
-    /// fake-gcs-server). Absent is not an error.
-    pub async fn delete_generation(&self, key: &str, generation: i64) -> Result<()> {
-        let url = self.checked(key)?;
-        self.client
-            .delete_object(
-                &self.bucket,
-                key,
-                Some(generation),
-                &url,
-                &self.client.cancel,
-            )
-            .await
     }
 }
 

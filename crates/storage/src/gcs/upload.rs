@@ -8,10 +8,14 @@
 //! The crc32c the server reports is checked once more after finalisation (the emulator does not
 //! check); on a mismatch the object is deleted (by generation) and the commit fails.
 //!
-//! Metadata known only at the end (`commit_with_metadata`) goes into the multipart request, or
-//! as `X-Goog-Meta-*` headers on the finalising request of a resumable upload; where the server
-//! did not apply them (fake-gcs-server ignores them) the object is patched right after
-//! finalisation, under `ifGenerationMatch` + `ifMetagenerationMatch`.
+//! Metadata rests on documented GCS behaviour only. What is known when the upload starts (the
+//! writer's options) goes into the object resource of the request that creates the object: the
+//! multipart request, or the `POST` that opens a resumable session, the only request of a
+//! session that takes object metadata. What is known only at the end (`commit_with_metadata`)
+//! goes into the multipart request when the object is small; for a resumable upload it is set
+//! by one `objects.patch` right after finalisation, under `ifGenerationMatch` +
+//! `ifMetagenerationMatch` (so only the object just written, unchanged since, is patched). See
+//! `docs/storage.md`.
 //!
 //! Memory: at most two chunk buffers per writer, whatever the object size: the one being
 //! filled and the one on the wire (or handed over and waiting for the wire). Each buffer holds
@@ -24,9 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use reqwest::Method;
-use reqwest::header::{
-    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION,
-};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use sluice_runtime::retry::RetryError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -37,7 +39,7 @@ use crate::crc::{Crc32c, to_base64};
 use crate::{ObjectMeta, ObjectWriter, Result, StorageError, WriteOptions};
 
 /// Resumable chunks (all but the last) must be multiples of this (GCS protocol rule).
-pub const CHUNK_QUANTUM: usize = 256 * 1024;
+pub(crate) const CHUNK_QUANTUM: usize = 256 * 1024;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -528,11 +530,7 @@ async fn drive_session(
             }
             Some(Msg::Finish { last, crc, extra }) => {
                 let total = offset + last.len() as u64;
-                let finale = Finale {
-                    total,
-                    crc,
-                    headers: metadata_headers(&extra),
-                };
+                let finale = Finale { total, crc };
                 // Only a dropped writer interrupts the finalising request: on a plain
                 // cancellation it runs to its end so the outcome is known and reported.
                 let sent = tokio::select! {
@@ -626,40 +624,11 @@ fn persisted(response: &reqwest::Response) -> std::result::Result<u64, Failure> 
         .ok_or_else(|| Failure::Protocol(format!("unparseable Range header {text:?}")))
 }
 
-/// What the finalising request carries beyond the last bytes.
+/// What the finalising request carries beyond the last bytes: the object's size and its
+/// crc32c. Not metadata: a session's object metadata is fixed by the request that opens it.
 struct Finale {
     total: u64,
     crc: u32,
-    /// `X-Goog-Meta-*` for the metadata added at commit (see [`metadata_headers`]).
-    headers: HeaderMap,
-}
-
-/// `X-Goog-Meta-{key}: value` headers for `extra`: GCS's JSON API applies custom metadata
-/// sent this way on the final request of a resumable upload ("The JSON API also supports
-/// setting custom metadata in the final request if you include headers prefixed with
-/// X-Goog-Meta-", cloud.google.com/storage/docs/resumable-uploads). Only entries that survive
-/// the trip through HTTP unchanged go (lowercase token keys, printable ASCII values without
-/// edge spaces); whatever the finalised object lacks is patched afterwards anyway.
-fn metadata_headers(extra: &BTreeMap<String, String>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (key, value) in extra {
-        let key_ok = !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-        let value_ok =
-            value.bytes().all(|b| (0x20..0x7f).contains(&b)) && value.trim() == value.as_str();
-        if !(key_ok && value_ok) {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(format!("x-goog-meta-{key}").as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(name, value);
-        }
-    }
-    headers
 }
 
 /// Sends `data` (the object's bytes from `offset`) to the session; `last` when these are the
@@ -722,9 +691,7 @@ async fn put_bytes(
                     .timeout(client.upload_timeout);
                 if let Some(f) = last {
                     // The full-object checksum: GCS refuses to finalise if the bytes differ.
-                    req = req
-                        .header("X-Goog-Hash", format!("crc32c={}", to_base64(f.crc)))
-                        .headers(f.headers.clone());
+                    req = req.header("X-Goog-Hash", format!("crc32c={}", to_base64(f.crc)));
                 }
                 let response = client.send(req, &[308]).await?;
                 if response.status().as_u16() == 308 {
@@ -892,12 +859,14 @@ fn into_meta(ctx: &UploadCtx, object: ObjectResource) -> ObjectMeta {
     meta
 }
 
-/// Makes sure the finalised resumable upload carries all its metadata (the writer's options
-/// and what `commit_with_metadata` added). Real GCS applies the `X-Goog-Meta-*` headers of
-/// the finalising request; fake-gcs-server does not, so the object is patched under
-/// `ifGenerationMatch` (only the object just written) and `ifMetagenerationMatch` (nobody
-/// changed its metadata since). If that fails the object is deleted (that generation) and
-/// the commit fails: no object stays visible without its metadata.
+/// Gives the finalised resumable upload all its metadata: the writer's options went into the
+/// session's initiating request; what `commit_with_metadata` added is set here with one
+/// documented `objects.patch` under `ifGenerationMatch` (only the object just written) and
+/// `ifMetagenerationMatch` (nobody changed its metadata since). Nothing to add (no `extra`,
+/// or the server already holds every entry): no request. If the patch fails the object is
+/// deleted (that generation) and the commit fails: no object stays visible without its
+/// metadata unless the process dies between the two requests, which readers of the metadata
+/// must allow for (extract treats such an object as uncommitted).
 async fn complete_metadata(
     ctx: &UploadCtx,
     object: ObjectResource,
@@ -911,7 +880,7 @@ async fn complete_metadata(
         return Ok(into_meta(ctx, object));
     }
     let generation = object.generation();
-    tracing::debug!(url = %ctx.url, ?generation, "finalised without its final metadata: patching it");
+    tracing::debug!(url = %ctx.url, ?generation, "finalised: setting the metadata known only at commit");
     let mut preconditions = Vec::new();
     if let Some(g) = generation {
         preconditions.push(("ifGenerationMatch", g.to_string()));

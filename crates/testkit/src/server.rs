@@ -1,15 +1,14 @@
-//! Test support (feature `testing`): a real HTTP/1.1 server on loopback that serves files with
+//! A real HTTP/1.1 server on loopback for tests of HTTP sources: it serves files with
 //! `ETag`/`Last-Modified`/`Range`/`If-Range`, injects faults (error statuses with
 //! `Retry-After`, connections dropped mid-body, delays), streams slowly on request, stands in
-//! for a Socrata SODA endpoint, and records every request. Plus gzip/zip builders and Parquet
-//! read-back. Used by this crate's tests and by `sluice-cli`'s.
+//! for a Socrata SODA endpoint, and records every request. Used by `sluice-extract`'s and
+//! `sluice-cli`'s tests (it lived in `sluice-extract` behind a feature until issue 14).
 //!
 //! The server runs on a thread of its own with its own runtime, so synchronous tests (which
 //! spawn the `sluice` binary) and async tests can both use it.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,7 +48,8 @@ pub struct ServedFile {
 impl ServedFile {
     pub fn new(body: impl Into<Bytes>) -> Self {
         let body = body.into();
-        let etag = format!("\"{:016x}\"", sluice_runtime::shard::fnv1a64(&body));
+        // Any digest of the content will do: a strong validator only has to change with it.
+        let etag = format!("\"{:08x}\"", crc32fast::hash(&body));
         ServedFile {
             body,
             etag: Some(etag),
@@ -63,12 +63,6 @@ impl ServedFile {
 
     pub fn without_ranges(mut self) -> Self {
         self.ranges = false;
-        self
-    }
-
-    pub fn without_validators(mut self) -> Self {
-        self.etag = None;
-        self.last_modified = None;
         self
     }
 
@@ -502,99 +496,4 @@ fn socrata_response(dataset: &SocrataDataset, ext: &str, req: &Recorded) -> Resp
         dataset.last_modified.parse().unwrap(),
     );
     response
-}
-
-/// Gzip-compresses `data`.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(data).expect("gzip in memory");
-    encoder.finish().expect("gzip in memory")
-}
-
-/// Builds a zip archive. Members: (name, data, deflate?, data descriptor?). Includes a real
-/// central directory, so other tools can read it too.
-pub fn zip(members: &[(&str, &[u8], bool, bool)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data, deflate, descriptor) in members {
-        let compressed = if *deflate {
-            let mut enc =
-                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(data).expect("deflate");
-            enc.finish().expect("deflate")
-        } else {
-            data.to_vec()
-        };
-        let method: u16 = if *deflate { 8 } else { 0 };
-        let flags: u16 = if *descriptor { 0x0808 } else { 0x0800 };
-        let crc = crc32fast::hash(data);
-        let offset = out.len() as u32;
-        let (c, cs, us) = if *descriptor {
-            (0, 0, 0)
-        } else {
-            (crc, compressed.len() as u32, data.len() as u32)
-        };
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        out.extend_from_slice(&20u16.to_le_bytes());
-        out.extend_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&method.to_le_bytes());
-        out.extend_from_slice(&[0u8; 4]);
-        out.extend_from_slice(&c.to_le_bytes());
-        out.extend_from_slice(&cs.to_le_bytes());
-        out.extend_from_slice(&us.to_le_bytes());
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&compressed);
-        if *descriptor {
-            out.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
-            out.extend_from_slice(&crc.to_le_bytes());
-            out.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        }
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&20u16.to_le_bytes());
-        central.extend_from_slice(&20u16.to_le_bytes());
-        central.extend_from_slice(&flags.to_le_bytes());
-        central.extend_from_slice(&method.to_le_bytes());
-        central.extend_from_slice(&[0u8; 4]);
-        central.extend_from_slice(&crc.to_le_bytes());
-        central.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
-        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0u8; 12]);
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
-}
-
-/// Reads a whole Parquet file (small test outputs only).
-pub fn read_parquet(
-    data: impl Into<Bytes>,
-) -> (
-    arrow::datatypes::SchemaRef,
-    Vec<arrow::array::RecordBatch>,
-    parquet::file::metadata::ParquetMetaData,
-) {
-    let builder =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data.into())
-            .expect("a Parquet file");
-    let schema = builder.schema().clone();
-    let metadata = builder.metadata().as_ref().clone();
-    let batches = builder
-        .build()
-        .expect("a Parquet reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("Parquet batches");
-    (schema, batches, metadata)
 }
