@@ -66,6 +66,14 @@ pub enum ApiError {
     Other { action: String, message: String },
 }
 
+/// An API call that failed failed the command (exit 1). An interrupted one also reports 1
+/// here; the commands report the stop signal's own code (130/143) for it, as every binary does.
+impl sluice_runtime::ExitStatus for ApiError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        sluice_runtime::ExitCode::TaskFailed
+    }
+}
+
 fn attempts_note(attempts: u32) -> String {
     if attempts > 1 {
         format!(" (gave up after {attempts} attempts)")

@@ -81,6 +81,18 @@ pub enum RunError {
     Failed { job: String, message: String },
 }
 
+/// A job that is not deployed is the user's to fix (exit 2); an API failure failed the
+/// command (exit 1; an interrupted call is reported with the stop signal's code by the caller).
+impl sluice_runtime::ExitStatus for RunError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        match self {
+            RunError::JobNotFound { .. } => sluice_runtime::ExitCode::Usage,
+            RunError::Api(api) => api.exit_code(),
+            RunError::Failed { .. } => sluice_runtime::ExitCode::TaskFailed,
+        }
+    }
+}
+
 /// A started execution.
 #[derive(Debug, Clone)]
 pub struct Started {

@@ -20,7 +20,6 @@
 //! parallelism = 2
 //! ```
 
-use crate::duration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -359,6 +358,13 @@ pub struct SpecError {
     pub problems: Vec<String>,
 }
 
+/// A spec that does not validate is the user's to fix: exit 2.
+impl sluice_runtime::ExitStatus for SpecError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        sluice_runtime::ExitCode::Usage
+    }
+}
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid job spec {}:", self.path.display())?;
@@ -475,7 +481,11 @@ impl Validator {
                 base.join(p)
             }
         };
-        let kill_grace = match raw.kill_grace.as_deref().map(duration::parse) {
+        let kill_grace = match raw
+            .kill_grace
+            .as_deref()
+            .map(sluice_runtime::duration::parse)
+        {
             None => DEFAULT_KILL_GRACE,
             Some(Ok(d)) => d,
             Some(Err(e)) => {
@@ -644,7 +654,7 @@ impl Validator {
         );
         let task_timeout = match pick(|s| &s.task_timeout) {
             None => DEFAULT_TASK_TIMEOUT,
-            Some(t) => match duration::parse(&t) {
+            Some(t) => match sluice_runtime::duration::parse(&t) {
                 Ok(d) if d < Duration::from_secs(1) => {
                     p("task_timeout", format!("{t:?} is shorter than 1s"));
                     DEFAULT_TASK_TIMEOUT
@@ -665,7 +675,7 @@ impl Validator {
                 }
                 Ok(d) => d,
                 Err(e) => {
-                    p("task_timeout", e);
+                    p("task_timeout", e.to_string());
                     DEFAULT_TASK_TIMEOUT
                 }
             },

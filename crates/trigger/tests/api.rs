@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 use sluice_runtime::CancellationToken;
-use sluice_runtime::cancel::StopSignal;
+use sluice_runtime::StopSignal;
 use sluice_runtime::{RetryPolicy, Shutdown};
 use sluice_trigger::api::{ApiOptions, CloudRun};
 use sluice_trigger::commands::{self, Context, OutputFormat};

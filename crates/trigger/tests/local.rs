@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use sluice_runtime::Shutdown;
-use sluice_runtime::cancel::StopSignal;
+use sluice_runtime::StopSignal;
 use sluice_trigger::commands::{self, LocalOptions, OutputFormat};
 use sluice_trigger::local::{LogMode, Output};
 use std::path::{Path, PathBuf};

@@ -7,14 +7,10 @@
 
 use std::io::IsTerminal;
 
-use anyhow::anyhow;
-use sluice_extract::config::{
-    Encoding, ProgressMode, parse_encoding, parse_positive_duration, parse_rate,
-};
-use sluice_extract::{
-    BadRows, Compression, ExtractConfig, ExtractError, OutputFormat, PartitionSpec, Secret,
-};
-use sluice_runtime::{ExitCode, ShardStrategy};
+use sluice_extract::config::{Encoding, ProgressMode, parse_encoding, parse_rate};
+use sluice_extract::{BadRows, Compression, ExtractConfig, OutputFormat, PartitionSpec};
+use sluice_runtime::duration::parse_positive as parse_positive_duration;
+use sluice_runtime::{ExitCode, Secret, ShardStrategy};
 
 use crate::context::{Context, UsageError};
 
@@ -273,16 +269,14 @@ fn config(args: Args, context: &Context) -> anyhow::Result<ExtractConfig> {
 
 pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let config = config(args, context)?;
-    match sluice_extract::run(
+    sluice_extract::run(
         config,
         &context.task,
         context.store_config(),
         context.cancel(),
     )
     .await
-    {
-        Ok(_) => Ok(ExitCode::Ok),
-        Err(ExtractError::Config(message)) => Err(UsageError(message).into()),
-        Err(e) => Err(anyhow!(e)),
-    }
+    // The error's own ExitStatus decides the exit code (context::exit_code_of).
+    .map_err(anyhow::Error::new)?;
+    Ok(ExitCode::Ok)
 }

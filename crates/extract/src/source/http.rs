@@ -100,8 +100,9 @@ impl std::fmt::Debug for HttpTarget {
 
 impl HttpTarget {
     pub fn new(url: &str) -> Result<Self> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| ExtractError::Config(format!("invalid URL {}: {e}", redact_url(url))))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            ExtractError::config_source(format!("invalid URL {}", redact_url(url)), e)
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ExtractError::Config(format!(
                 "unsupported URL scheme in {} (expected http, https, file or a path)",
@@ -183,7 +184,7 @@ impl HttpClient {
             .no_zstd()
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| ExtractError::Internal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| ExtractError::internal_source("cannot build the HTTP client", e))?;
         Ok(HttpClient {
             client,
             policy: options.retry.clone(),
