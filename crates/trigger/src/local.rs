@@ -38,7 +38,7 @@ use tokio::sync::Semaphore;
 
 /// How task processes are started.
 #[derive(Debug, Clone)]
-pub enum Launcher {
+pub(crate) enum Launcher {
     /// The command itself; `sluice` (absent command, or a command whose first word is
     /// `sluice` or `.../sluice`) means this binary.
     Direct { sluice_bin: Option<PathBuf> },
@@ -71,7 +71,7 @@ impl Output for Stderr {
 
 /// Everything one local execution needs.
 #[derive(Debug, Clone)]
-pub struct LocalRun {
+pub(crate) struct LocalRun {
     pub job: JobSpec,
     /// Overrides of the spec's task count, parallelism, task timeout and args.
     pub tasks: Option<u32>,
@@ -113,7 +113,7 @@ fn config_error(job: &JobSpec, message: impl Into<String>) -> LocalError {
 }
 
 /// `JOB-xxxxx`, like Cloud Run's execution ids.
-pub fn execution_id(job: &str) -> String {
+pub(crate) fn execution_id(job: &str) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -125,7 +125,7 @@ pub fn execution_id(job: &str) -> String {
 
 /// Finds the `sluice` binary: the flag, then `[local] sluice_bin`, then `sluice` next to this
 /// executable, then `sluice` on `PATH`.
-pub fn resolve_sluice_bin(
+pub(crate) fn resolve_sluice_bin(
     flag: Option<&Path>,
     spec: Option<&Path>,
     current_exe: Option<&Path>,
@@ -155,7 +155,7 @@ pub fn resolve_sluice_bin(
 }
 
 /// `name` as found on `PATH` (or as given, if it contains a slash and exists).
-pub fn find_on_path(name: &str, path_var: Option<&OsString>) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str, path_var: Option<&OsString>) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
         return p.is_file().then_some(p);
@@ -170,7 +170,7 @@ fn is_sluice(word: &str) -> bool {
 }
 
 /// The process argv of a task started directly.
-pub fn direct_argv(
+pub(crate) fn direct_argv(
     job: &JobSpec,
     args: &[String],
     sluice_bin: Option<&Path>,
@@ -190,7 +190,7 @@ pub fn direct_argv(
 
 /// The argv of a task run in a container: env values travel in the engine's own environment
 /// (`-e NAME`), never on its command line where `ps` would show them.
-pub fn docker_argv(
+pub(crate) fn docker_argv(
     engine: &Path,
     image: &str,
     container_name: &str,
@@ -227,7 +227,7 @@ pub fn docker_argv(
 }
 
 /// Expands `${NAME}` and `${NAME:-default}` from `env`; `$$` is a literal `$`.
-pub fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(pos) = rest.find('$') {
@@ -536,7 +536,7 @@ impl Exec {
 }
 
 /// One line of task output as re-emitted (see the module docs).
-pub fn format_line(mode: LogMode, task: &TaskContext, stream: Stream, line: &str) -> String {
+pub(crate) fn format_line(mode: LogMode, task: &TaskContext, stream: Stream, line: &str) -> String {
     let parsed: Option<Map<String, Value>> = line
         .trim_start()
         .starts_with('{')
@@ -601,7 +601,7 @@ fn docker_kill(engine: &Path, container: &str, signal: Option<&str>) {
 }
 
 /// Checks that `--docker` can work before any task starts.
-pub fn check_engine(engine: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
+pub(crate) fn check_engine(engine: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
     let name = engine.display().to_string();
     let found = find_on_path(&name, path_var).ok_or_else(|| {
         format!(
@@ -627,7 +627,7 @@ pub fn check_engine(engine: &Path, path_var: Option<&OsString>) -> Result<PathBu
 
 /// Runs the execution and reports it like `run --wait` does. Warnings (e.g. secrets that are
 /// not available locally) are logged before the first task starts.
-pub async fn run(
+pub(crate) async fn run(
     run: LocalRun,
     shutdown: Shutdown,
     out: Arc<dyn Output>,

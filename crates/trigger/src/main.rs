@@ -4,11 +4,8 @@
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sluice_runtime::logging::{self, LogFormat, LogOptions, ResolvedFormat};
 use sluice_runtime::{ExitCode, Shutdown, TaskContext};
-use sluice_trigger::api::ApiOptions;
 use sluice_trigger::commands::{self, CommandError, Context, OutputFormat};
-use sluice_trigger::local::{self, LogMode};
-use sluice_trigger::run::{RunRequest, RunSettings, WaitSettings};
-use sluice_trigger::spec;
+use sluice_trigger::{ApiOptions, LogMode, RunRequest, RunSettings, WaitSettings};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -197,7 +194,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not K=V"))?;
-    spec::check_env_name(k)?;
+    sluice_trigger::check_env_name(k)?;
     Ok((k.to_string(), v.to_string()))
 }
 
@@ -403,7 +400,7 @@ async fn dispatch(cli: Cli, log_format: ResolvedFormat) -> i32 {
                 output,
                 &shutdown,
                 &opts,
-                Arc::new(local::Stderr),
+                Arc::new(sluice_trigger::Stderr),
                 &mut stdout,
             )
             .await

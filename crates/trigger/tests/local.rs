@@ -6,7 +6,7 @@ use serde_json::Value;
 use sluice_runtime::Shutdown;
 use sluice_runtime::StopSignal;
 use sluice_trigger::commands::{self, LocalOptions, OutputFormat};
-use sluice_trigger::local::{LogMode, Output};
+use sluice_trigger::{LogMode, Output};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
