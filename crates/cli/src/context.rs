@@ -1,7 +1,10 @@
 //! What every subcommand gets: the task contract, the shutdown token and store settings,
 //! plus the mapping from failures to exit codes.
 
-use sluice_runtime::{CancellationToken, ExitCode, Shutdown, TaskContext};
+use sluice_dbt::DbtError;
+use sluice_extract::ExtractError;
+use sluice_load::LoadError;
+use sluice_runtime::{CancellationToken, ExitCode, ExitStatus, Shutdown, TaskContext};
 use std::path::PathBuf;
 
 use sluice_storage::{CredentialSetup, StorageError, StoreConfig};
@@ -106,7 +109,14 @@ mod tests {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Logs the failure with its whole cause chain and picks the exit code.
+impl ExitStatus for UsageError {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Usage
+    }
+}
+
+/// Logs the failure with its whole cause chain and picks the exit code: a stop signal's code
+/// when one stopped us, else what [`exit_code_of`] says.
 pub fn classify_failure(err: &anyhow::Error, shutdown: &Shutdown) -> ExitCode {
     if let (Some(signal), Some(code)) = (shutdown.signal(), shutdown.exit_code()) {
         tracing::error!(error = format!("{err:#}"), "stopped by {}", signal.name());
@@ -115,33 +125,119 @@ pub fn classify_failure(err: &anyhow::Error, shutdown: &Shutdown) -> ExitCode {
     if let Some(setup) = setup_error(err) {
         // One line naming the fix; the wrappers around it would only repeat it.
         tracing::error!("{setup}");
-        return ExitCode::Usage;
+        return setup.exit_code();
     }
-    if err.downcast_ref::<UsageError>().is_some() {
+    let code = exit_code_of(err);
+    if code == ExitCode::Usage {
         tracing::error!("{err:#}");
-        return ExitCode::Usage;
+    } else {
+        tracing::error!("task failed: {err:#}");
     }
-    tracing::error!("task failed: {err:#}");
-    ExitCode::TaskFailed
+    code
+}
+
+/// The one rule: the first error in the chain that implements [`ExitStatus`] decides (each
+/// library error delegates to the error it wraps where that one knows better); a chain with
+/// none of them is a failed task.
+pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
+    err.chain()
+        .find_map(exit_status)
+        .unwrap_or(ExitCode::TaskFailed)
+}
+
+/// The exit code of one error in a chain, if its type is one of the library errors (anyhow
+/// chains hold `dyn Error`, so the known types are downcast here, in one place).
+fn exit_status(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
+    if let Some(e) = cause.downcast_ref::<UsageError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<StorageError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<ExtractError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<DbtError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<LoadError>() {
+        return Some(load_exit_code(e));
+    }
+    None
+}
+
+/// `LoadError`'s rule (configuration -> usage, storage errors decide for themselves, the rest
+/// failed the task). `sluice_load::LoadError` gets its own `ExitStatus` implementation in the
+/// load rewrite; once that is merged this becomes `e.exit_code()` in [`exit_status`].
+fn load_exit_code(e: &LoadError) -> ExitCode {
+    match e {
+        LoadError::Config(_) => ExitCode::Usage,
+        LoadError::Storage(storage) => storage.exit_code(),
+        _ => ExitCode::TaskFailed,
+    }
 }
 
 /// A missing bucket or missing credentials ([`StorageError::Setup`]) anywhere in the chain,
-/// also inside the library errors that wrap a storage error without exposing it as a source.
-pub fn setup_error(err: &anyhow::Error) -> Option<&StorageError> {
+/// also inside the library errors that wrap a storage error without exposing it as a source
+/// (`#[error(transparent)]`), for a log line that names only the fix. The exit code does not
+/// depend on it: [`exit_code_of`] gives the same answer through the wrappers' delegation.
+fn setup_error(err: &anyhow::Error) -> Option<&StorageError> {
     err.chain().find_map(|cause| {
         let storage = if let Some(e) = cause.downcast_ref::<StorageError>() {
             e
-        } else if let Some(sluice_extract::ExtractError::Storage(e)) =
-            cause.downcast_ref::<sluice_extract::ExtractError>()
-        {
+        } else if let Some(ExtractError::Storage(e)) = cause.downcast_ref::<ExtractError>() {
             e
-        } else if let Some(sluice_load::LoadError::Storage(e)) =
-            cause.downcast_ref::<sluice_load::LoadError>()
-        {
+        } else if let Some(LoadError::Storage(e)) = cause.downcast_ref::<LoadError>() {
             e
         } else {
             return None;
         };
         storage.is_setup().then_some(storage)
     })
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+
+    fn setup() -> StorageError {
+        StorageError::Setup {
+            url: "gs://b".into(),
+            problem: "bucket gs://b does not exist".into(),
+        }
+    }
+
+    #[test]
+    fn the_first_error_that_knows_decides() {
+        let usage = anyhow::Error::new(UsageError("--x: bad".into())).context("extract");
+        assert_eq!(exit_code_of(&usage), ExitCode::Usage);
+        let config = anyhow::Error::new(ExtractError::Config("manifest m: bad".into()));
+        assert_eq!(exit_code_of(&config), ExitCode::Usage);
+        let wrapped = anyhow::Error::new(ExtractError::Storage(setup())).context("sluice extract");
+        assert_eq!(exit_code_of(&wrapped), ExitCode::Usage);
+        assert_eq!(
+            setup_error(&wrapped).map(ToString::to_string),
+            Some(setup().to_string())
+        );
+        let io = anyhow::Error::new(ExtractError::Storage(StorageError::NotFound {
+            url: "gs://b/o".into(),
+        }));
+        assert_eq!(exit_code_of(&io), ExitCode::TaskFailed);
+        let dbt = anyhow::Error::new(DbtError::Usage("--select with --shard-by".into()));
+        assert_eq!(exit_code_of(&dbt), ExitCode::Usage);
+        let load = anyhow::Error::new(LoadError::Storage(setup())).context("sluice load");
+        assert_eq!(exit_code_of(&load), ExitCode::Usage);
+        let plain = anyhow::anyhow!("something broke");
+        assert_eq!(exit_code_of(&plain), ExitCode::TaskFailed);
+    }
+
+    #[test]
+    fn a_stop_signal_wins() {
+        let shutdown = Shutdown::new_unsignalled();
+        shutdown.request(sluice_runtime::StopSignal::Terminate);
+        let err = anyhow::Error::new(UsageError("late".into()));
+        assert_eq!(classify_failure(&err, &shutdown), ExitCode::Terminated);
+        let shutdown = Shutdown::new_unsignalled();
+        assert_eq!(classify_failure(&err, &shutdown), ExitCode::Usage);
+    }
 }

@@ -13,14 +13,14 @@ use sluice_runtime::TaskContext;
 use sluice_storage::{ObjectStore, StorageError, WriteOptions};
 use tokio::io::AsyncReadExt;
 
-use crate::redact::Redactor;
+use sluice_runtime::redact::Redactor;
 
 /// Bytes read from a local file per write.
 const CHUNK: usize = 256 * 1024;
 
 /// A file to upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
+pub(crate) struct Artifact {
     /// The object name under the run prefix.
     pub name: &'static str,
     pub path: PathBuf,
@@ -29,7 +29,7 @@ pub struct Artifact {
 
 /// The artifacts that exist after a run. The log goes first: when dbt failed early it is the
 /// one that explains why.
-pub fn collect(target_dir: &Path, log_dir: &Path) -> Vec<Artifact> {
+pub(crate) fn collect(target_dir: &Path, log_dir: &Path) -> Vec<Artifact> {
     [
         ("dbt.log", log_dir.join("dbt.log"), "application/x-ndjson"),
         (
@@ -60,7 +60,7 @@ pub fn collect(target_dir: &Path, log_dir: &Path) -> Vec<Artifact> {
 
 /// `base/{execution or timestamp}/task-00003`: executions are unique per run on Cloud Run; a
 /// local run has none, so the start time (UTC, to the second) stands in.
-pub fn run_prefix(
+pub(crate) fn run_prefix(
     base: &str,
     task: &TaskContext,
     started: chrono::DateTime<chrono::Utc>,
@@ -81,7 +81,7 @@ pub fn run_prefix(
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -94,7 +94,7 @@ pub enum UploadError {
 
 /// Uploads one artifact to `key`, secrets masked; returns the object's URL. On any failure the
 /// writer is aborted, so no partial object appears.
-pub async fn upload_one(
+pub(crate) async fn upload_one(
     store: &dyn ObjectStore,
     key: &str,
     artifact: &Artifact,

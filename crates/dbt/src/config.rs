@@ -9,16 +9,16 @@ use sluice_storage::StoreConfig;
 
 /// Cloud Run sends SIGKILL about 10 s after SIGTERM. dbt gets most of that to cancel its
 /// BigQuery jobs; the artifacts upload gets what is left.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(7);
+pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(7);
 /// Budget for uploading artifacts after a stop signal (the rest of Cloud Run's 10 s).
-pub const DEFAULT_ARTIFACTS_TIMEOUT_AFTER_STOP: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_ARTIFACTS_TIMEOUT_AFTER_STOP: Duration = Duration::from_secs(2);
 /// Budget for uploading artifacts after a normal exit.
-pub const DEFAULT_ARTIFACTS_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_ARTIFACTS_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest dbt output line re-emitted whole; longer lines are cut (dbt prints whole SQL
 /// statements and stack traces; an unbounded line would be an unbounded allocation).
-pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
+pub(crate) const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
 /// Target name of a generated profile.
-pub const DEFAULT_TARGET_NAME: &str = "sluice";
+pub(crate) const DEFAULT_TARGET_NAME: &str = "sluice";
 
 /// Everything one run needs.
 #[derive(Debug, Clone)]
@@ -218,45 +218,19 @@ pub enum Auth {
     OauthSecrets { token: Secret },
 }
 
-/// A string that never prints: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that must hand it over (the child's environment).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// The one secret type of the workspace: `Debug` and `Display` print a mask.
+pub use sluice_runtime::Secret;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn secret_never_prints() {
-        let s = Secret::new("ya29.very-secret");
-        assert_eq!(format!("{s:?}"), "[redacted]");
-        assert_eq!(format!("{s}"), "[redacted]");
-        let auth = Auth::OauthSecrets { token: s.clone() };
+    fn auth_never_prints_its_token() {
+        let auth = Auth::OauthSecrets {
+            token: Secret::new("ya29.very-secret"),
+        };
         assert!(!format!("{auth:?}").contains("very-secret"));
-        assert_eq!(s.expose(), "ya29.very-secret");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::Secret;
 
 /// Variables set for every dbt invocation of a run.
 #[derive(Debug, Clone, Default)]
-pub struct ChildEnv {
+pub(crate) struct ChildEnv {
     set: Vec<(String, OsString)>,
     secrets: Vec<(String, Secret)>,
     remove: Vec<String>,
@@ -33,7 +33,7 @@ pub struct ChildEnv {
 
 /// Where one run keeps things.
 #[derive(Debug, Clone, Copy)]
-pub struct Paths<'a> {
+pub(crate) struct Paths<'a> {
     pub project_dir: &'a Path,
     pub profiles_dir: &'a Path,
     pub target_dir: &'a Path,
@@ -41,7 +41,7 @@ pub struct Paths<'a> {
 }
 
 impl ChildEnv {
-    pub fn new(paths: Paths<'_>, generated_profile: bool) -> Self {
+    pub(crate) fn new(paths: Paths<'_>, generated_profile: bool) -> Self {
         let mut env = ChildEnv::default();
         env.put("DBT_PROJECT_DIR", paths.project_dir.as_os_str());
         env.put("DBT_PROFILES_DIR", paths.profiles_dir.as_os_str());
@@ -63,31 +63,34 @@ impl ChildEnv {
     }
 
     /// Adds a variable whose value must never be logged.
-    pub fn add_secret(&mut self, name: impl Into<String>, value: Secret) {
+    pub(crate) fn add_secret(&mut self, name: impl Into<String>, value: Secret) {
         self.secrets.push((name.into(), value));
     }
 
-    /// The non-secret variables set, in order.
-    pub fn vars(&self) -> impl Iterator<Item = (&str, &std::ffi::OsStr)> {
+    /// The non-secret variables set, in order (what the tests inspect; `apply` sets them).
+    #[cfg(test)]
+    pub(crate) fn vars(&self) -> impl Iterator<Item = (&str, &std::ffi::OsStr)> {
         self.set.iter().map(|(k, v)| (k.as_str(), v.as_os_str()))
     }
 
     /// Names of the secret variables (never their values).
-    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+    #[cfg(test)]
+    pub(crate) fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.secrets.iter().map(|(k, _)| k.as_str())
     }
 
     /// Secret values, for scrubbing them from output.
-    pub fn secret_values(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn secret_values(&self) -> impl Iterator<Item = &str> {
         self.secrets.iter().map(|(_, v)| v.expose())
     }
 
-    pub fn removed(&self) -> &[String] {
+    #[cfg(test)]
+    pub(crate) fn removed(&self) -> &[String] {
         &self.remove
     }
 
     /// Applies the changes to a command that otherwise inherits this process's environment.
-    pub fn apply(&self, command: &mut tokio::process::Command) {
+    pub(crate) fn apply(&self, command: &mut tokio::process::Command) {
         for name in &self.remove {
             command.env_remove(name);
         }

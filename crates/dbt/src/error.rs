@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use sluice_runtime::{ExitCode, ExitStatus};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbtError {
     /// The project directory or one of its files is missing or malformed.
@@ -46,23 +48,30 @@ pub enum DbtError {
     },
 }
 
-impl DbtError {
-    /// Whether this is a configuration problem (exit 2) rather than a failed run (exit 1).
-    pub fn is_usage(&self) -> bool {
+/// Configuration problems (exit 2) versus a failed run (exit 1).
+impl ExitStatus for DbtError {
+    fn exit_code(&self) -> ExitCode {
         match self {
-            DbtError::Project { .. } | DbtError::Usage(_) => true,
+            DbtError::Project { .. } | DbtError::Usage(_) => ExitCode::Usage,
             // A dbt that is not there or not executable is a wrong `--dbt-bin`.
-            DbtError::Spawn { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-            ),
-            DbtError::ArtifactsDestination { source, .. } => {
-                matches!(source, sluice_storage::StorageError::InvalidLocation { .. })
+            DbtError::Spawn { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                ExitCode::Usage
             }
-            DbtError::Io { .. } | DbtError::Supervise { .. } => false,
+            // A malformed URL or a missing bucket is the user's to fix; a failing store is not.
+            DbtError::ArtifactsDestination { source, .. } => source.exit_code(),
+            DbtError::Spawn { .. } | DbtError::Io { .. } | DbtError::Supervise { .. } => {
+                ExitCode::TaskFailed
+            }
         }
     }
+}
 
+impl DbtError {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
@@ -87,13 +96,13 @@ mod tests {
             reason: "no `profile:` key".into(),
         };
         assert_eq!(e.to_string(), "/p/dbt_project.yml: no `profile:` key");
-        assert!(e.is_usage());
+        assert_eq!(e.exit_code(), ExitCode::Usage);
         let e = DbtError::Spawn {
             program: "/nope/dbt".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         };
         assert!(e.to_string().contains("/nope/dbt"), "{e}");
-        assert!(e.is_usage());
+        assert_eq!(e.exit_code(), ExitCode::Usage);
         let e = DbtError::io(
             "write",
             "/t/profiles.yml",
@@ -103,6 +112,30 @@ mod tests {
             e.to_string().starts_with("cannot write /t/profiles.yml: "),
             "{e}"
         );
-        assert!(!e.is_usage());
+        assert_eq!(e.exit_code(), ExitCode::TaskFailed);
+    }
+
+    #[test]
+    fn artifacts_destination_delegates_to_storage() {
+        let e = DbtError::ArtifactsDestination {
+            url: "gs://".into(),
+            source: sluice_storage::StorageError::InvalidLocation {
+                url: "gs://".into(),
+                reason: "no bucket".into(),
+            },
+        };
+        assert_eq!(e.exit_code(), ExitCode::Usage);
+        let e = DbtError::ArtifactsDestination {
+            url: "gs://b".into(),
+            source: sluice_storage::StorageError::NotFound {
+                url: "gs://b".into(),
+            },
+        };
+        assert_eq!(e.exit_code(), ExitCode::TaskFailed);
+        let e = DbtError::Spawn {
+            program: "dbt".into(),
+            source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+        };
+        assert_eq!(e.exit_code(), ExitCode::TaskFailed);
     }
 }

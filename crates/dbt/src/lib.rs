@@ -5,36 +5,38 @@
 //! token, and:
 //!
 //! 1. reads `dbt_project.yml` (profile name, packages) and writes a private `profiles.yml`
-//!    unless the user brought one ([`profiles`]);
+//!    unless the user brought one (`profiles`);
 //! 2. points dbt's target and log paths at a fresh private directory and, for a read-only
-//!    project that still needs packages, runs from a writable copy ([`env`], [`workdir`]);
+//!    project that still needs packages, runs from a writable copy (`env`, `workdir`);
 //! 3. runs `dbt deps` when packages are declared but not installed;
-//! 4. with `--shard-by`, lists the selected models and keeps this task's share ([`shard`]);
+//! 4. with `--shard-by`, lists the selected models and keeps this task's share (`shard`);
 //! 5. runs the command with JSON logs, re-emitting each dbt event as a Sluice log event
-//!    ([`log_events`]), forwarding stop signals as SIGINT with a bounded wait ([`supervise`]);
-//! 6. logs a summary from run_results.json ([`summary`]) and uploads the artifacts, also when
-//!    dbt failed ([`artifacts`]).
+//!    (`log_events`), forwarding stop signals as SIGINT with a bounded wait (`supervise`);
+//! 6. logs a summary from run_results.json (`summary`) and uploads the artifacts, also when
+//!    dbt failed (`artifacts`).
 //!
 //! See `docs/dbt.md` for the behaviour as a user sees it.
 
-pub mod artifacts;
-pub mod config;
-pub mod env;
+#![warn(unreachable_pub)]
+
+mod artifacts;
+mod config;
+mod env;
 mod error;
-pub mod log_events;
-pub mod profiles;
-pub mod project;
-pub mod redact;
+mod log_events;
+mod profiles;
+mod project;
 mod run;
-pub mod shard;
-pub mod summary;
-pub mod supervise;
-pub mod workdir;
+mod shard;
+mod summary;
+mod supervise;
+mod workdir;
 
 pub use config::{
     ArtifactsConfig, Auth, BigQueryProfile, DbtConfig, DepsMode, Priority, ProfileSource, Secret,
 };
 pub use error::DbtError;
+pub use project::PROJECT_FILE;
 pub use run::{DbtOutcome, run};
 pub use summary::RunSummary;
 pub use supervise::{Finished, Termination};

@@ -11,21 +11,21 @@
 use serde::Deserialize;
 use tracing::Level;
 
-use crate::redact::Redactor;
-use crate::supervise::{Line, Stream};
+use sluice_runtime::redact::Redactor;
+use sluice_runtime::supervise::{Line, Stream};
 
 /// The `tracing` target of re-emitted dbt events (`RUST_LOG=dbt=warn` quiets dbt alone).
-pub const TARGET: &str = "dbt";
+pub(crate) const TARGET: &str = "dbt";
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct DbtEvent {
+pub(crate) struct DbtEvent {
     pub info: Info,
     #[serde(default)]
     pub data: Data,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Info {
+pub(crate) struct Info {
     pub level: String,
     #[serde(default)]
     pub msg: String,
@@ -38,7 +38,7 @@ pub struct Info {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct Data {
+pub(crate) struct Data {
     #[serde(default)]
     pub node_info: Option<NodeInfo>,
     #[serde(default)]
@@ -54,7 +54,7 @@ pub struct Data {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct NodeInfo {
+pub(crate) struct NodeInfo {
     #[serde(default)]
     pub unique_id: Option<String>,
     #[serde(default)]
@@ -70,14 +70,14 @@ pub struct NodeInfo {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct NodeRelation {
+pub(crate) struct NodeRelation {
     #[serde(default)]
     pub relation_name: Option<String>,
 }
 
 impl DbtEvent {
     /// Parses one line; `None` for anything that is not a dbt JSON event.
-    pub fn parse(line: &str) -> Option<Self> {
+    pub(crate) fn parse(line: &str) -> Option<Self> {
         let trimmed = line.trim_start();
         if !trimmed.starts_with('{') {
             return None;
@@ -86,7 +86,7 @@ impl DbtEvent {
     }
 
     /// The `tracing` level for dbt's `info.level`.
-    pub fn level(&self) -> Level {
+    pub(crate) fn level(&self) -> Level {
         match self.info.level.to_ascii_lowercase().as_str() {
             "debug" => Level::DEBUG,
             "warn" | "warning" => Level::WARN,
@@ -98,7 +98,7 @@ impl DbtEvent {
 }
 
 /// Emits one line of dbt output as a `tracing` event, secrets masked.
-pub fn emit(line: &Line, redactor: &Redactor) {
+pub(crate) fn emit(line: &Line, redactor: &Redactor) {
     let text = redactor.redact(&line.text);
     match DbtEvent::parse(&text) {
         Some(event) => emit_event(&event, line),
@@ -107,7 +107,7 @@ pub fn emit(line: &Line, redactor: &Redactor) {
 }
 
 /// A dbt JSON event: dbt's message and level, its node facts as fields.
-pub fn emit_event(event: &DbtEvent, line: &Line) {
+pub(crate) fn emit_event(event: &DbtEvent, line: &Line) {
     let node = event.data.node_info.as_ref();
     let status = event.data.status.as_ref().map(|s| match s {
         serde_json::Value::String(s) => s.clone(),
@@ -159,7 +159,7 @@ pub fn emit_event(event: &DbtEvent, line: &Line) {
 /// A line that is not a dbt event: stdout as INFO; stderr as WARNING, because with JSON logs
 /// dbt itself writes nothing there, so whatever arrives (Python warnings, a crash's traceback)
 /// is unexpected.
-pub fn emit_plain(text: &str, line: &Line) {
+pub(crate) fn emit_plain(text: &str, line: &Line) {
     let stream = line.stream.as_str();
     let truncated = line.truncated.then_some(true);
     match line.stream {
@@ -279,7 +279,7 @@ mod tests {
         });
         let all = serde_json::to_string(&lines).unwrap();
         assert!(!all.contains("tok-0123456789"), "{all}");
-        assert_eq!(lines[0]["message"], "auth with ***** failed");
+        assert_eq!(lines[0]["message"], "auth with REDACTED failed");
         assert_eq!(lines[0]["severity"], "WARNING");
     }
 }

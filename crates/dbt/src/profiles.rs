@@ -13,13 +13,13 @@ use crate::DbtError;
 use crate::config::{Auth, BigQueryProfile};
 
 /// The file name dbt looks for in `--profiles-dir`.
-pub const PROFILES_FILE: &str = "profiles.yml";
+pub(crate) const PROFILES_FILE: &str = "profiles.yml";
 /// The child environment variable carrying an `oauth-secrets` token. The `DBT_ENV_SECRET_`
 /// prefix makes dbt scrub the value from everything it logs.
-pub const TOKEN_ENV: &str = "DBT_ENV_SECRET_SLUICE_BIGQUERY_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "DBT_ENV_SECRET_SLUICE_BIGQUERY_TOKEN";
 
 /// The YAML text of a profile named `profile_name` with one target.
-pub fn render(profile_name: &str, profile: &BigQueryProfile) -> String {
+pub(crate) fn render(profile_name: &str, profile: &BigQueryProfile) -> String {
     let mut out = String::new();
     // Every string goes out as a JSON string: valid YAML double-quoted scalars, so names with
     // `:`/`#`/quotes can neither break the file nor inject keys.
@@ -71,7 +71,7 @@ pub fn render(profile_name: &str, profile: &BigQueryProfile) -> String {
 }
 
 /// Environment the child needs for this profile (the token of `oauth-secrets`).
-pub fn secret_env(profile: &BigQueryProfile) -> Vec<(String, String)> {
+pub(crate) fn secret_env(profile: &BigQueryProfile) -> Vec<(String, String)> {
     match &profile.auth {
         Auth::OauthSecrets { token } => vec![(TOKEN_ENV.to_string(), token.expose().to_string())],
         Auth::Oauth | Auth::ServiceAccount { .. } => Vec::new(),
@@ -80,7 +80,7 @@ pub fn secret_env(profile: &BigQueryProfile) -> Vec<(String, String)> {
 
 /// Writes `contents` as `dir/profiles.yml`, readable by the owner only (0600), after making
 /// `dir` owner-only (0700). Fails rather than overwrite an existing file.
-pub fn write_private(dir: &Path, contents: &str) -> Result<PathBuf, DbtError> {
+pub(crate) fn write_private(dir: &Path, contents: &str) -> Result<PathBuf, DbtError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::create_dir_all(dir).map_err(|err| DbtError::io("create", dir, err))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))

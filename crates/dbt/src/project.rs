@@ -10,13 +10,13 @@ use crate::DbtError;
 /// The project file dbt looks for.
 pub const PROJECT_FILE: &str = "dbt_project.yml";
 /// Files that declare packages `dbt deps` installs (`dependencies.yml` since dbt 1.6).
-pub const PACKAGE_FILES: [&str; 2] = ["packages.yml", "dependencies.yml"];
+pub(crate) const PACKAGE_FILES: [&str; 2] = ["packages.yml", "dependencies.yml"];
 /// dbt's default `packages-install-path`.
-pub const DEFAULT_PACKAGES_INSTALL_PATH: &str = "dbt_packages";
+pub(crate) const DEFAULT_PACKAGES_INSTALL_PATH: &str = "dbt_packages";
 
 /// The parts of a dbt project Sluice reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectInfo {
+pub(crate) struct ProjectInfo {
     pub dir: PathBuf,
     /// `profile:` of dbt_project.yml.
     pub profile: Option<String>,
@@ -28,7 +28,7 @@ pub struct ProjectInfo {
 
 impl ProjectInfo {
     /// Reads `dir/dbt_project.yml` and the package files next to it.
-    pub fn read(dir: &Path) -> Result<Self, DbtError> {
+    pub(crate) fn read(dir: &Path) -> Result<Self, DbtError> {
         let project_file = dir.join(PROJECT_FILE);
         let text = std::fs::read_to_string(&project_file).map_err(|err| DbtError::Project {
             path: project_file.clone(),
@@ -82,21 +82,21 @@ impl ProjectInfo {
     }
 
     /// The directory packages are installed into.
-    pub fn packages_dir(&self) -> PathBuf {
+    pub(crate) fn packages_dir(&self) -> PathBuf {
         self.dir.join(&self.packages_install_path)
     }
 
     /// Whether some package is installed: the install directory exists and is not empty. dbt
     /// itself names each package's directory after the package's own project name, which
     /// packages.yml does not tell, so "something is there" is the check that does not guess.
-    pub fn packages_installed(&self) -> bool {
+    pub(crate) fn packages_installed(&self) -> bool {
         std::fs::read_dir(self.packages_dir())
             .map(|mut entries| entries.next().is_some())
             .unwrap_or(false)
     }
 
     /// The profile name a generated profile must use: the override, else `profile:`.
-    pub fn profile_name(&self, override_name: Option<&str>) -> Result<String, DbtError> {
+    pub(crate) fn profile_name(&self, override_name: Option<&str>) -> Result<String, DbtError> {
         if let Some(name) = override_name {
             return Ok(name.to_string());
         }
@@ -179,7 +179,10 @@ mod tests {
             msg.contains("dbt_project.yml") && msg.contains("--project-dir"),
             "{msg}"
         );
-        assert!(err.is_usage());
+        assert_eq!(
+            sluice_runtime::ExitStatus::exit_code(&err),
+            sluice_runtime::ExitCode::Usage
+        );
     }
 
     #[test]

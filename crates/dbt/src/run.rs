@@ -14,11 +14,11 @@ use crate::env::{ChildEnv, Paths};
 use crate::log_events::{self, DbtEvent};
 use crate::profiles;
 use crate::project::ProjectInfo;
-use crate::redact::Redactor;
 use crate::shard;
 use crate::summary::RunSummary;
 use crate::supervise::{self, Finished, Invocation, Termination};
 use crate::workdir::{self, RunDir};
+use sluice_runtime::redact::Redactor;
 
 /// What a run came to.
 #[derive(Debug, Clone)]
@@ -433,6 +433,7 @@ mod tests {
             pid: 1,
             termination,
             stopped,
+            timed_out: false,
             killed: false,
         }
     }

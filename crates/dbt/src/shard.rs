@@ -24,7 +24,7 @@ const LIST_FLAGS_ONE_VALUE: [&str; 5] = ["--vars", "--target", "-t", "--profile"
 const LIST_FLAGS_MANY_VALUES: [&str; 1] = ["--exclude"];
 
 /// Rejects dbt args that select nodes themselves.
-pub fn check_args(selector: &str, args: &[String]) -> Result<(), DbtError> {
+pub(crate) fn check_args(selector: &str, args: &[String]) -> Result<(), DbtError> {
     if selector.trim().is_empty() {
         return Err(DbtError::Usage(
             "--shard-by needs a non-empty dbt selector".into(),
@@ -44,7 +44,7 @@ pub fn check_args(selector: &str, args: &[String]) -> Result<(), DbtError> {
 
 /// The `dbt ls` command listing the models to split, carrying over the user's flags that
 /// change what exists (`--vars` can enable models, `--target` changes config, ...).
-pub fn list_args(selector: &str, user_args: &[String]) -> Vec<String> {
+pub(crate) fn list_args(selector: &str, user_args: &[String]) -> Vec<String> {
     let mut args: Vec<String> = [
         "ls",
         "--select",
@@ -81,7 +81,7 @@ pub fn list_args(selector: &str, user_args: &[String]) -> Vec<String> {
 }
 
 /// What `dbt ls` printed, from its JSON log lines (`PrintEvent`s); `None` for other lines.
-pub fn listed_node(event: &DbtEvent) -> Option<String> {
+pub(crate) fn listed_node(event: &DbtEvent) -> Option<String> {
     (event.info.name == "PrintEvent")
         .then(|| {
             event
@@ -95,7 +95,7 @@ pub fn listed_node(event: &DbtEvent) -> Option<String> {
 }
 
 /// The user's command restricted to `share`.
-pub fn command_for_share(user_args: &[String], share: &[String]) -> Vec<String> {
+pub(crate) fn command_for_share(user_args: &[String], share: &[String]) -> Vec<String> {
     let mut args = user_args.to_vec();
     args.push("--select".into());
     args.extend(share.iter().cloned());
@@ -119,7 +119,10 @@ mod tests {
             &["run", "--selector", "y"],
         ] {
             let err = check_args("tag:daily", &s(bad)).unwrap_err();
-            assert!(err.is_usage());
+            assert_eq!(
+                sluice_runtime::ExitStatus::exit_code(&err),
+                sluice_runtime::ExitCode::Usage
+            );
             assert!(err.to_string().contains("--shard-by"), "{err}");
         }
         assert!(check_args(" ", &s(&["build"])).is_err());

@@ -14,13 +14,13 @@ use crate::DbtError;
 
 /// The private directory of one run, removed (with the generated profile) when dropped.
 #[derive(Debug)]
-pub struct RunDir {
+pub(crate) struct RunDir {
     dir: tempfile::TempDir,
 }
 
 impl RunDir {
     /// Creates `scratch/sluice-dbt-XXXX` (mode 0700) with `target/` and `logs/` inside.
-    pub fn create(scratch: &Path) -> Result<Self, DbtError> {
+    pub(crate) fn create(scratch: &Path) -> Result<Self, DbtError> {
         let dir = tempfile::Builder::new()
             .prefix("sluice-dbt-")
             .tempdir_in(scratch)
@@ -39,30 +39,30 @@ impl RunDir {
         Ok(run)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn target_dir(&self) -> PathBuf {
+    pub(crate) fn target_dir(&self) -> PathBuf {
         self.path().join("target")
     }
 
-    pub fn log_dir(&self) -> PathBuf {
+    pub(crate) fn log_dir(&self) -> PathBuf {
         self.path().join("logs")
     }
 
-    pub fn profiles_dir(&self) -> PathBuf {
+    pub(crate) fn profiles_dir(&self) -> PathBuf {
         self.path().join("profiles")
     }
 
-    pub fn project_copy_dir(&self) -> PathBuf {
+    pub(crate) fn project_copy_dir(&self) -> PathBuf {
         self.path().join("project")
     }
 }
 
 /// Whether this process may create files in `dir` (false on a read-only mount even for root,
 /// which permission bits alone would not tell).
-pub fn is_writable(dir: &Path) -> bool {
+pub(crate) fn is_writable(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
@@ -73,7 +73,7 @@ pub fn is_writable(dir: &Path) -> bool {
 
 /// Copies the project tree `src` to `dst`, leaving out `skip` (paths relative to `src`: build
 /// output, logs, installed packages) and `.git`. Symlinks are copied as symlinks.
-pub fn copy_project(src: &Path, dst: &Path, skip: &[PathBuf]) -> Result<(), DbtError> {
+pub(crate) fn copy_project(src: &Path, dst: &Path, skip: &[PathBuf]) -> Result<(), DbtError> {
     std::fs::create_dir_all(dst).map_err(|err| DbtError::io("create", dst, err))?;
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {

@@ -295,31 +295,9 @@ impl Default for ParquetOptions {
     }
 }
 
-/// A secret that never prints: `Debug` and `Display` show `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// The one secret type of the workspace (`Debug`/`Display` print a mask), re-exported where
+/// extract's users have always found it.
+use sluice_runtime::Secret;
 
 #[derive(Debug, Clone)]
 pub struct SocrataOptions {
@@ -421,39 +399,8 @@ pub(crate) struct SourceOptions {
     pub encoding: Option<String>,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (e.g. 500ms, 30s, 5m)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" | "sec" | "secs" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration unit in {text:?} (ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {text:?} is out of range"))
-}
-
-// Parsers for the flags of issue 13 (bounded time, encodings).
-
-/// [`parse_duration`] for limits and intervals, where zero would mean "fail at once" or
-/// "spin": zero (or anything that rounds to it) is refused.
-pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration(text)?;
-    if duration.is_zero() {
-        return Err(format!(
-            "duration {text:?} must be greater than zero (e.g. 500ms, 30s, 5m)"
-        ));
-    }
-    Ok(duration)
-}
+// Durations (`--connect-timeout`, `--item-timeout`, ...) are parsed by
+// `sluice_runtime::duration`, the one parser every crate shares.
 
 /// Parses a transfer rate, bytes per second: `1KiB/s`, `512B/s`, `2MB/s`, `100` (bytes/s).
 /// `K`/`M`/`G` and `KB`/`MB`/`GB` are powers of 1000, `KiB`/`MiB`/`GiB` powers of 1024.
@@ -514,23 +461,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3d").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("99999999999999999999h").is_err());
-    }
-
-    #[test]
-    fn positive_durations_rates_and_encodings() {
-        assert_eq!(parse_positive_duration("2h"), Ok(Duration::from_secs(7200)));
-        for zero in ["0", "0s", "0ms", "0.0000000001s", "-5s"] {
-            assert!(parse_positive_duration(zero).is_err(), "{zero}");
-        }
+    fn rates_and_encodings() {
         assert_eq!(parse_rate("1KiB/s"), Ok(1024));
         assert_eq!(parse_rate("1 kib/s"), Ok(1024));
         assert_eq!(parse_rate("2MB/s"), Ok(2_000_000));
@@ -576,12 +507,5 @@ mod tests {
         assert_eq!("Parquet".parse(), Ok(OutputFormat::Parquet));
         assert!("csv".parse::<OutputFormat>().is_err());
         assert_eq!("quarantine".parse(), Ok(BadRows::Quarantine));
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
-        assert_eq!(s.expose(), "hunter2");
     }
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use sluice_runtime::RetryDecision;
+use sluice_runtime::{ExitCode, ExitStatus, RetryDecision};
 use sluice_storage::StorageError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -89,6 +91,24 @@ pub enum ExtractError {
 
     #[error("{0}")]
     Internal(String),
+
+    /// [`ExtractError::Config`] caused by another error (a file that cannot be read, a URL
+    /// that does not parse), kept as the source.
+    #[error("{context}: {source}")]
+    ConfigSource {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+
+    /// [`ExtractError::Internal`] caused by another error (serialising, a thread that died,
+    /// a client that cannot be built), kept as the source.
+    #[error("{context}: {source}")]
+    InternalSource {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
 
     /// Two outputs of one task would get the same object key: refused before the second one
     /// writes anything.
@@ -196,7 +216,26 @@ impl ExtractError {
 
     /// Configuration problems map to exit code 2.
     pub fn is_config(&self) -> bool {
-        matches!(self, ExtractError::Config(_))
+        matches!(
+            self,
+            ExtractError::Config(_) | ExtractError::ConfigSource { .. }
+        )
+    }
+
+    /// A configuration problem caused by `source`.
+    pub fn config_source(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        ExtractError::ConfigSource {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// An internal failure caused by `source`.
+    pub fn internal_source(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        ExtractError::InternalSource {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -230,6 +269,35 @@ impl ExtractError {
             }
         } else {
             context(err)
+        }
+    }
+}
+
+/// Bad flags, manifests and schema files are the user's to fix (exit 2); a storage error
+/// decides for itself (a missing bucket is a usage error); everything else failed the task.
+impl ExitStatus for ExtractError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            ExtractError::Config(_) | ExtractError::ConfigSource { .. } => ExitCode::Usage,
+            ExtractError::Storage(storage) => storage.exit_code(),
+            ExtractError::Http { .. }
+            | ExtractError::Transport { .. }
+            | ExtractError::SourceChanged { .. }
+            | ExtractError::LocalIo { .. }
+            | ExtractError::Decode { .. }
+            | ExtractError::BadValue(_)
+            | ExtractError::BadRecord { .. }
+            | ExtractError::TooManyBadRows { .. }
+            | ExtractError::Encode { .. }
+            | ExtractError::Cancelled
+            // Each failed item is logged; the task failed (as before this rule existed).
+            | ExtractError::ItemsFailed { .. }
+            | ExtractError::Internal(_)
+            | ExtractError::InternalSource { .. }
+            | ExtractError::KeyCollision { .. }
+            | ExtractError::ObjectChanged { .. }
+            | ExtractError::NotData { .. }
+            | ExtractError::TooSlow { .. } => ExitCode::TaskFailed,
         }
     }
 }
@@ -290,5 +358,35 @@ mod tests {
         let plain = std::io::Error::other("disk on fire");
         let wrapped = ExtractError::from_io(plain, |e| ExtractError::Internal(e.to_string()));
         assert_eq!(wrapped.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn exit_codes_and_kept_sources() {
+        use std::error::Error as _;
+        assert_eq!(
+            ExtractError::Config("x".into()).exit_code(),
+            ExitCode::Usage
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = ExtractError::config_source("cannot read /m.toml", io);
+        assert_eq!(e.exit_code(), ExitCode::Usage);
+        assert!(e.is_config());
+        assert!(e.to_string().starts_with("cannot read /m.toml: "), "{e}");
+        assert!(e.source().is_some_and(|s| s.is::<std::io::Error>()));
+        let setup = ExtractError::Storage(StorageError::Setup {
+            url: "gs://b".into(),
+            problem: "bucket gs://b does not exist".into(),
+        });
+        assert_eq!(setup.exit_code(), ExitCode::Usage);
+        let not_found = ExtractError::Storage(StorageError::NotFound {
+            url: "gs://b/o".into(),
+        });
+        assert_eq!(not_found.exit_code(), ExitCode::TaskFailed);
+        assert_eq!(
+            ExtractError::internal_source("pipeline thread", std::io::Error::other("gone"))
+                .exit_code(),
+            ExitCode::TaskFailed
+        );
+        assert_eq!(ExtractError::Cancelled.exit_code(), ExitCode::TaskFailed);
     }
 }

@@ -64,7 +64,7 @@ pub(crate) async fn execution_date(
         pinned_by_attempt: task.attempt,
     };
     let mut body = serde_json::to_vec_pretty(&pin)
-        .map_err(|e| ExtractError::Internal(format!("serializing {url}: {e}")))?;
+        .map_err(|e| ExtractError::internal_source(format!("serializing {url}"), e))?;
     body.push(b'\n');
     let options = WriteOptions {
         if_absent: true,

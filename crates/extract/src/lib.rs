@@ -40,8 +40,8 @@ mod source;
 
 pub use config::{
     BadRows, Compression, CsvOptions, Encoding, ExtractConfig, HttpOptions, OutputFormat,
-    ParquetOptions, PartitionSpec, ProgressMode, ProgressOptions, Secret, SocrataOptions,
-    parse_encoding, parse_positive_duration, parse_rate,
+    ParquetOptions, PartitionSpec, ProgressMode, ProgressOptions, SocrataOptions, parse_encoding,
+    parse_rate,
 };
 pub use error::ExtractError;
 pub use receipt::{ItemRecord, ItemStatus, ObjectRecord, TaskManifest};

@@ -31,24 +31,23 @@ pub(crate) async fn fetch_text(
     store: &StoreConfig,
 ) -> Result<String> {
     let shown = redact_url(location);
-    let bytes =
-        if location.starts_with("http://") || location.starts_with("https://") {
-            let target = HttpTarget::new(location)?;
-            client.get_small(&target, SMALL_FILE as usize).await?.0
-        } else if location.starts_with("gs://") {
-            let (dir, name) = location
-                .rsplit_once('/')
-                .filter(|(dir, name)| dir.len() > "gs:/".len() && !name.is_empty())
-                .ok_or_else(|| ExtractError::Config(format!("{shown}: not an object URL")))?;
-            let (store, prefix) = sluice_storage::open(dir, store).await?;
-            let key = sluice_storage::join_key(&prefix, name);
-            sluice_storage::read_to_bytes(store.as_ref(), &key, SMALL_FILE).await?
-        } else {
-            let path = local_path(location)?;
-            bytes::Bytes::from(tokio::fs::read(&path).await.map_err(|e| {
-                ExtractError::Config(format!("cannot read {}: {e}", path.display()))
-            })?)
-        };
+    let bytes = if location.starts_with("http://") || location.starts_with("https://") {
+        let target = HttpTarget::new(location)?;
+        client.get_small(&target, SMALL_FILE as usize).await?.0
+    } else if location.starts_with("gs://") {
+        let (dir, name) = location
+            .rsplit_once('/')
+            .filter(|(dir, name)| dir.len() > "gs:/".len() && !name.is_empty())
+            .ok_or_else(|| ExtractError::Config(format!("{shown}: not an object URL")))?;
+        let (store, prefix) = sluice_storage::open(dir, store).await?;
+        let key = sluice_storage::join_key(&prefix, name);
+        sluice_storage::read_to_bytes(store.as_ref(), &key, SMALL_FILE).await?
+    } else {
+        let path = local_path(location)?;
+        bytes::Bytes::from(tokio::fs::read(&path).await.map_err(|e| {
+            ExtractError::config_source(format!("cannot read {}", path.display()), e)
+        })?)
+    };
     String::from_utf8(bytes.to_vec())
         .map_err(|_| ExtractError::Config(format!("{shown}: not UTF-8 text")))
 }

@@ -305,7 +305,7 @@ async fn write_json<T: serde::Serialize>(
     value: &T,
 ) -> Result<()> {
     let mut body = serde_json::to_vec_pretty(value)
-        .map_err(|e| ExtractError::Internal(format!("serializing {key}: {e}")))?;
+        .map_err(|e| ExtractError::internal_source(format!("serializing {key}"), e))?;
     body.push(b'\n');
     // Receipts and manifests carry the same commit metadata as data objects.
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
@@ -572,7 +572,7 @@ async fn extract_once(
     let pump = tokio::spawn(opened.pump(tx, progress.bytes.clone()));
     let outcome = tokio::task::spawn_blocking(move || pipeline::run(reader, &ctx))
         .await
-        .map_err(|e| ExtractError::Internal(format!("pipeline thread: {e}")))?;
+        .map_err(|e| ExtractError::internal_source("pipeline thread", e))?;
     match outcome {
         Ok(objects) => {
             let resumes = pump.await.unwrap_or(0);

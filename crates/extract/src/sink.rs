@@ -283,7 +283,9 @@ impl ObjectSink {
             Some(task) => match self.handle.block_on(task) {
                 Ok(Err(e)) => e,
                 Ok(Ok(_)) => ExtractError::Internal(format!("{}: upload ended early", self.key)),
-                Err(join) => ExtractError::Internal(format!("{}: upload task: {join}", self.key)),
+                Err(join) => {
+                    ExtractError::internal_source(format!("{}: upload task", self.key), join)
+                }
             },
             None => ExtractError::Internal(format!("{}: upload already finished", self.key)),
         }

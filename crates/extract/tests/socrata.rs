@@ -8,7 +8,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
 use bytes::Bytes;
 use common::{config, object, run, run_ok, task};
-use sluice_extract::{OutputFormat, Secret};
+use sluice_extract::OutputFormat;
+use sluice_runtime::Secret;
 use sluice_testkit::{SocrataDataset, TestServer, read_parquet};
 
 fn permits() -> SocrataDataset {

@@ -44,14 +44,8 @@ impl ClientConfig {
     /// Settings for an emulator at `host` (`127.0.0.1:9050` or `http://127.0.0.1:9050`), the
     /// form `BIGQUERY_EMULATOR_HOST` takes: anonymous credentials.
     pub fn emulator(host: &str) -> ClientConfig {
-        let host = host.trim().trim_end_matches('/');
-        let endpoint = if host.contains("://") {
-            host.to_string()
-        } else {
-            format!("http://{host}")
-        };
         ClientConfig {
-            endpoint: Some(endpoint),
+            endpoint: Some(sluice_runtime::endpoint::emulator_url(host)),
             credentials: Credentials::Anonymous,
         }
     }

@@ -7,18 +7,18 @@
 //! means "not set" far more often than it means a typo worth failing for.
 
 /// Upper bound Cloud Run puts on tasks per execution.
-pub const MAX_TASK_COUNT: u32 = 10_000;
+pub(crate) const MAX_TASK_COUNT: u32 = 10_000;
 
 /// Env var holding the 0-based task index.
-pub const ENV_TASK_INDEX: &str = "CLOUD_RUN_TASK_INDEX";
+pub(crate) const ENV_TASK_INDEX: &str = "CLOUD_RUN_TASK_INDEX";
 /// Env var holding the number of tasks in the execution.
-pub const ENV_TASK_COUNT: &str = "CLOUD_RUN_TASK_COUNT";
+pub(crate) const ENV_TASK_COUNT: &str = "CLOUD_RUN_TASK_COUNT";
 /// Env var holding the 0-based retry attempt.
-pub const ENV_TASK_ATTEMPT: &str = "CLOUD_RUN_TASK_ATTEMPT";
+pub(crate) const ENV_TASK_ATTEMPT: &str = "CLOUD_RUN_TASK_ATTEMPT";
 /// Env var holding the Cloud Run job name.
-pub const ENV_JOB: &str = "CLOUD_RUN_JOB";
+pub(crate) const ENV_JOB: &str = "CLOUD_RUN_JOB";
 /// Env var holding the Cloud Run execution name.
-pub const ENV_EXECUTION: &str = "CLOUD_RUN_EXECUTION";
+pub(crate) const ENV_EXECUTION: &str = "CLOUD_RUN_EXECUTION";
 
 /// Which task of which execution this process is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,11 +116,6 @@ impl TaskContext {
         parts.push(format!("task-{:05}", self.index));
         parts.push(format!("attempt-{}", self.attempt));
         parts.join("/")
-    }
-
-    /// Whether this is the only task of its execution (no sharding needed).
-    pub fn is_single(&self) -> bool {
-        self.count == 1
     }
 }
 

@@ -3,7 +3,7 @@
 //! `child_scenario`, selected by an env var) and signals only that child.
 
 use sluice_runtime::Shutdown;
-use sluice_runtime::cancel::StopSignal;
+use sluice_runtime::StopSignal;
 use std::process::Command;
 use std::time::Duration;
 

@@ -21,9 +21,7 @@ mod location;
 pub mod preflight;
 
 pub use crc::to_base64 as crc32c_to_base64;
-pub use gcs::{
-    ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore, normalize_emulator_host,
-};
+pub use gcs::{ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore};
 pub use local::LocalStore;
 pub use location::{Location, join_key};
 pub use preflight::CredentialSetup;
@@ -90,6 +88,23 @@ impl StorageError {
     /// A setup mistake (missing bucket, no credentials): a usage error, not a failed task.
     pub fn is_setup(&self) -> bool {
         matches!(self, StorageError::Setup { .. })
+    }
+}
+
+/// Setup mistakes and locations that cannot name an object are the user's to fix (exit 2);
+/// everything else failed the task (exit 1, Cloud Run retries it).
+impl sluice_runtime::ExitStatus for StorageError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        match self {
+            StorageError::Setup { .. } | StorageError::InvalidLocation { .. } => {
+                sluice_runtime::ExitCode::Usage
+            }
+            StorageError::NotFound { .. }
+            | StorageError::AlreadyExists { .. }
+            | StorageError::ChecksumMismatch { .. }
+            | StorageError::Cancelled { .. }
+            | StorageError::Io { .. } => sluice_runtime::ExitCode::TaskFailed,
+        }
     }
 }
 

@@ -66,6 +66,14 @@ pub enum ApiError {
     Other { action: String, message: String },
 }
 
+/// An API call that failed failed the command (exit 1). An interrupted one also reports 1
+/// here; the commands report the stop signal's own code (130/143) for it, as every binary does.
+impl sluice_runtime::ExitStatus for ApiError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        sluice_runtime::ExitCode::TaskFailed
+    }
+}
+
 fn attempts_note(attempts: u32) -> String {
     if attempts > 1 {
         format!(" (gave up after {attempts} attempts)")
@@ -118,7 +126,7 @@ impl ApiError {
 }
 
 /// HTTP status of a failed call, from the response or mapped from the RPC code.
-pub fn http_status(e: &GaxError) -> Option<u16> {
+pub(crate) fn http_status(e: &GaxError) -> Option<u16> {
     if let Some(code) = e.http_status_code() {
         return Some(code);
     }
@@ -137,7 +145,7 @@ pub fn http_status(e: &GaxError) -> Option<u16> {
     })
 }
 
-pub fn is_not_found(e: &GaxError) -> bool {
+pub(crate) fn is_not_found(e: &GaxError) -> bool {
     e.status().is_some_and(|s| s.code == Code::NotFound) || e.http_status_code() == Some(404)
 }
 
@@ -150,7 +158,7 @@ fn retry_after(e: &GaxError) -> Option<String> {
 }
 
 /// Retry decision for a call that is safe to repeat (reads).
-pub fn classify_safe(e: &GaxError) -> RetryDecision {
+pub(crate) fn classify_safe(e: &GaxError) -> RetryDecision {
     if e.is_connect() || e.is_timeout() || e.is_io() || e.is_transient_and_before_rpc() {
         return RetryDecision::Retry;
     }
@@ -162,7 +170,7 @@ pub fn classify_safe(e: &GaxError) -> RetryDecision {
 
 /// How a failed `jobs.run` call must be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunFailure {
+pub(crate) enum RunFailure {
     /// The request never left (connection refused, credentials not ready): re-sending is safe.
     NotSent,
     /// The server refused it before doing anything (429): safe to re-send after the wait.
@@ -174,7 +182,7 @@ pub enum RunFailure {
     Ambiguous,
 }
 
-pub fn classify_run_failure(e: &GaxError) -> RunFailure {
+pub(crate) fn classify_run_failure(e: &GaxError) -> RunFailure {
     if e.is_connect() || e.is_transient_and_before_rpc() {
         return RunFailure::NotSent;
     }

@@ -10,7 +10,7 @@ use crate::run::{self, RunError, RunRequest, RunSettings, WaitEnd, WaitSettings}
 use crate::spec::{JobSpec, Spec, SpecError};
 use serde::Serialize;
 use serde_json::json;
-use sluice_runtime::{ExitCode, Shutdown};
+use sluice_runtime::{ExitCode, ExitStatus, Shutdown};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,9 +53,43 @@ impl CommandError {
     }
 }
 
+impl CommandError {
+    /// The error's message with the exit code its own [`ExitStatus`] rule gives.
+    fn from_status(e: &(impl ExitStatus + std::fmt::Display)) -> Self {
+        CommandError {
+            exit: e.exit_code().code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl ExitStatus for CommandError {
+    fn exit_code(&self) -> ExitCode {
+        match self.exit {
+            0 => ExitCode::Ok,
+            2 => ExitCode::Usage,
+            130 => ExitCode::Interrupted,
+            143 => ExitCode::Terminated,
+            _ => ExitCode::TaskFailed,
+        }
+    }
+}
+
 impl From<SpecError> for CommandError {
     fn from(e: SpecError) -> Self {
-        CommandError::usage(e.to_string())
+        CommandError::from_status(&e)
+    }
+}
+
+impl From<RunError> for CommandError {
+    fn from(e: RunError) -> Self {
+        CommandError::from_status(&e)
+    }
+}
+
+impl From<local::LocalError> for CommandError {
+    fn from(e: local::LocalError) -> Self {
+        CommandError::from_status(&e)
     }
 }
 
@@ -106,7 +140,7 @@ impl Context<'_> {
     async fn connect(&self) -> Result<CloudRun, CommandError> {
         CloudRun::connect(&self.api, self.shutdown.token())
             .await
-            .map_err(|e| CommandError::failed(e.to_string()))
+            .map_err(|e| self.api_error(e))
     }
 
     fn interrupted_exit(&self) -> i32 {
@@ -115,6 +149,7 @@ impl Context<'_> {
             .map_or(ExitCode::Interrupted.code(), ExitCode::code)
     }
 
+    /// A stop signal's code when the call was interrupted, else the error's own.
     fn api_error(&self, e: ApiError) -> CommandError {
         if e.is_interrupted() {
             CommandError {
@@ -122,7 +157,7 @@ impl Context<'_> {
                 message: e.to_string(),
             }
         } else {
-            CommandError::failed(e.to_string())
+            CommandError::from_status(&e)
         }
     }
 }
@@ -357,8 +392,7 @@ pub async fn run(
     let started = match run::start(&api, &target, &opts.request, &opts.settings).await {
         Ok(s) => s,
         Err(RunError::Api(e)) => return Err(ctx.api_error(e)),
-        Err(e @ RunError::JobNotFound { .. }) => return Err(CommandError::usage(e.to_string())),
-        Err(e) => return Err(CommandError::failed(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let name = started.execution.name.clone();
     tracing::info!(execution = %name, adopted = started.adopted, "execution started");
@@ -666,9 +700,7 @@ pub async fn local(
         log_mode: opts.log_mode,
         parent_env: opts.parent_env.clone(),
     };
-    let report = local::run(run, shutdown.clone(), sink)
-        .await
-        .map_err(|e| CommandError::usage(e.to_string()))?;
+    let report = local::run(run, shutdown.clone(), sink).await?;
     match output {
         OutputFormat::Json => print_json(out, &report)?,
         OutputFormat::Text => write!(out, "{}", report::render_text(&report))?,

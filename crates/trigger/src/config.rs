@@ -5,20 +5,20 @@ use crate::render::JobTarget;
 use crate::spec::{self, Spec};
 
 /// Env vars consulted for the project, in order (gcloud's, then the client libraries').
-pub const PROJECT_ENV: &[&str] = &[
+pub(crate) const PROJECT_ENV: &[&str] = &[
     "CLOUDSDK_CORE_PROJECT",
     "GOOGLE_CLOUD_PROJECT",
     "GCLOUD_PROJECT",
 ];
 /// Env vars consulted for the region, in order.
-pub const REGION_ENV: &[&str] = &[
+pub(crate) const REGION_ENV: &[&str] = &[
     "CLOUDSDK_RUN_REGION",
     "GOOGLE_CLOUD_REGION",
     "CLOUD_RUN_REGION",
 ];
 
 /// An environment lookup (the binary passes `std::env::var`; tests pass a map).
-pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 fn first_env(names: &[&str], env: Lookup<'_>) -> Option<String> {
     names.iter().find_map(|n| {
@@ -30,7 +30,7 @@ fn first_env(names: &[&str], env: Lookup<'_>) -> Option<String> {
 
 /// Project and region a spec gives a job: the job's own (with `[defaults]` merged in) if the
 /// spec has the job, else `[defaults]`.
-pub fn spec_location(spec: &Spec, job: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn spec_location(spec: &Spec, job: &str) -> (Option<String>, Option<String>) {
     match spec.job(job) {
         Ok(j) => (j.project.clone(), j.region.clone()),
         Err(_) => (spec.project.clone(), spec.region.clone()),
@@ -38,7 +38,7 @@ pub fn spec_location(spec: &Spec, job: &str) -> (Option<String>, Option<String>)
 }
 
 /// Flag, then the spec, then the environment.
-pub fn resolve_target(
+pub(crate) fn resolve_target(
     job: &str,
     flag_project: Option<&str>,
     flag_region: Option<&str>,
@@ -79,7 +79,7 @@ pub fn resolve_target(
 }
 
 /// The job an execution id belongs to: Cloud Run names executions `JOB-xxxxx`.
-pub fn job_of_execution_id(id: &str) -> Option<&str> {
+pub(crate) fn job_of_execution_id(id: &str) -> Option<&str> {
     id.rsplit_once('-')
         .map(|(job, _)| job)
         .filter(|j| !j.is_empty())
@@ -87,7 +87,7 @@ pub fn job_of_execution_id(id: &str) -> Option<&str> {
 
 /// A full execution name from what was typed: the full name as is, or a short id
 /// (`extract-ab12c`) with its job (`--job`, else inferred from the id) and project/region.
-pub fn execution_name(
+pub(crate) fn execution_name(
     typed: &str,
     job_flag: Option<&str>,
     resolve: impl Fn(&str) -> Result<JobTarget, String>,

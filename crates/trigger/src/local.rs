@@ -24,20 +24,21 @@ use crate::spec::{EnvValue, JobSpec};
 use chrono::Utc;
 use serde_json::{Map, Value};
 use sluice_runtime::logging::cloud_json::{KEY_LABELS, labels};
+use sluice_runtime::supervise::{
+    self, Signal, StopTarget, Stream, SuperviseError, Supervision, Termination,
+};
 use sluice_runtime::{Shutdown, TaskContext};
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
 /// How task processes are started.
 #[derive(Debug, Clone)]
-pub enum Launcher {
+pub(crate) enum Launcher {
     /// The command itself; `sluice` (absent command, or a command whose first word is
     /// `sluice` or `.../sluice`) means this binary.
     Direct { sluice_bin: Option<PathBuf> },
@@ -70,7 +71,7 @@ impl Output for Stderr {
 
 /// Everything one local execution needs.
 #[derive(Debug, Clone)]
-pub struct LocalRun {
+pub(crate) struct LocalRun {
     pub job: JobSpec,
     /// Overrides of the spec's task count, parallelism, task timeout and args.
     pub tasks: Option<u32>,
@@ -95,6 +96,15 @@ pub enum LocalError {
     Config { job: String, message: String },
 }
 
+/// A local run that cannot start is a configuration problem: exit 2.
+impl sluice_runtime::ExitStatus for LocalError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        match self {
+            LocalError::Config { .. } => sluice_runtime::ExitCode::Usage,
+        }
+    }
+}
+
 fn config_error(job: &JobSpec, message: impl Into<String>) -> LocalError {
     LocalError::Config {
         job: job.name.clone(),
@@ -103,7 +113,7 @@ fn config_error(job: &JobSpec, message: impl Into<String>) -> LocalError {
 }
 
 /// `JOB-xxxxx`, like Cloud Run's execution ids.
-pub fn execution_id(job: &str) -> String {
+pub(crate) fn execution_id(job: &str) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -115,7 +125,7 @@ pub fn execution_id(job: &str) -> String {
 
 /// Finds the `sluice` binary: the flag, then `[local] sluice_bin`, then `sluice` next to this
 /// executable, then `sluice` on `PATH`.
-pub fn resolve_sluice_bin(
+pub(crate) fn resolve_sluice_bin(
     flag: Option<&Path>,
     spec: Option<&Path>,
     current_exe: Option<&Path>,
@@ -145,7 +155,7 @@ pub fn resolve_sluice_bin(
 }
 
 /// `name` as found on `PATH` (or as given, if it contains a slash and exists).
-pub fn find_on_path(name: &str, path_var: Option<&OsString>) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str, path_var: Option<&OsString>) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
         return p.is_file().then_some(p);
@@ -160,7 +170,7 @@ fn is_sluice(word: &str) -> bool {
 }
 
 /// The process argv of a task started directly.
-pub fn direct_argv(
+pub(crate) fn direct_argv(
     job: &JobSpec,
     args: &[String],
     sluice_bin: Option<&Path>,
@@ -180,7 +190,7 @@ pub fn direct_argv(
 
 /// The argv of a task run in a container: env values travel in the engine's own environment
 /// (`-e NAME`), never on its command line where `ps` would show them.
-pub fn docker_argv(
+pub(crate) fn docker_argv(
     engine: &Path,
     image: &str,
     container_name: &str,
@@ -217,7 +227,7 @@ pub fn docker_argv(
 }
 
 /// Expands `${NAME}` and `${NAME:-default}` from `env`; `$$` is a literal `$`.
-pub fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(pos) = rest.find('$') {
@@ -427,146 +437,96 @@ impl Exec {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&self.workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("cannot start {}: {e}", argv[0]);
-                self.emit(index, attempt, Stream::Stderr, &msg);
-                return Attempt {
-                    error: Some(msg),
-                    exit_code: Some(127),
-                    ..Attempt::default()
-                };
-            }
+            .current_dir(&self.workdir);
+        let docker = match &self.launcher {
+            Launcher::Docker { engine, .. } => Some(engine),
+            Launcher::Direct { .. } => None,
         };
-        let pid = child.id().unwrap_or(0) as i32;
-        live_groups::add(pid);
-        tracing::info!(
-            task = index,
-            attempt,
-            pid,
-            "task {index} attempt {attempt} started (pid {pid})"
-        );
-        let pumps: Vec<tokio::task::JoinHandle<()>> = [
-            child
-                .stdout
-                .take()
-                .map(|s| self.pump(index, attempt, Stream::Stdout, s)),
-            child
-                .stderr
-                .take()
-                .map(|s| self.pump(index, attempt, Stream::Stderr, s)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let supervision = Supervision {
+            // As Cloud Run does: SIGTERM to the container's main process, SIGKILL to
+            // everything after the grace period.
+            stop_signal: Signal::Terminate,
+            // A container gets the signal through the engine; signalling the `docker run`
+            // client would not reach it the same way.
+            stop_target: if docker.is_some() {
+                StopTarget::Caller
+            } else {
+                StopTarget::Leader
+            },
+            grace: self.grace,
+            timeout: Some(self.timeout),
+            max_line_bytes: supervise::DEFAULT_MAX_LINE_BYTES,
+            // Tasks live in their own process groups: if sluice-trigger exits abruptly (a
+            // second Ctrl-C), nothing else would stop them.
+            kill_on_exit: true,
+        };
+        let task = self.context(index, attempt);
         let cancel = self.shutdown.token();
-        let mut result = Attempt::default();
-        let first = tokio::select! {
-            s = child.wait() => Some(s),
-            _ = tokio::time::sleep(self.timeout) => { result.timed_out = true; None }
-            _ = cancel.cancelled() => { result.interrupted = true; None }
-        };
-        let status = match first {
-            Some(s) => s,
-            None => {
-                self.terminate(pid, &container);
-                tokio::select! {
-                    s = child.wait() => s,
-                    _ = tokio::time::sleep(self.grace) => {
-                        tracing::warn!(
-                            task = index, attempt,
-                            "still running {} after SIGTERM; sending SIGKILL",
-                            crate::duration::human(self.grace)
-                        );
-                        self.kill(pid, &container);
-                        child.wait().await
-                    }
+        let finished = supervise::run(cmd, &supervision, &cancel, |event| match event {
+            supervise::Event::Started { pid } => tracing::info!(
+                task = index,
+                attempt,
+                pid,
+                "task {index} attempt {attempt} started (pid {pid})"
+            ),
+            supervise::Event::Line(line) => {
+                let text = if line.truncated {
+                    format!(
+                        "{} [line cut at {} bytes]",
+                        line.text, supervision.max_line_bytes
+                    )
+                } else {
+                    line.text
+                };
+                self.out
+                    .line(&format_line(self.log_mode, &task, line.stream, &text));
+            }
+            supervise::Event::Stopping { .. } => {
+                if let Some(engine) = docker {
+                    docker_kill(engine, &container, Some("TERM"));
                 }
             }
-        };
-        // Whatever the task left behind in its process group goes with it, as when a
-        // container stops; that also closes the pipes the pumps read.
-        signal_group(pid, libc::SIGKILL);
-        live_groups::remove(pid);
-        for p in pumps {
-            let abort = p.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), p)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-        match status {
-            Ok(s) => {
-                result.exit_code = s.code();
-                result.signal = s.signal();
-            }
-            Err(e) => result.error = Some(format!("cannot wait for the task: {e}")),
-        }
-        result
-    }
-
-    fn terminate(&self, pid: i32, container: &str) {
-        match &self.launcher {
-            Launcher::Direct { .. } => signal_pid(pid, libc::SIGTERM),
-            Launcher::Docker { engine, .. } => {
-                let _ = std::process::Command::new(engine)
-                    .args(["kill", "--signal", "TERM", container])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-
-    fn kill(&self, pid: i32, container: &str) {
-        if let Launcher::Docker { engine, .. } = &self.launcher {
-            let _ = std::process::Command::new(engine)
-                .args(["kill", container])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        signal_group(pid, libc::SIGKILL);
-    }
-
-    /// Re-emits one output stream of a task, line by line, until EOF.
-    fn pump<R>(
-        &self,
-        index: u32,
-        attempt: u32,
-        stream: Stream,
-        reader: R,
-    ) -> tokio::task::JoinHandle<()>
-    where
-        R: tokio::io::AsyncRead + Unpin + Send + 'static,
-    {
-        let out = self.out.clone();
-        let mode = self.log_mode;
-        let task = self.context(index, attempt);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
-            loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) => out.line(&format_line(mode, &task, stream, &line)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        // Not UTF-8, or a read error: say so once and stop reading this stream.
-                        let msg = format!("(output unreadable: {e})");
-                        out.line(&format_line(mode, &task, Stream::Stderr, &msg));
-                        break;
-                    }
+            supervise::Event::Killing { .. } => {
+                tracing::warn!(
+                    task = index,
+                    attempt,
+                    "still running {} after SIGTERM; sending SIGKILL",
+                    crate::duration::human(self.grace)
+                );
+                if let Some(engine) = docker {
+                    docker_kill(engine, &container, None);
                 }
             }
         })
+        .await;
+        match finished {
+            Ok(finished) => {
+                let (exit_code, signal) = match finished.termination {
+                    Termination::Exited(code) => (Some(code), None),
+                    Termination::Signalled(signal) => (None, Some(signal)),
+                };
+                Attempt {
+                    exit_code,
+                    signal,
+                    timed_out: finished.timed_out,
+                    interrupted: finished.stopped,
+                    error: None,
+                }
+            }
+            Err(err @ SuperviseError::Spawn { .. }) => {
+                let msg = err.to_string();
+                self.emit(index, attempt, Stream::Stderr, &msg);
+                Attempt {
+                    error: Some(msg),
+                    exit_code: Some(127),
+                    ..Attempt::default()
+                }
+            }
+            Err(err @ SuperviseError::Wait { .. }) => Attempt {
+                error: Some(format!("cannot wait for the task: {err}")),
+                ..Attempt::default()
+            },
+        }
     }
 
     fn emit(&self, index: u32, attempt: u32, stream: Stream, line: &str) {
@@ -575,14 +535,8 @@ impl Exec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
 /// One line of task output as re-emitted (see the module docs).
-pub fn format_line(mode: LogMode, task: &TaskContext, stream: Stream, line: &str) -> String {
+pub(crate) fn format_line(mode: LogMode, task: &TaskContext, stream: Stream, line: &str) -> String {
     let parsed: Option<Map<String, Value>> = line
         .trim_start()
         .starts_with('{')
@@ -632,68 +586,22 @@ pub fn format_line(mode: LogMode, task: &TaskContext, stream: Stream, line: &str
     }
 }
 
-fn signal_pid(pid: i32, sig: libc::c_int) {
-    if pid > 0 {
-        // SAFETY: kill(2) with a positive pid we started; no memory is touched.
-        unsafe {
-            libc::kill(pid, sig);
-        }
+/// `ENGINE kill [--signal SIG] CONTAINER`; a container that is already gone is fine.
+fn docker_kill(engine: &Path, container: &str, signal: Option<&str>) {
+    let mut command = std::process::Command::new(engine);
+    command.arg("kill");
+    if let Some(signal) = signal {
+        command.args(["--signal", signal]);
     }
-}
-
-fn signal_group(pgid: i32, sig: libc::c_int) {
-    if pgid > 0 {
-        // SAFETY: kill(2) with a negative id signals the process group the task leads (it was
-        // spawned with process_group(0)); ESRCH once the group is gone is harmless.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
-}
-
-/// Process groups of running tasks, killed if `sluice-trigger` exits abruptly (a second
-/// Ctrl-C makes the runtime call `exit` at once): tasks live in their own process groups, so
-/// nothing else would stop them.
-mod live_groups {
-    use std::collections::BTreeSet;
-    use std::sync::{Mutex, Once};
-
-    static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-    static REGISTER: Once = Once::new();
-
-    extern "C" fn kill_all() {
-        // try_lock: never block inside exit(3); a task being registered right now is the
-        // only thing that can hold the lock.
-        if let Ok(groups) = GROUPS.try_lock() {
-            for pgid in groups.iter() {
-                super::signal_group(*pgid, libc::SIGKILL);
-            }
-        }
-    }
-
-    pub fn add(pgid: i32) {
-        REGISTER.call_once(|| {
-            // SAFETY: registers a plain extern "C" function with atexit(3).
-            unsafe {
-                libc::atexit(kill_all);
-            }
-        });
-        if pgid > 0
-            && let Ok(mut g) = GROUPS.lock()
-        {
-            g.insert(pgid);
-        }
-    }
-
-    pub fn remove(pgid: i32) {
-        if let Ok(mut g) = GROUPS.lock() {
-            g.remove(&pgid);
-        }
-    }
+    let _ = command
+        .arg(container)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Checks that `--docker` can work before any task starts.
-pub fn check_engine(engine: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
+pub(crate) fn check_engine(engine: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
     let name = engine.display().to_string();
     let found = find_on_path(&name, path_var).ok_or_else(|| {
         format!(
@@ -719,7 +627,7 @@ pub fn check_engine(engine: &Path, path_var: Option<&OsString>) -> Result<PathBu
 
 /// Runs the execution and reports it like `run --wait` does. Warnings (e.g. secrets that are
 /// not available locally) are logged before the first task starts.
-pub async fn run(
+pub(crate) async fn run(
     run: LocalRun,
     shutdown: Shutdown,
     out: Arc<dyn Output>,

@@ -4,11 +4,8 @@
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sluice_runtime::logging::{self, LogFormat, LogOptions, ResolvedFormat};
 use sluice_runtime::{ExitCode, Shutdown, TaskContext};
-use sluice_trigger::api::ApiOptions;
 use sluice_trigger::commands::{self, CommandError, Context, OutputFormat};
-use sluice_trigger::local::{self, LogMode};
-use sluice_trigger::run::{RunRequest, RunSettings, WaitSettings};
-use sluice_trigger::{duration, spec};
+use sluice_trigger::{ApiOptions, LogMode, RunRequest, RunSettings, WaitSettings};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,20 +41,20 @@ struct Cli {
     endpoint: Option<String>,
 
     /// First wait between execution polls (grows 1.5x per poll).
-    #[arg(long, global = true, env = "SLUICE_TRIGGER_POLL_INTERVAL", default_value = "2s", value_parser = duration::parse)]
+    #[arg(long, global = true, env = "SLUICE_TRIGGER_POLL_INTERVAL", default_value = "2s", value_parser = sluice_runtime::duration::parse)]
     poll_interval: Duration,
 
     /// Longest wait between execution polls.
-    #[arg(long, global = true, env = "SLUICE_TRIGGER_POLL_MAX_INTERVAL", default_value = "30s", value_parser = duration::parse)]
+    #[arg(long, global = true, env = "SLUICE_TRIGGER_POLL_MAX_INTERVAL", default_value = "30s", value_parser = sluice_runtime::duration::parse)]
     poll_max_interval: Duration,
 
     /// Stop waiting after this long (the execution keeps running). Default: task timeout x
     /// (max retries + 1) x waves of parallel tasks, plus an hour.
-    #[arg(long, global = true, env = "SLUICE_TRIGGER_MAX_WAIT", value_parser = duration::parse)]
+    #[arg(long, global = true, env = "SLUICE_TRIGGER_MAX_WAIT", value_parser = sluice_runtime::duration::parse)]
     max_wait: Option<Duration>,
 
     /// Timeout of each HTTP attempt to the Admin API.
-    #[arg(long, global = true, env = "SLUICE_TRIGGER_ATTEMPT_TIMEOUT", default_value = "60s", value_parser = duration::parse)]
+    #[arg(long, global = true, env = "SLUICE_TRIGGER_ATTEMPT_TIMEOUT", default_value = "60s", value_parser = sluice_runtime::duration::parse)]
     attempt_timeout: Duration,
 
     #[command(subcommand)]
@@ -176,7 +173,7 @@ struct Overrides {
     #[arg(long)]
     tasks: Option<u32>,
     /// Task timeout for this execution (e.g. 30m).
-    #[arg(long, value_parser = duration::parse)]
+    #[arg(long, value_parser = sluice_runtime::duration::parse)]
     timeout: Option<Duration>,
     /// Container args, after `--`.
     #[arg(last = true)]
@@ -197,7 +194,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not K=V"))?;
-    spec::check_env_name(k)?;
+    sluice_trigger::check_env_name(k)?;
     Ok((k.to_string(), v.to_string()))
 }
 
@@ -403,7 +400,7 @@ async fn dispatch(cli: Cli, log_format: ResolvedFormat) -> i32 {
                 output,
                 &shutdown,
                 &opts,
-                Arc::new(local::Stderr),
+                Arc::new(sluice_trigger::Stderr),
                 &mut stdout,
             )
             .await

@@ -34,17 +34,17 @@ impl JobTarget {
 }
 
 /// Identifies sluice-trigger in the Job's `client` / `clientVersion` fields.
-pub const CLIENT: &str = "sluice-trigger";
+pub(crate) const CLIENT: &str = "sluice-trigger";
 
 /// The body of `jobs.create` for `job` (its `name` stays empty: the API builds it from `jobId`).
-pub fn new_job(job: &JobSpec) -> model::Job {
+pub(crate) fn new_job(job: &JobSpec) -> model::Job {
     apply(&model::Job::default(), job)
 }
 
 /// The body of `jobs.patch`: `actual` with the managed fields replaced by `job`'s and the
 /// output-only fields cleared. `etag` is kept, so a concurrent change makes the update fail
 /// instead of being overwritten.
-pub fn updated_job(actual: &model::Job, job: &JobSpec) -> model::Job {
+pub(crate) fn updated_job(actual: &model::Job, job: &JobSpec) -> model::Job {
     let mut j = apply(actual, job);
     // Output-only fields: the API ignores them, but sending them back would be noise in
     // --dry-run output and a trap if a future API version started rejecting them.
@@ -109,7 +109,7 @@ fn apply(base: &model::Job, job: &JobSpec) -> model::Job {
 }
 
 /// A spec env entry as the API's `EnvVar` (secrets as `valueSource.secretKeyRef`).
-pub fn env_var(v: &spec::EnvVar) -> model::EnvVar {
+pub(crate) fn env_var(v: &spec::EnvVar) -> model::EnvVar {
     let mut e = model::EnvVar::default();
     e.name = v.name.clone();
     e.values = Some(match &v.value {
@@ -127,7 +127,7 @@ pub fn env_var(v: &spec::EnvVar) -> model::EnvVar {
 }
 
 /// A plain `NAME=value` env entry.
-pub fn plain_env(name: &str, value: &str) -> model::EnvVar {
+pub(crate) fn plain_env(name: &str, value: &str) -> model::EnvVar {
     env_var(&spec::EnvVar {
         name: name.to_string(),
         value: EnvValue::Plain(value.to_string()),
@@ -157,7 +157,7 @@ fn vpc_access(v: &spec::Vpc) -> model::VpcAccess {
     a
 }
 
-pub fn wkt_duration(d: std::time::Duration) -> google_cloud_wkt::Duration {
+pub(crate) fn wkt_duration(d: std::time::Duration) -> google_cloud_wkt::Duration {
     google_cloud_wkt::Duration::clamp(d.as_secs() as i64, d.subsec_nanos() as i32)
 }
 
@@ -169,7 +169,7 @@ fn is_reserved_label(key: &str) -> bool {
 
 /// The fields `deploy` manages, normalised (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Managed {
+pub(crate) struct Managed {
     pub labels: BTreeMap<String, String>,
     pub tasks: i32,
     pub parallelism: i32,
@@ -186,14 +186,14 @@ pub struct Managed {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedVpc {
+pub(crate) struct ManagedVpc {
     pub connector: String,
     pub interfaces: Vec<(String, String, Vec<String>)>,
     pub egress: &'static str,
 }
 
 /// Extracts the managed fields of `job`.
-pub fn managed(job: &model::Job) -> Managed {
+pub(crate) fn managed(job: &model::Job) -> Managed {
     let exec = job.template.clone().unwrap_or_default();
     let task = exec.template.clone().unwrap_or_default();
     let c = task.containers.first().cloned().unwrap_or_default();
@@ -275,7 +275,7 @@ pub fn managed(job: &model::Job) -> Managed {
 
 /// The spec fields whose deployed value differs from the spec's, in spec vocabulary. The
 /// service account counts only when the spec sets one (otherwise Cloud Run's default stands).
-pub fn diff(
+pub(crate) fn diff(
     desired: &Managed,
     actual: &Managed,
     spec_sets_service_account: bool,
@@ -308,7 +308,7 @@ pub fn diff(
 }
 
 /// What `deploy` has to change to bring `actual` in line with `job` (empty: nothing).
-pub fn changes(job: &JobSpec, actual: &model::Job) -> Vec<&'static str> {
+pub(crate) fn changes(job: &JobSpec, actual: &model::Job) -> Vec<&'static str> {
     diff(
         &managed(&new_job(job)),
         &managed(actual),

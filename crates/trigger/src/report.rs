@@ -8,12 +8,12 @@ use google_cloud_run_v2::model;
 use serde::Serialize;
 use std::fmt::Write as _;
 
-pub const EXECUTION_SCHEMA: &str = "sluice-trigger/execution/v1";
-pub const STATUS_SCHEMA: &str = "sluice-trigger/status/v1";
+pub(crate) const EXECUTION_SCHEMA: &str = "sluice-trigger/execution/v1";
+pub(crate) const STATUS_SCHEMA: &str = "sluice-trigger/status/v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ExecutionState {
+pub(crate) enum ExecutionState {
     Succeeded,
     Failed,
     Cancelled,
@@ -23,7 +23,7 @@ pub enum ExecutionState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TaskState {
+pub(crate) enum TaskState {
     Succeeded,
     Failed,
     Cancelled,
@@ -32,7 +32,7 @@ pub enum TaskState {
 }
 
 impl ExecutionState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ExecutionState::Succeeded => "SUCCEEDED",
             ExecutionState::Failed => "FAILED",
@@ -43,7 +43,7 @@ impl ExecutionState {
 }
 
 impl TaskState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TaskState::Succeeded => "SUCCEEDED",
             TaskState::Failed => "FAILED",
@@ -56,13 +56,13 @@ impl TaskState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Mode {
+pub(crate) enum Mode {
     CloudRun,
     Local,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub succeeded: u32,
     pub failed: u32,
     pub cancelled: u32,
@@ -73,7 +73,7 @@ pub struct Counts {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TaskReport {
+pub(crate) struct TaskReport {
     pub index: u32,
     pub state: TaskState,
     /// Attempts started (0 if the task never started).
@@ -92,7 +92,7 @@ pub struct TaskReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExecutionReport {
+pub(crate) struct ExecutionReport {
     pub schema: &'static str,
     pub mode: Mode,
     /// Full resource name on Cloud Run; the generated execution id locally.
@@ -118,11 +118,11 @@ pub struct ExecutionReport {
     pub message: Option<String>,
 }
 
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub fn timestamp(t: &Option<google_cloud_wkt::Timestamp>) -> Option<DateTime<Utc>> {
+pub(crate) fn timestamp(t: &Option<google_cloud_wkt::Timestamp>) -> Option<DateTime<Utc>> {
     t.as_ref()
         .and_then(|t| DateTime::from_timestamp(t.seconds(), t.nanos().max(0) as u32))
 }
@@ -132,7 +132,7 @@ fn non_empty(s: &str) -> Option<String> {
 }
 
 /// `projects/P/locations/R/jobs/J/executions/E` -> (P, R, J, E).
-pub fn split_execution_name(name: &str) -> Option<(&str, &str, &str, &str)> {
+pub(crate) fn split_execution_name(name: &str) -> Option<(&str, &str, &str, &str)> {
     let parts: Vec<&str> = name.split('/').collect();
     match parts.as_slice() {
         ["projects", p, "locations", r, "jobs", j, "executions", e] => Some((p, r, j, e)),
@@ -155,7 +155,7 @@ fn is_cancel_reason(c: &model::Condition) -> bool {
 
 /// State of an execution as the API reports it: running until `completionTime` is set;
 /// then the "Completed" condition decides, with the counts as a fallback.
-pub fn execution_state(e: &model::Execution) -> ExecutionState {
+pub(crate) fn execution_state(e: &model::Execution) -> ExecutionState {
     if e.completion_time.is_none() {
         return ExecutionState::Running;
     }
@@ -173,7 +173,7 @@ pub fn execution_state(e: &model::Execution) -> ExecutionState {
 }
 
 /// State of one task: finished when `completionTime` is set, judged by its last attempt.
-pub fn task_state(t: &model::Task, execution: ExecutionState) -> TaskState {
+pub(crate) fn task_state(t: &model::Task, execution: ExecutionState) -> TaskState {
     if let Some(c) = completed_condition(&t.conditions) {
         if is_cancel_reason(c) {
             return TaskState::Cancelled;
@@ -204,7 +204,7 @@ pub fn task_state(t: &model::Task, execution: ExecutionState) -> TaskState {
     }
 }
 
-pub fn task_report(t: &model::Task, execution: ExecutionState) -> TaskReport {
+pub(crate) fn task_report(t: &model::Task, execution: ExecutionState) -> TaskReport {
     let state = task_state(t, execution);
     let started = t.start_time.is_some() || t.last_attempt_result.is_some();
     let attempts = if started {
@@ -233,7 +233,7 @@ pub fn task_report(t: &model::Task, execution: ExecutionState) -> TaskReport {
 }
 
 /// The report for an API execution and its tasks (empty `tasks` if they were not listed).
-pub fn from_api(e: &model::Execution, tasks: &[model::Task]) -> ExecutionReport {
+pub(crate) fn from_api(e: &model::Execution, tasks: &[model::Task]) -> ExecutionReport {
     let state = execution_state(e);
     let (project, region, job, id) = match split_execution_name(&e.name) {
         Some((p, r, j, id)) => (
@@ -296,7 +296,7 @@ pub fn from_api(e: &model::Execution, tasks: &[model::Task]) -> ExecutionReport 
 
 /// 0 only for success; a finished failure or cancellation is 1. A still-running execution
 /// gets 1 too unless the caller knows better (an interrupt: 130/143).
-pub fn exit_code_for(state: ExecutionState) -> i32 {
+pub(crate) fn exit_code_for(state: ExecutionState) -> i32 {
     match state {
         ExecutionState::Succeeded => 0,
         _ => 1,
@@ -305,7 +305,7 @@ pub fn exit_code_for(state: ExecutionState) -> i32 {
 
 /// A person-readable summary: one headline, one line per task that did not simply succeed
 /// (every task when there are at most 20), and where the logs are.
-pub fn render_text(r: &ExecutionReport) -> String {
+pub(crate) fn render_text(r: &ExecutionReport) -> String {
     let mut s = String::new();
     let duration = r
         .duration_seconds

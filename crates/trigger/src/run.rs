@@ -81,6 +81,18 @@ pub enum RunError {
     Failed { job: String, message: String },
 }
 
+/// A job that is not deployed is the user's to fix (exit 2); an API failure failed the
+/// command (exit 1; an interrupted call is reported with the stop signal's code by the caller).
+impl sluice_runtime::ExitStatus for RunError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        match self {
+            RunError::JobNotFound { .. } => sluice_runtime::ExitCode::Usage,
+            RunError::Api(api) => api.exit_code(),
+            RunError::Failed { .. } => sluice_runtime::ExitCode::TaskFailed,
+        }
+    }
+}
+
 /// A started execution.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -102,7 +114,7 @@ fn new_marker() -> String {
 }
 
 /// The overrides for `req`, with our marker added to the env.
-pub fn overrides(
+pub(crate) fn overrides(
     req: &RunRequest,
     job: &model::Job,
     marker: &str,
@@ -387,7 +399,7 @@ impl Default for WaitSettings {
 
 /// How waiting ended.
 #[derive(Debug, Clone)]
-pub enum WaitEnd {
+pub(crate) enum WaitEnd {
     Finished(model::Execution),
     /// The cancel token fired (a signal); the execution as last seen.
     Interrupted(model::Execution),
@@ -397,7 +409,7 @@ pub enum WaitEnd {
 
 /// The longest an execution can legitimately run: every wave of parallel tasks using every
 /// retry up to the timeout.
-pub fn default_max_wait(e: &model::Execution) -> Duration {
+pub(crate) fn default_max_wait(e: &model::Execution) -> Duration {
     let t = e.template.as_ref();
     let timeout = t
         .and_then(|t| t.timeout)
@@ -425,7 +437,7 @@ pub fn default_max_wait(e: &model::Execution) -> Duration {
 /// Polls `execution` until it finishes, the token fires, or `max_wait` passes. Transient
 /// polling errors (after the safe-call retries) are logged and polling goes on; permanent ones
 /// (404, 403) end the wait with an error.
-pub async fn wait(
+pub(crate) async fn wait(
     api: &CloudRun,
     execution: &str,
     settings: &WaitSettings,
@@ -475,7 +487,7 @@ pub async fn wait(
 
 /// The report for a finished (or abandoned) wait: lists the tasks for per-task results.
 /// Listing failures degrade to a report without tasks rather than hiding the outcome.
-pub async fn report_for(
+pub(crate) async fn report_for(
     api: &CloudRun,
     end: &WaitEnd,
     interrupted_exit: Option<i32>,

@@ -20,7 +20,6 @@
 //! parallelism = 2
 //! ```
 
-use crate::duration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,20 +28,20 @@ use std::time::Duration;
 
 /// Cloud Run's defaults, made explicit so that a deployed job compares equal to its spec
 /// (the API fills these in when a request leaves them out).
-pub const DEFAULT_CPU: &str = "1";
-pub const DEFAULT_MEMORY: &str = "512Mi";
-pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(600);
-pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub(crate) const DEFAULT_CPU: &str = "1";
+pub(crate) const DEFAULT_MEMORY: &str = "512Mi";
+pub(crate) const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 3;
 /// Cloud Run limits.
-pub const MAX_TASKS: u32 = 10_000;
-pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(168 * 3600);
-pub const MAX_RETRIES_LIMIT: u32 = 10;
+pub(crate) const MAX_TASKS: u32 = 10_000;
+pub(crate) const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(168 * 3600);
+pub(crate) const MAX_RETRIES_LIMIT: u32 = 10;
 /// SIGTERM -> SIGKILL grace, as on Cloud Run.
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// Env names Cloud Run sets itself (and `local` sets the same way), plus the marker
 /// `sluice-trigger run` adds to identify its executions: a spec may not set them.
-pub const RESERVED_ENV: &[&str] = &[
+pub(crate) const RESERVED_ENV: &[&str] = &[
     "CLOUD_RUN_JOB",
     "CLOUD_RUN_EXECUTION",
     "CLOUD_RUN_TASK_INDEX",
@@ -52,7 +51,7 @@ pub const RESERVED_ENV: &[&str] = &[
 ];
 
 /// Label key prefixes the Admin API rejects or reserves.
-pub const RESERVED_LABEL_PREFIXES: &[&str] =
+pub(crate) const RESERVED_LABEL_PREFIXES: &[&str] =
     &["run.googleapis.com/", "cloud.googleapis.com/", "goog-"];
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +150,7 @@ impl Scalar {
 
 /// A parsed and validated `jobs.toml`.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// The file it came from (for messages).
     pub path: PathBuf,
     /// `[defaults]` project and region (jobs carry them merged in already).
@@ -166,7 +165,7 @@ pub struct Spec {
 
 /// One Cloud Run job, with `[defaults]` applied.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     pub name: String,
     pub project: Option<String>,
     pub region: Option<String>,
@@ -194,13 +193,13 @@ pub struct JobSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvVar {
+pub(crate) struct EnvVar {
     pub name: String,
     pub value: EnvValue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvValue {
+pub(crate) enum EnvValue {
     Plain(String),
     /// A Secret Manager reference: Cloud Run resolves it; the value never passes through us.
     Secret {
@@ -211,12 +210,12 @@ pub enum EnvValue {
 
 /// CPU limit in millicores, with the API spelling it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cpu {
+pub(crate) struct Cpu {
     pub millis: u64,
 }
 
 impl Cpu {
-    pub fn parse(text: &str) -> Result<Cpu, String> {
+    pub(crate) fn parse(text: &str) -> Result<Cpu, String> {
         let millis = parse_cpu_millis(text).ok_or_else(|| {
             format!("{text:?} is not a CPU quantity (expected e.g. 1, 2, 0.5 or 500m)")
         })?;
@@ -229,7 +228,7 @@ impl Cpu {
     }
 
     /// `"2"` for whole CPUs, `"500m"` otherwise.
-    pub fn to_api(self) -> String {
+    pub(crate) fn to_api(self) -> String {
         if self.millis.is_multiple_of(1000) {
             (self.millis / 1000).to_string()
         } else {
@@ -239,7 +238,7 @@ impl Cpu {
 }
 
 /// Parses Kubernetes-style CPU quantities (`1`, `0.5`, `500m`) into millicores.
-pub fn parse_cpu_millis(text: &str) -> Option<u64> {
+pub(crate) fn parse_cpu_millis(text: &str) -> Option<u64> {
     let t = text.trim();
     if let Some(m) = t.strip_suffix('m') {
         return m.parse::<u64>().ok();
@@ -254,13 +253,13 @@ pub fn parse_cpu_millis(text: &str) -> Option<u64> {
 
 /// Memory limit in bytes, with the spelling given (sent as written).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub bytes: u64,
     pub text: String,
 }
 
 impl Memory {
-    pub fn parse(text: &str) -> Result<Memory, String> {
+    pub(crate) fn parse(text: &str) -> Result<Memory, String> {
         let bytes = parse_memory_bytes(text).ok_or_else(|| {
             format!("{text:?} is not a memory quantity (expected e.g. 512Mi, 2Gi)")
         })?;
@@ -278,7 +277,7 @@ impl Memory {
 }
 
 /// Parses Kubernetes-style memory quantities (`512Mi`, `2Gi`, `1G`, `1000000`) into bytes.
-pub fn parse_memory_bytes(text: &str) -> Option<u64> {
+pub(crate) fn parse_memory_bytes(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -305,13 +304,13 @@ pub fn parse_memory_bytes(text: &str) -> Option<u64> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vpc {
+pub(crate) struct Vpc {
     pub access: VpcAccess,
     pub egress: Egress,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VpcAccess {
+pub(crate) enum VpcAccess {
     /// A Serverless VPC Access connector (`projects/P/locations/R/connectors/C` or its id).
     Connector(String),
     /// Direct VPC egress.
@@ -323,14 +322,14 @@ pub enum VpcAccess {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Egress {
+pub(crate) enum Egress {
     AllTraffic,
     /// Cloud Run's default when egress is not given.
     PrivateRangesOnly,
 }
 
 impl Egress {
-    pub fn parse(text: &str) -> Result<Egress, String> {
+    pub(crate) fn parse(text: &str) -> Result<Egress, String> {
         match text.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "all-traffic" | "all" => Ok(Egress::AllTraffic),
             "private-ranges-only" | "private-ranges" => Ok(Egress::PrivateRangesOnly),
@@ -343,7 +342,7 @@ impl Egress {
 
 /// Settings only `sluice-trigger local` uses.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LocalSettings {
+pub(crate) struct LocalSettings {
     /// The `sluice` binary for local runs, resolved against the spec's directory.
     pub sluice_bin: Option<PathBuf>,
     /// Working directory of local tasks (default: the spec's directory).
@@ -357,6 +356,13 @@ pub struct LocalSettings {
 pub struct SpecError {
     pub path: PathBuf,
     pub problems: Vec<String>,
+}
+
+/// A spec that does not validate is the user's to fix: exit 2.
+impl sluice_runtime::ExitStatus for SpecError {
+    fn exit_code(&self) -> sluice_runtime::ExitCode {
+        sluice_runtime::ExitCode::Usage
+    }
 }
 
 impl fmt::Display for SpecError {
@@ -373,7 +379,7 @@ impl std::error::Error for SpecError {}
 
 impl Spec {
     /// Reads and validates a spec file.
-    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    pub(crate) fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
             path: path.to_path_buf(),
             problems: vec![format!("cannot read it: {e}")],
@@ -386,7 +392,7 @@ impl Spec {
     }
 
     /// Parses and validates spec text; relative local paths resolve against `base_dir`.
-    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Spec, SpecError> {
+    pub(crate) fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Spec, SpecError> {
         let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError {
             path: path.to_path_buf(),
             problems: vec![e.to_string().trim_end().to_string()],
@@ -443,7 +449,7 @@ impl Spec {
     }
 
     /// The job named `name`, or an error listing the names there are.
-    pub fn job(&self, name: &str) -> Result<&JobSpec, String> {
+    pub(crate) fn job(&self, name: &str) -> Result<&JobSpec, String> {
         self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();
             format!(
@@ -475,7 +481,11 @@ impl Validator {
                 base.join(p)
             }
         };
-        let kill_grace = match raw.kill_grace.as_deref().map(duration::parse) {
+        let kill_grace = match raw
+            .kill_grace
+            .as_deref()
+            .map(sluice_runtime::duration::parse)
+        {
             None => DEFAULT_KILL_GRACE,
             Some(Ok(d)) => d,
             Some(Err(e)) => {
@@ -644,7 +654,7 @@ impl Validator {
         );
         let task_timeout = match pick(|s| &s.task_timeout) {
             None => DEFAULT_TASK_TIMEOUT,
-            Some(t) => match duration::parse(&t) {
+            Some(t) => match sluice_runtime::duration::parse(&t) {
                 Ok(d) if d < Duration::from_secs(1) => {
                     p("task_timeout", format!("{t:?} is shorter than 1s"));
                     DEFAULT_TASK_TIMEOUT
@@ -665,7 +675,7 @@ impl Validator {
                 }
                 Ok(d) => d,
                 Err(e) => {
-                    p("task_timeout", e);
+                    p("task_timeout", e.to_string());
                     DEFAULT_TASK_TIMEOUT
                 }
             },
@@ -826,7 +836,7 @@ fn vpc(raw: &RawVpc) -> Result<Vpc, String> {
 
 /// Cloud Run job ids: lowercase letters, digits and hyphens, starting with a letter, not ending
 /// with a hyphen, at most 63 characters.
-pub fn check_job_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_job_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -844,7 +854,7 @@ pub fn check_job_name(name: &str) -> Result<(), String> {
     }
 }
 
-pub fn check_project(p: &str) -> Result<(), String> {
+pub(crate) fn check_project(p: &str) -> Result<(), String> {
     let ok = !p.is_empty()
         && p.len() <= 100
         && p.bytes()
@@ -856,7 +866,7 @@ pub fn check_project(p: &str) -> Result<(), String> {
     }
 }
 
-pub fn check_region(r: &str) -> Result<(), String> {
+pub(crate) fn check_region(r: &str) -> Result<(), String> {
     let ok = !r.is_empty()
         && r.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -884,7 +894,7 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
 
 /// Google Cloud label rules: keys 1-63 characters starting with a lowercase letter; keys and
 /// values use lowercase letters, digits, `_` and `-`; values up to 63 characters.
-pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check_label(key: &str, value: &str) -> Result<(), String> {
     if let Some(prefix) = RESERVED_LABEL_PREFIXES.iter().find(|p| key.starts_with(*p)) {
         return Err(format!(
             "label {key:?} uses the reserved {prefix:?} prefix, which Cloud Run rejects"
@@ -1044,7 +1054,7 @@ mod tests {
             memory = "512MB"
             cpu = "lots"
             tasks = 0
-            task_timeout = "90"
+            task_timeout = "90 parsecs"
             labels = { "run.googleapis.com/x" = "y", Team = "a" }
             secrets = { TOKEN = { secret = "a b" } }
             env = { CLOUD_RUN_TASK_INDEX = "1" }
@@ -1054,13 +1064,30 @@ mod tests {
             r#"job "extract": field "memory": "512MB" is not a memory quantity"#,
             r#"job "extract": field "cpu": "lots""#,
             r#"job "extract": field "tasks": 0 is out of range"#,
-            r#"job "extract": field "task_timeout": "90" has no unit"#,
+            r#"job "extract": field "task_timeout": invalid duration "90 parsecs""#,
             r#"reserved "run.googleapis.com/" prefix"#,
             r#"label key "Team""#,
             r#"job "extract": field "secrets": "TOKEN": secret "a b""#,
             r#"field "env": "CLOUD_RUN_TASK_INDEX" is set by Cloud Run"#,
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn durations_take_humantime_and_bare_seconds() {
+        for (text, secs) in [("90", 90), ("1h 30m", 5400), ("1.5h", 5400), ("600s", 600)] {
+            let spec = Spec::parse(
+                &format!("[[jobs]]\nname = \"a\"\nimage = \"i:1\"\ntask_timeout = \"{text}\"\n"),
+                Path::new("jobs.toml"),
+                Path::new("."),
+            )
+            .unwrap();
+            assert_eq!(
+                spec.jobs[0].task_timeout,
+                Duration::from_secs(secs),
+                "{text}"
+            );
         }
     }
 

@@ -5,13 +5,12 @@ mod support;
 
 use serde_json::{Value, json};
 use sluice_runtime::CancellationToken;
-use sluice_runtime::cancel::StopSignal;
+use sluice_runtime::StopSignal;
 use sluice_runtime::{RetryPolicy, Shutdown};
-use sluice_trigger::api::{ApiOptions, CloudRun};
 use sluice_trigger::commands::{self, Context, OutputFormat};
-use sluice_trigger::render::JobTarget;
-use sluice_trigger::run;
-use sluice_trigger::run::{RunRequest, RunSettings, WaitSettings};
+use sluice_trigger::{
+    ApiOptions, CloudRun, JobTarget, RunRequest, RunSettings, WaitSettings, start_execution,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::discovery::Discovery;
@@ -704,7 +703,7 @@ async fn ambiguous_run_failures_never_start_a_second_execution() {
             region: "europe-west1".into(),
             job: "extract".into(),
         };
-        let started = run::start(&api, &target, &RunRequest::default(), &fast_run())
+        let started = start_execution(&api, &target, &RunRequest::default(), &fast_run())
             .await
             .unwrap();
         assert!(

@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 use sluice_runtime::Shutdown;
-use sluice_runtime::cancel::StopSignal;
+use sluice_runtime::StopSignal;
 use sluice_trigger::commands::{self, LocalOptions, OutputFormat};
-use sluice_trigger::local::{LogMode, Output};
+use sluice_trigger::{LogMode, Output};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -536,4 +536,33 @@ command = ["sh", "-c", '''trap 'echo term >> "$OUT/term"' TERM; echo $$ > "$OUT/
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[tokio::test]
+async fn long_and_non_utf8_lines_are_capped_not_fatal() {
+    // Before issue 14 the local runner read whole lines without a limit and stopped reading a
+    // stream at the first invalid UTF-8 byte.
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        r#"head -c 300000 /dev/zero | tr '\0' x; echo; printf 'bad \377 byte\n'; echo after"#;
+    let spec = spec_with(dir.path(), "", script);
+    let (code, report, lines) =
+        run_local(&options(&spec, "work"), &Shutdown::new_unsignalled()).await;
+    assert_eq!(code, 0, "{report:#}");
+    let all = lines.all();
+    let long = all
+        .iter()
+        .find(|l| l.contains("xxxx"))
+        .unwrap_or_else(|| panic!("{all:?}"));
+    assert!(
+        long.ends_with("[line cut at 262144 bytes]"),
+        "{}",
+        &long[long.len() - 60..]
+    );
+    assert!(long.len() < 262_144 + 100, "{}", long.len());
+    assert!(
+        all.iter().any(|l| l.ends_with("bad \u{fffd} byte")),
+        "{all:?}"
+    );
+    assert!(all.iter().any(|l| l.ends_with("] after")), "{all:?}");
 }

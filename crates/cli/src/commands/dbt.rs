@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use sluice_dbt::project::PROJECT_FILE;
 use sluice_dbt::{
-    ArtifactsConfig, Auth, BigQueryProfile, DbtConfig, DepsMode, Priority, ProfileSource, Secret,
+    ArtifactsConfig, Auth, BigQueryProfile, DbtConfig, DepsMode, PROJECT_FILE, Priority,
+    ProfileSource,
 };
-use sluice_runtime::{ExitCode, ShardStrategy};
+use sluice_runtime::{ExitCode, Secret, ShardStrategy};
 
 use crate::context::{Context, UsageError};
 
@@ -57,15 +57,17 @@ pub struct Args {
     #[arg(long, env = "SLUICE_DBT_DEPS", default_value = "auto")]
     deps: DepsMode,
 
-    /// Seconds dbt gets to stop (cancel its queries) after SIGINT/SIGTERM before it is killed.
-    /// Cloud Run kills the container 10 s after SIGTERM.
+    /// How long dbt gets to stop (cancel its queries) after SIGINT/SIGTERM before it is
+    /// killed (7s, 5.5, 1m; a bare number is seconds). Cloud Run kills the container 10 s
+    /// after SIGTERM.
     #[arg(
         long,
         env = "SLUICE_DBT_STOP_TIMEOUT",
-        value_name = "SECONDS",
-        default_value = "7"
+        value_name = "DURATION",
+        default_value = "7s",
+        value_parser = sluice_runtime::duration::parse
     )]
-    stop_timeout: f64,
+    stop_timeout: Duration,
 
     /// Profile name of the generated profiles.yml [default: `profile:` of dbt_project.yml].
     #[arg(long, env = "SLUICE_DBT_PROFILE_NAME", value_name = "NAME")]
@@ -137,11 +139,8 @@ pub struct Args {
 
 pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let config = config_from(args, context)?;
-    let outcome = match sluice_dbt::run(&config, &context.task, &context.cancel()).await {
-        Ok(outcome) => outcome,
-        Err(err) if err.is_usage() => return Err(UsageError(err.to_string()).into()),
-        Err(err) => return Err(err.into()),
-    };
+    // The error's own ExitStatus decides the exit code (context::exit_code_of).
+    let outcome = sluice_dbt::run(&config, &context.task, &context.cancel()).await?;
     if outcome.stopped {
         // The caller turns this into 130/143 from the signal that stopped us.
         return Err(anyhow!("dbt was stopped by a shutdown signal"));
@@ -172,7 +171,7 @@ fn config_from(args: Args, context: &Context) -> Result<DbtConfig, UsageError> {
     let endpoint = args
         .bigquery_endpoint
         .or_else(|| env_fallback("BIGQUERY_EMULATOR_HOST"))
-        .map(|e| normalize_endpoint(&e));
+        .map(|e| sluice_runtime::endpoint::emulator_url(&e));
     let token = env_fallback("SLUICE_DBT_BIGQUERY_TOKEN").map(Secret::new);
 
     let profiles = match profiles_dir {
@@ -223,12 +222,6 @@ fn config_from(args: Args, context: &Context) -> Result<DbtConfig, UsageError> {
             }))
         }
     };
-    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
-        return Err(UsageError(format!(
-            "--stop-timeout {} must be a non-negative number of seconds",
-            args.stop_timeout
-        )));
-    }
     if args.threads == 0 {
         return Err(UsageError("--threads must be at least 1".into()));
     }
@@ -239,7 +232,7 @@ fn config_from(args: Args, context: &Context) -> Result<DbtConfig, UsageError> {
     config.shard_by = args.shard_by.filter(|s| !s.trim().is_empty());
     config.shard_strategy = args.shard_strategy;
     config.deps = args.deps;
-    config.stop_timeout = Duration::from_secs_f64(args.stop_timeout);
+    config.stop_timeout = args.stop_timeout;
     config.artifacts = args
         .artifacts
         .filter(|a| !a.trim().is_empty())
@@ -247,29 +240,37 @@ fn config_from(args: Args, context: &Context) -> Result<DbtConfig, UsageError> {
     Ok(config)
 }
 
-/// `BIGQUERY_EMULATOR_HOST` is often `host:port`; dbt-bigquery needs a URL.
-fn normalize_endpoint(endpoint: &str) -> String {
-    let endpoint = endpoint.trim().trim_end_matches('/');
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn stop_timeout(value: &str) -> Result<Duration, clap::Error> {
+        Cli::try_parse_from(["sluice-dbt".to_string(), format!("--stop-timeout={value}")])
+            .map(|c| c.args.stop_timeout)
+    }
 
     #[test]
-    fn endpoints_become_urls() {
+    fn stop_timeout_takes_durations_and_bare_seconds() {
         assert_eq!(
-            normalize_endpoint("127.0.0.1:9050"),
-            "http://127.0.0.1:9050"
+            Cli::try_parse_from(["sluice-dbt"])
+                .unwrap()
+                .args
+                .stop_timeout,
+            sluice_dbt::DbtConfig::new(".", ProfileSource::Dir(".".into()), ".").stop_timeout
         );
-        assert_eq!(
-            normalize_endpoint("https://bq.example/"),
-            "https://bq.example"
-        );
+        assert_eq!(stop_timeout("5.5").unwrap(), Duration::from_millis(5500));
+        assert_eq!(stop_timeout("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(stop_timeout("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(stop_timeout("0").unwrap(), Duration::ZERO);
+        // Negative values are refused while parsing, naming the flag (exit 2 from clap).
+        let err = stop_timeout("-1").unwrap_err().to_string();
+        assert!(err.contains("--stop-timeout"), "{err}");
     }
 }

@@ -7,12 +7,12 @@
 
 use std::io::IsTerminal;
 
-use anyhow::anyhow;
 use sluice_extract::{
-    BadRows, Compression, Encoding, ExtractConfig, ExtractError, OutputFormat, PartitionSpec,
-    ProgressMode, Secret, parse_encoding, parse_positive_duration, parse_rate,
+    BadRows, Compression, Encoding, ExtractConfig, OutputFormat, PartitionSpec, ProgressMode,
+    parse_encoding, parse_rate,
 };
-use sluice_runtime::{ExitCode, ShardStrategy};
+use sluice_runtime::duration::parse_positive as parse_positive_duration;
+use sluice_runtime::{ExitCode, Secret, ShardStrategy};
 
 use crate::context::{Context, UsageError};
 
@@ -271,16 +271,14 @@ fn config(args: Args, context: &Context) -> anyhow::Result<ExtractConfig> {
 
 pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let config = config(args, context)?;
-    match sluice_extract::run(
+    sluice_extract::run(
         config,
         &context.task,
         context.store_config(),
         context.cancel(),
     )
     .await
-    {
-        Ok(_) => Ok(ExitCode::Ok),
-        Err(ExtractError::Config(message)) => Err(UsageError(message).into()),
-        Err(e) => Err(anyhow!(e)),
-    }
+    // The error's own ExitStatus decides the exit code (context::exit_code_of).
+    .map_err(anyhow::Error::new)?;
+    Ok(ExitCode::Ok)
 }

@@ -179,7 +179,7 @@ pub struct Args {
     max_job_attempts: u32,
 
     /// Longest wait between two polls of a running job.
-    #[arg(long, env = "SLUICE_POLL_MAX", default_value = "10s", value_parser = humantime_duration)]
+    #[arg(long, env = "SLUICE_POLL_MAX", default_value = "10s", value_parser = sluice_runtime::duration::parse)]
     poll_max: Duration,
 
     /// BigQuery API endpoint, e.g. http://127.0.0.1:9050 for an emulator (http:// endpoints get
@@ -201,23 +201,6 @@ pub struct Args {
     /// allows 1,500 load jobs per table per day).
     #[arg(long, env = "SLUICE_JOB_PER_OBJECT")]
     job_per_object: bool,
-}
-
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((text, "s"), |i| (&text[..i], &text[i..]));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn usage(message: impl Into<String>) -> anyhow::Error {
@@ -389,13 +372,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(humantime_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(humantime_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(humantime_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(humantime_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(humantime_duration("x").is_err());
-        assert!(humantime_duration("3h").is_err());
+    fn poll_max_takes_humantime_durations() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let poll_max = |value: &str| {
+            Cli::try_parse_from([
+                "sluice-load".to_string(),
+                "--source=gs://b/*.parquet".into(),
+                "--table=p.d.t".into(),
+                format!("--poll-max={value}"),
+            ])
+            .map(|c| c.args.poll_max)
+        };
+        assert_eq!(poll_max("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(poll_max("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(poll_max("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(poll_max("3").unwrap(), Duration::from_secs(3));
+        // `h` was refused before the parsers were merged (issue 14).
+        assert_eq!(poll_max("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(poll_max("1m 30s").unwrap(), Duration::from_secs(90));
+        let err = poll_max("x").unwrap_err().to_string();
+        assert!(err.contains("--poll-max"), "{err}");
     }
 
     #[test]

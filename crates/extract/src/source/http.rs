@@ -25,11 +25,12 @@ use reqwest::{Client, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use sluice_runtime::{CancellationToken, RetryDecision, RetryPolicy};
 
-use crate::config::{HttpOptions, Secret};
+use crate::config::HttpOptions;
 use crate::decode::content::{Expect, SNIFF_BYTES, not_data};
 use crate::error::{ExtractError, Result};
 use crate::redact::{redact_url, scrub, url_secrets};
 use crate::source::limits::{Deadline, ItemLimits, SharedMeter};
+use sluice_runtime::Secret;
 
 /// What identifies the version of a source: compared by `--skip-existing`, recorded in object
 /// metadata and manifests.
@@ -100,8 +101,9 @@ impl std::fmt::Debug for HttpTarget {
 
 impl HttpTarget {
     pub fn new(url: &str) -> Result<Self> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| ExtractError::Config(format!("invalid URL {}: {e}", redact_url(url))))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            ExtractError::config_source(format!("invalid URL {}", redact_url(url)), e)
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ExtractError::Config(format!(
                 "unsupported URL scheme in {} (expected http, https, file or a path)",
@@ -183,7 +185,7 @@ impl HttpClient {
             .no_zstd()
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| ExtractError::Internal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| ExtractError::internal_source("cannot build the HTTP client", e))?;
         Ok(HttpClient {
             client,
             policy: options.retry.clone(),

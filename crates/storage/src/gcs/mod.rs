@@ -69,17 +69,6 @@ impl Default for GcsOptions {
     }
 }
 
-/// `127.0.0.1:4443`, `http://127.0.0.1:4443/` or `.../storage/v1` -> `http://127.0.0.1:4443`.
-pub fn normalize_emulator_host(host: &str) -> String {
-    let host = host.trim().trim_end_matches('/');
-    let host = host.strip_suffix("/storage/v1").unwrap_or(host);
-    if host.contains("://") {
-        host.to_string()
-    } else {
-        format!("http://{host}")
-    }
-}
-
 impl GcsOptions {
     /// The emulator from `STORAGE_EMULATOR_HOST` (anonymous) or production with ADC.
     pub fn from_config(config: &StoreConfig) -> Self {
@@ -87,7 +76,7 @@ impl GcsOptions {
             endpoint: config
                 .gcs_emulator_host
                 .as_deref()
-                .map(normalize_emulator_host),
+                .map(sluice_runtime::endpoint::emulator_url),
             anonymous: config.gcs_emulator_host.is_some(),
             chunk_size: config.upload_chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
             cancel: config.cancel.clone(),
@@ -329,18 +318,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emulator_hosts() {
-        assert_eq!(
-            normalize_emulator_host("127.0.0.1:4443"),
-            "http://127.0.0.1:4443"
-        );
-        assert_eq!(
-            normalize_emulator_host("http://localhost:4443/"),
-            "http://localhost:4443"
-        );
-        assert_eq!(
-            normalize_emulator_host("http://localhost:4443/storage/v1/"),
-            "http://localhost:4443"
-        );
+    fn emulator_host_becomes_an_anonymous_endpoint() {
+        let config = StoreConfig {
+            gcs_emulator_host: Some("127.0.0.1:4443/storage/v1/".into()),
+            ..StoreConfig::default()
+        };
+        let options = GcsOptions::from_config(&config);
+        assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:4443"));
+        assert!(options.anonymous);
+        let production = GcsOptions::from_config(&StoreConfig::default());
+        assert_eq!(production.endpoint, None);
+        assert!(!production.anonymous);
     }
 }
