@@ -32,7 +32,7 @@ pub enum SourceFormat {
 
 impl SourceFormat {
     /// The `sourceFormat` BigQuery expects.
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             SourceFormat::Parquet => "PARQUET",
             SourceFormat::Csv => "CSV",
@@ -90,7 +90,7 @@ pub enum WriteMode {
 }
 
 impl WriteMode {
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             WriteMode::Append => "WRITE_APPEND",
             WriteMode::Truncate => "WRITE_TRUNCATE",
@@ -109,7 +109,7 @@ pub enum PartitionType {
 }
 
 impl PartitionType {
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             PartitionType::Hour => "HOUR",
             PartitionType::Day => "DAY",
@@ -135,11 +135,11 @@ pub struct SchemaUpdate {
 }
 
 impl SchemaUpdate {
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         !self.allow_field_addition && !self.allow_field_relaxation
     }
 
-    pub fn api_names(self) -> Vec<&'static str> {
+    pub(crate) fn api_names(self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.allow_field_addition {
             out.push("ALLOW_FIELD_ADDITION");

@@ -277,7 +277,7 @@ fn csv_config(gcs: &Gcs, fake: &FakeBigQuery, max_bad: u32) -> LoadConfig {
     );
     c.format = SourceFormat::Csv;
     c.schema = SchemaSource::Explicit(
-        sluice_load::schema::parse_schema_file(
+        sluice_load::parse_schema_file(
             r#"[{"name":"city","type":"STRING"},{"name":"pop","type":"INTEGER"}]"#,
         )
         .unwrap(),

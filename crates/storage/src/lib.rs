@@ -23,6 +23,7 @@ pub use gcs::{
     CHUNK_QUANTUM, ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore,
     normalize_emulator_host,
 };
+pub use glob::glob_base;
 pub use local::LocalStore;
 pub use location::{Location, join_key};
 pub use preflight::CredentialSetup;

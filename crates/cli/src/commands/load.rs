@@ -12,7 +12,7 @@ use sluice_load::{
     ClientConfig, Credentials, CsvOptions, Input, LoadConfig, LoadError, PartitionType,
     Partitioning, SchemaSource, SchemaUpdate, SourceFormat, TableTemplate, WriteMode,
 };
-use sluice_runtime::{ExitCode, ShardStrategy};
+use sluice_runtime::{ExitCode, ExitStatus, ShardStrategy};
 
 use crate::context::{Context, UsageError};
 
@@ -256,7 +256,7 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
         (Some(path), _) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| usage(format!("--schema {}: {e}", path.display())))?;
-            let fields = sluice_load::schema::parse_schema_file(&text)
+            let fields = sluice_load::parse_schema_file(&text)
                 .map_err(|e| usage(format!("--schema {}: {e}", path.display())))?;
             SchemaSource::Explicit(fields)
         }
@@ -357,7 +357,11 @@ pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let cancel = context.cancel();
     let report = match sluice_load::run(&config, &context.task, &cancel).await {
         Ok(report) => report,
-        Err(LoadError::Config(e)) => return Err(usage(e.to_string())),
+        // Storage setup problems keep their type: `classify_failure` finds them in the chain
+        // and prints the one line naming the fix.
+        Err(e) if e.exit_code() == ExitCode::Usage && !matches!(e, LoadError::Storage(_)) => {
+            return Err(usage(e.to_string()));
+        }
         Err(e) => return Err(anyhow::Error::new(e)).context("sluice load"),
     };
     let rows: i64 = report.jobs.iter().filter_map(|j| j.rows).sum();
