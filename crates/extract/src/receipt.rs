@@ -16,8 +16,8 @@ use crate::sink::{META_BYTES, META_ROWS, META_SHA256, has_committed_metadata};
 // The record types, kinds and version are the shared contract with `load`: they live in
 // `sluice-manifest`, re-exported here so extract's code keeps one import path.
 pub use sluice_manifest::{
-    ColumnRecord, FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord,
-    RECEIPT_KIND, Receipt, RejectsRecord, SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals,
+    ColumnRecord, FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, RECEIPT_KIND,
+    Receipt, RejectsRecord, SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals,
 };
 
 /// Whether every object a receipt records (rejects included) is still there as committed:

@@ -19,8 +19,8 @@ use crate::pipeline::{self, PipelineCtx};
 use crate::plan::plan;
 use crate::progress::{ItemProgress, ProgressHub, human_bytes};
 use crate::receipt::{
-    FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt,
-    SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact, verify_objects,
+    FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, SourceRecord,
+    TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact, verify_objects,
 };
 use crate::sink::SinkFactory;
 use crate::source::http::{HttpClient, SourceVersion};

@@ -69,7 +69,11 @@ impl<'a> Api<'a> {
 
     /// Runs `op` under the retry policy; the raw outcome, for callers that treat some
     /// failures (a 409) as answers.
-    pub(crate) async fn call<T, F, Fut>(&self, what: String, op: F) -> Result<T, RetryError<ApiError>>
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        what: String,
+        op: F,
+    ) -> Result<T, RetryError<ApiError>>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -80,7 +84,11 @@ impl<'a> Api<'a> {
     }
 
     /// `get` under retries, its failure named after the resource.
-    pub(crate) async fn get<T, G, GF>(&self, resource: Resource<'_>, get: G) -> Result<Option<T>, LoadError>
+    pub(crate) async fn get<T, G, GF>(
+        &self,
+        resource: Resource<'_>,
+        get: G,
+    ) -> Result<Option<T>, LoadError>
     where
         G: Fn() -> GF,
         GF: Future<Output = Result<Option<T>, ApiError>>,

@@ -255,7 +255,11 @@ impl BigQuery {
     }
 
     /// `jobs.insert`. A 409 means a job with this id exists already (see [`ApiError::is_conflict`]).
-    pub(crate) async fn insert_job(&self, project: &str, job: model::Job) -> Result<model::Job, ApiError> {
+    pub(crate) async fn insert_job(
+        &self,
+        project: &str,
+        job: model::Job,
+    ) -> Result<model::Job, ApiError> {
         let id = job
             .job_reference
             .as_ref()
@@ -341,7 +345,10 @@ impl BigQuery {
     }
 
     /// `tables.get`; `None` when it does not exist.
-    pub(crate) async fn get_table(&self, table: &TableRef) -> Result<Option<model::Table>, ApiError> {
+    pub(crate) async fn get_table(
+        &self,
+        table: &TableRef,
+    ) -> Result<Option<model::Table>, ApiError> {
         match self
             .tables
             .get_table()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use sluice_runtime::{RetryPolicy, ShardStrategy};
+use sluice_runtime::{ExitCode, ExitStatus, RetryPolicy, ShardStrategy};
 use sluice_storage::StoreConfig;
 
 use crate::client::ClientConfig;
@@ -351,6 +351,13 @@ pub struct ConfigError(pub String);
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl ExitStatus for ConfigError {
+    /// Always a usage error: the flags (or their env twins) ask for something that cannot work.
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Usage
     }
 }
 

@@ -358,7 +358,9 @@ mod tests {
         };
         let text = e.to_string();
         assert!(
-            text.starts_with("2 of 3 load job(s) failed:\n  table p.d.t: tables.get p.d.t: boom\n  stopped"),
+            text.starts_with(
+                "2 of 3 load job(s) failed:\n  table p.d.t: tables.get p.d.t: boom\n  stopped"
+            ),
             "{text}"
         );
     }

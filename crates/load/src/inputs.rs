@@ -366,10 +366,7 @@ mod tests {
             "{err}"
         );
         let err = check_complete(&manifest(true, true), "gs://b/m2").unwrap_err();
-        assert!(
-            err.to_string().contains("lists a failed item"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("lists a failed item"), "{err}");
     }
 
     #[test]

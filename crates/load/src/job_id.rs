@@ -83,18 +83,18 @@ pub(crate) fn attempt_id(base: &str, attempt: u32) -> String {
     }
 }
 
-/// Whether BigQuery accepts `id` as a job id.
-pub(crate) fn is_valid(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 1024
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether BigQuery accepts `id` as a job id.
+    fn is_valid(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 1024
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
 
     #[test]
     fn shape_is_readable_and_stable() {

@@ -198,7 +198,10 @@ mod tests {
         let keys: Vec<String> = items.iter().map(WorkItem::shard_key).collect();
         assert_eq!(
             keys,
-            ["p.ds.t\ngs://b/raw/a.parquet", "p.ds.t\ngs://b/raw/b.parquet"]
+            [
+                "p.ds.t\ngs://b/raw/a.parquet",
+                "p.ds.t\ngs://b/raw/b.parquet"
+            ]
         );
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 
 use crate::api::{Api, Resource};
+use crate::compat;
 use crate::config::{LoadConfig, SourceFormat, WriteMode};
 use crate::errors::{LoadError, TypeMismatch};
 use crate::footer::{self, FooterError};
@@ -20,7 +21,6 @@ use crate::plan::WorkItem;
 use crate::schema::{self, Field, ParquetSchema};
 use crate::spec::{self, LoadSpec};
 use crate::template::TableRef;
-use crate::compat;
 
 /// A work item with its job: what `execute` submits.
 pub(crate) struct Prepared {
@@ -101,7 +101,10 @@ async fn verify_manifest_objects(
     Ok(out)
 }
 
-async fn verify_object(stores: &Stores, mut object: SourceObject) -> Result<SourceObject, LoadError> {
+async fn verify_object(
+    stores: &Stores,
+    mut object: SourceObject,
+) -> Result<SourceObject, LoadError> {
     let Some(meta) = stores.of(&object).head(&object.key).await? else {
         return Err(LoadError::MissingObject {
             url: object.url(),
@@ -173,7 +176,10 @@ async fn read_schemas(
 }
 
 /// One object's footer, mapped to a BigQuery schema, and its row count.
-async fn read_schema(stores: &Stores, object: &SourceObject) -> Result<(ParquetSchema, u64), LoadError> {
+async fn read_schema(
+    stores: &Stores,
+    object: &SourceObject,
+) -> Result<(ParquetSchema, u64), LoadError> {
     let store = stores.of(object);
     let size = match object.size {
         Some(s) => s,

@@ -70,7 +70,12 @@ pub(crate) fn log_nothing_to_do(input: &str) {
 }
 
 /// The split: how much there is and how much of it is this task's.
-pub(crate) fn log_share(objects_total: usize, items_total: usize, share: usize, task: &TaskContext) {
+pub(crate) fn log_share(
+    objects_total: usize,
+    items_total: usize,
+    share: usize,
+    task: &TaskContext,
+) {
     tracing::info!(
         objects = objects_total,
         items = items_total,

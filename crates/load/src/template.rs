@@ -240,20 +240,6 @@ impl TableTemplate {
         }
     }
 
-    /// Placeholder names used, in order of appearance.
-    pub(crate) fn variables(&self) -> Vec<&str> {
-        self.all_pieces()
-            .filter_map(|p| match p {
-                Piece::Var(v) => Some(v.as_str()),
-                Piece::Literal(_) => None,
-            })
-            .collect()
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.raw
-    }
-
     fn all_pieces(&self) -> impl Iterator<Item = &Piece> {
         self.project
             .iter()

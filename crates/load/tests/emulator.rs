@@ -366,7 +366,7 @@ async fn a_manifest_naming_a_missing_object_fails_clearly() {
     manifest.task_index = 0;
     manifest.task_count = 1;
     gcs.put("raw/_manifests/task-00000.json", manifest.to_bytes().into())
-    .await;
+        .await;
     let c = config(
         Input::Manifests(format!("gs://{BUCKET}/raw/_manifests/")),
         &format!("{PROJECT}.raw.{{dataset}}"),

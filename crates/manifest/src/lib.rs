@@ -95,7 +95,11 @@ impl TaskManifest {
         check_kind_and_version(&header(bytes, url, what)?, url, TASK_MANIFEST_KIND)?;
         let manifest: TaskManifest = typed(bytes, url, what)?;
         if manifest.task_count == 0 {
-            return Err(ManifestError::field(url, "task_count", "must be at least 1"));
+            return Err(ManifestError::field(
+                url,
+                "task_count",
+                "must be at least 1",
+            ));
         }
         if manifest.task_index >= manifest.task_count {
             return Err(ManifestError::field(
@@ -149,15 +153,18 @@ struct Header {
 }
 
 fn header(bytes: &[u8], url: &str, what: &'static str) -> Result<Header, ManifestError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|source| {
-        ManifestError::Json {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
             url: url.to_string(),
             what,
             source,
-        }
-    })?;
+        })?;
     let serde_json::Value::Object(mut map) = value else {
-        return Err(ManifestError::field(url, "(top level)", "not a JSON object"));
+        return Err(ManifestError::field(
+            url,
+            "(top level)",
+            "not a JSON object",
+        ));
     };
     Ok(Header {
         kind: map.remove("kind"),

@@ -64,7 +64,11 @@ impl ObjectList {
             .map(|(i, o)| {
                 let field = |name: &str| format!("objects[{i}].{name}");
                 let object_url = o.url.or(o.key).ok_or_else(|| {
-                    ManifestError::field(url, format!("objects[{i}]"), "has neither `url` nor `key`")
+                    ManifestError::field(
+                        url,
+                        format!("objects[{i}]"),
+                        "has neither `url` nor `key`",
+                    )
                 })?;
                 let generation = number(o.generation, url, &field("generation"))?;
                 let size = number(o.size, url, &field("size"))?
@@ -89,8 +93,10 @@ fn number(n: Option<Number>, url: &str, field: &str) -> Result<Option<i64>, Mani
     match n {
         None => Ok(None),
         Some(Number::Int(i)) => Ok(Some(i)),
-        Some(Number::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
-            ManifestError::field(url, field, format!("{t:?} is not an integer"))
-        }),
+        Some(Number::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ManifestError::field(url, field, format!("{t:?} is not an integer"))),
     }
 }

@@ -6,9 +6,9 @@
 //! stops them parsing, these tests fail: manifests already in buckets must keep loading.
 
 use sluice_manifest::{
-    AnyManifest, ColumnRecord, FORMAT_VERSION, ItemRecord, ItemStatus, ManifestError,
-    ObjectList, ObjectRecord, PageRecord, RECEIPT_KIND, Receipt, RejectsRecord, SourceRecord,
-    SourceVersion, TASK_MANIFEST_KIND, TaskManifest, Totals, parse_any,
+    AnyManifest, ColumnRecord, FORMAT_VERSION, ItemRecord, ItemStatus, ManifestError, ObjectList,
+    ObjectRecord, PageRecord, RECEIPT_KIND, Receipt, RejectsRecord, SourceRecord, SourceVersion,
+    TASK_MANIFEST_KIND, TaskManifest, Totals, parse_any,
 };
 
 const TASK: &[u8] = include_bytes!("fixtures/task-00000.json");
@@ -139,17 +139,24 @@ fn round_trip_through_the_types() {
 #[test]
 fn another_kind_or_version_is_refused_by_name() {
     let err = TaskManifest::parse(&edited(TASK, |v| v["version"] = 2.into()), URL).unwrap_err();
-    assert!(matches!(err, ManifestError::UnsupportedVersion { .. }), "{err}");
+    assert!(
+        matches!(err, ManifestError::UnsupportedVersion { .. }),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         format!("manifest {URL}: version 2 is not supported (this sluice reads version 1)")
     );
-    let err =
-        TaskManifest::parse(&edited(TASK, |v| v["version"] = "1".into()), URL).unwrap_err();
-    assert!(err.to_string().contains("version \"1\" is not supported"), "{err}");
+    let err = TaskManifest::parse(&edited(TASK, |v| v["version"] = "1".into()), URL).unwrap_err();
+    assert!(
+        err.to_string().contains("version \"1\" is not supported"),
+        "{err}"
+    );
 
     let err = TaskManifest::parse(
-        &edited(TASK, |v| v["kind"] = "sluice.extract.task-manifest-v2".into()),
+        &edited(TASK, |v| {
+            v["kind"] = "sluice.extract.task-manifest-v2".into()
+        }),
         URL,
     )
     .unwrap_err();
@@ -162,9 +169,17 @@ fn another_kind_or_version_is_refused_by_name() {
     );
     // A receipt is not a task manifest, and the other way round.
     let err = TaskManifest::parse(RECEIPT, URL).unwrap_err();
-    assert!(err.to_string().contains("unknown kind \"sluice.extract.item-receipt\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown kind \"sluice.extract.item-receipt\""),
+        "{err}"
+    );
     let err = Receipt::parse(TASK, URL).unwrap_err();
-    assert!(err.to_string().contains("unknown kind \"sluice.extract.task-manifest\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown kind \"sluice.extract.task-manifest\""),
+        "{err}"
+    );
 
     let err = TaskManifest::parse(
         &edited(TASK, |v| {
@@ -173,7 +188,10 @@ fn another_kind_or_version_is_refused_by_name() {
         URL,
     )
     .unwrap_err();
-    assert_eq!(err.to_string(), format!("manifest {URL}: field `version`: missing"));
+    assert_eq!(
+        err.to_string(),
+        format!("manifest {URL}: field `version`: missing")
+    );
     // Without a kind it is not a task manifest; parse_any takes it for an object list.
     let err = TaskManifest::parse(
         &edited(TASK, |v| {
@@ -182,7 +200,10 @@ fn another_kind_or_version_is_refused_by_name() {
         URL,
     )
     .unwrap_err();
-    assert_eq!(err.to_string(), format!("manifest {URL}: field `kind`: missing"));
+    assert_eq!(
+        err.to_string(),
+        format!("manifest {URL}: field `kind`: missing")
+    );
 }
 
 #[test]
@@ -195,13 +216,20 @@ fn shape_errors_name_the_manifest_and_the_field() {
     )
     .unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with(&format!("manifest {URL}: not a valid task manifest")), "{text}");
+    assert!(
+        text.starts_with(&format!("manifest {URL}: not a valid task manifest")),
+        "{text}"
+    );
     assert!(text.contains("missing field `dest`"), "{text}");
-    assert!(std::error::Error::source(&err).is_some(), "serde's error is kept as the source");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "serde's error is kept as the source"
+    );
 
     let err = TaskManifest::parse(&edited(TASK, |v| v["task_index"] = 9.into()), URL).unwrap_err();
     assert!(
-        err.to_string().contains("field `task_index`: 9 is not below task_count"),
+        err.to_string()
+            .contains("field `task_index`: 9 is not below task_count"),
         "{err}"
     );
     let err = TaskManifest::parse(
@@ -209,7 +237,11 @@ fn shape_errors_name_the_manifest_and_the_field() {
         URL,
     )
     .unwrap_err();
-    assert!(err.to_string().contains("field `items[0].objects[0].url`: empty"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("field `items[0].objects[0].url`: empty"),
+        "{err}"
+    );
     let err = TaskManifest::parse(b"[1, 2]", URL).unwrap_err();
     assert!(err.to_string().contains("not a JSON object"), "{err}");
     let err = parse_any(b"{not json", URL).unwrap_err();
@@ -241,14 +273,20 @@ fn plain_object_lists_take_other_writers_spellings() {
         err.to_string(),
         format!("manifest {URL}: field `objects[0]`: has neither `url` nor `key`")
     );
-    let err = ObjectList::parse(br#"{"objects":[{"url":"a"},{"url":"b","generation":"x"}]}"#, URL)
-        .unwrap_err();
+    let err = ObjectList::parse(
+        br#"{"objects":[{"url":"a"},{"url":"b","generation":"x"}]}"#,
+        URL,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("manifest {URL}: field `objects[1].generation`: \"x\" is not an integer")
     );
     let err = ObjectList::parse(br#"{"objects":[{"url":"a","size":-1}]}"#, URL).unwrap_err();
-    assert!(err.to_string().contains("`objects[0].size`: negative"), "{err}");
+    assert!(
+        err.to_string().contains("`objects[0].size`: negative"),
+        "{err}"
+    );
     let err = parse_any(b"[]", URL).unwrap_err();
     assert!(err.to_string().contains("not a JSON object"), "{err}");
 }

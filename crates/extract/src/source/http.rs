@@ -316,8 +316,7 @@ impl HttpClient {
             .await;
         match result {
             Ok(response) => {
-                let version =
-                    version_from_headers(response.headers(), response.content_length());
+                let version = version_from_headers(response.headers(), response.content_length());
                 Ok(version.is_known().then_some(version))
             }
             Err(e) if e.is_cancelled() => Err(ExtractError::Cancelled),

@@ -180,7 +180,6 @@ async fn follow(
     }
     Ok(job)
 }
-}
 
 fn job_status(job: &model::Job) -> (&str, Option<&model::ErrorProto>, &[model::ErrorProto]) {
     match &job.status {
@@ -192,7 +191,6 @@ fn job_status(job: &model::Job) -> (&str, Option<&model::ErrorProto>, &[model::E
 fn bq_error(e: &model::ErrorProto) -> BqError {
     BqError::new(&e.reason, &e.message, Some(&e.location))
 }
-
 
 /// A job found under our id must be the same load: the id hashes destination, options and
 /// objects, so a mismatch means something else chose this id.

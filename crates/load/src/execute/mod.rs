@@ -24,7 +24,10 @@ use crate::spec::{self, LoadSpec};
 use crate::template::TableRef;
 
 /// The jobs a dry run would submit, with their ids.
-pub(crate) fn dry_run(config: &LoadConfig, prepared: &[Prepared]) -> Vec<Result<JobReport, LoadError>> {
+pub(crate) fn dry_run(
+    config: &LoadConfig,
+    prepared: &[Prepared],
+) -> Vec<Result<JobReport, LoadError>> {
     let location = config.location.as_deref().unwrap_or("-");
     prepared
         .iter()
@@ -135,7 +138,9 @@ async fn ensure_tables(api: &Api<'_>, prepared: &[Prepared]) -> Result<(), LoadE
         let table = match spec::to_table(&p.spec, &p.item) {
             Some(body) => {
                 let (table, created) = api
-                    .get_or_create(resource, get, || api.client.insert_table(&base, body.clone()))
+                    .get_or_create(resource, get, || {
+                        api.client.insert_table(&base, body.clone())
+                    })
                     .await?;
                 if created {
                     tracing::info!(table = %base, "created table {base} with partitioning/clustering");
