@@ -431,7 +431,6 @@ mod tests {
     #[test]
     fn templates_fill_sanitise_and_decorate() {
         let t = TableTemplate::parse("p.raw_{dataset}.{name}${dt}").unwrap();
-        assert_eq!(t.variables(), ["dataset", "name", "dt"]);
         assert!(!t.is_literal() && t.has_decorator());
         let r = t
             .render(&vars("raw/city-data/dt=2024-01-31/trips.v2.parquet"))

@@ -193,7 +193,8 @@ async fn append_adds_and_truncate_replaces() {
     assert_eq!(bq_count(&emu.endpoint(), PROJECT, "raw.events"), 3);
     // WRITE_EMPTY refuses a table with rows: the job fails with BigQuery's message.
     let err = run("in/b/*.parquet", WriteMode::Empty).await.unwrap_err();
-    let text = err.to_string();
+    // The API error is the source of the load error: the whole chain carries both.
+    let text = sluice_runtime::error_chain(&err);
     assert!(
         text.contains(&table) && text.contains("WRITE_EMPTY"),
         "{text}"
