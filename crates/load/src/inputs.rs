@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_manifest::{AnyManifest, ItemStatus, TaskManifest};
+use sluice_manifest::{AnyManifest, ItemStatus, ListedObject, TaskManifest};
 use sluice_storage::{Location, ObjectStore, StoreConfig};
 
 use crate::config::{Input, LoadConfig};
@@ -200,37 +200,37 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObje
         let bytes =
             sluice_storage::read_to_bytes(store.as_ref(), &manifest.key, MAX_MANIFEST_BYTES)
                 .await?;
-        // (url or key, generation, size, dataset) of each listed object.
-        let listed: Vec<(String, Option<i64>, Option<u64>, Option<String>)> =
-            match sluice_manifest::parse_any(&bytes, &manifest_url)? {
-                AnyManifest::Task(task) => {
-                    check_complete(&task, &manifest_url)?;
-                    origins.push(ManifestOrigin {
-                        url: manifest_url.clone(),
-                        execution: task.execution.clone(),
-                        task_index: task.task_index,
-                        task_count: task.task_count,
-                    });
-                    task.items
-                        .into_iter()
-                        .flat_map(|item| item.objects)
-                        .map(|o| (o.url, o.generation, Some(o.size), Some(o.dataset)))
-                        .collect()
-                }
-                AnyManifest::Objects(list) => list
-                    .objects
+        // Either form comes down to the objects it lists.
+        let listed: Vec<ListedObject> = match sluice_manifest::parse_any(&bytes, &manifest_url)? {
+            AnyManifest::Task(task) => {
+                check_complete(&task, &manifest_url)?;
+                origins.push(ManifestOrigin {
+                    url: manifest_url.clone(),
+                    execution: task.execution.clone(),
+                    task_index: task.task_index,
+                    task_count: task.task_count,
+                });
+                task.items
                     .into_iter()
-                    .map(|o| (o.url, o.generation, o.size, o.dataset))
-                    .collect(),
-            };
-        for (entry_url, generation, size, dataset) in listed {
-            let (bucket, key) = resolve_entry_url(&entry_url, &bucket, &base)?;
+                    .flat_map(|item| item.objects)
+                    .map(|o| ListedObject {
+                        url: o.url,
+                        generation: o.generation,
+                        size: Some(o.size),
+                        dataset: Some(o.dataset),
+                    })
+                    .collect()
+            }
+            AnyManifest::Objects(list) => list.objects,
+        };
+        for entry in listed {
+            let (bucket, key) = resolve_entry_url(&entry.url, &bucket, &base)?;
             objects.push(SourceObject {
-                vars: ObjectVars::from_key(&key, &base, dataset),
+                vars: ObjectVars::from_key(&key, &base, entry.dataset),
                 bucket,
                 key,
-                generation,
-                size,
+                generation: entry.generation,
+                size: entry.size,
                 listed_in: manifest_url.clone(),
             });
         }
