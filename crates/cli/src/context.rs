@@ -161,20 +161,9 @@ fn exit_status(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
         return Some(e.exit_code());
     }
     if let Some(e) = cause.downcast_ref::<LoadError>() {
-        return Some(load_exit_code(e));
+        return Some(e.exit_code());
     }
     None
-}
-
-/// `LoadError`'s rule (configuration -> usage, storage errors decide for themselves, the rest
-/// failed the task). `sluice_load::LoadError` gets its own `ExitStatus` implementation in the
-/// load rewrite; once that is merged this becomes `e.exit_code()` in [`exit_status`].
-fn load_exit_code(e: &LoadError) -> ExitCode {
-    match e {
-        LoadError::Config(_) => ExitCode::Usage,
-        LoadError::Storage(storage) => storage.exit_code(),
-        _ => ExitCode::TaskFailed,
-    }
 }
 
 /// A missing bucket or missing credentials ([`StorageError::Setup`]) anywhere in the chain,

@@ -27,12 +27,7 @@ mod naming;
 mod pipeline;
 mod plan;
 mod progress;
-// The manifest and receipt types move to a crate of their own, and secrets and redaction to
-// sluice-runtime, in other changes of issue 14: these two modules' visibility (and
-// `redact::is_sensitive_header`, which only its own test calls) is settled there.
-#[allow(unreachable_pub)]
 mod receipt;
-#[allow(unreachable_pub, dead_code)]
 mod redact;
 mod run;
 mod sink;
@@ -44,8 +39,8 @@ pub use config::{
     parse_rate,
 };
 pub use error::ExtractError;
-pub use receipt::{ItemRecord, ItemStatus, ObjectRecord, TaskManifest};
 pub use run::{BeforeVerify, TaskHooks, TaskOutcome, run, run_with_hooks};
+pub use sluice_manifest::{ItemRecord, ItemStatus, ObjectRecord, TaskManifest};
 
 /// Building blocks that only the fuzz targets (`fuzz/`) and this crate's integration tests
 /// reach into: the CSV record reader, type inference, the streaming zip reader, planning and

@@ -7,4 +7,4 @@
 //! with every crate (one list of secret names, one masking rule: values of 4+ bytes become
 //! `REDACTED`).
 
-pub use sluice_runtime::redact::{is_secret_query_param, redact_url, scrub, url_secrets};
+pub(crate) use sluice_runtime::redact::{is_secret_query_param, redact_url, scrub, url_secrets};

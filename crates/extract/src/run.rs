@@ -19,8 +19,8 @@ use crate::pipeline::{self, PipelineCtx};
 use crate::plan::plan;
 use crate::progress::{ItemProgress, ProgressHub, human_bytes};
 use crate::receipt::{
-    FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, RECEIPT_KIND, Receipt,
-    SourceRecord, TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact, verify_objects,
+    FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, SourceRecord,
+    TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact, verify_objects,
 };
 use crate::sink::SinkFactory;
 use crate::source::http::{HttpClient, SourceVersion};
@@ -208,7 +208,7 @@ pub async fn run_with_hooks(
     };
     let manifest_key = layout.task_manifest_key(task.index);
     let manifest_url = store.url_of(&manifest_key);
-    write_json(store.as_ref(), &manifest_key, &manifest).await?;
+    write_json(store.as_ref(), &manifest_key, manifest.to_bytes()).await?;
 
     tracing::info!(
         items = totals.items,
@@ -299,14 +299,8 @@ async fn remove_stale_manifests(
     Ok(())
 }
 
-async fn write_json<T: serde::Serialize>(
-    store: &dyn ObjectStore,
-    key: &str,
-    value: &T,
-) -> Result<()> {
-    let mut body = serde_json::to_vec_pretty(value)
-        .map_err(|e| ExtractError::internal_source(format!("serializing {key}"), e))?;
-    body.push(b'\n');
+/// Stores a receipt or manifest in the format's own byte form (`sluice_manifest`).
+async fn write_json(store: &dyn ObjectStore, key: &str, body: Vec<u8>) -> Result<()> {
     // Receipts and manifests carry the same commit metadata as data objects.
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
     let metadata = crate::sink::committed_metadata(body.len() as u64, &sha256, None);
@@ -477,12 +471,8 @@ async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
         execution: shared.task.execution.clone(),
         finished_at: chrono::Utc::now().to_rfc3339(),
     };
-    let receipt = Receipt {
-        kind: RECEIPT_KIND.to_string(),
-        version: FORMAT_VERSION,
-        item: record.clone(),
-    };
-    if let Err(e) = write_json(shared.store.as_ref(), &receipt_key, &receipt).await {
+    let receipt = Receipt::new(record.clone());
+    if let Err(e) = write_json(shared.store.as_ref(), &receipt_key, receipt.to_bytes()).await {
         tracing::error!(item = %item.display, error = %e, "{}: objects written but the receipt failed: {e}", label(&item));
         return failed(format!("writing the receipt: {e}"), attempts);
     }
@@ -606,7 +596,7 @@ async fn existing(
         return Ok(None);
     }
     let bytes = sluice_storage::read_to_bytes(store, receipt_key, RECEIPT_LIMIT).await?;
-    let receipt: Receipt = match serde_json::from_slice(&bytes) {
+    let receipt = match Receipt::parse(&bytes, &store.url_of(receipt_key)) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(receipt = %store.url_of(receipt_key), error = %e, "unreadable receipt; extracting again");

@@ -19,7 +19,7 @@ use google_cloud_gax::retry_policy::NeverRetry;
 use sluice_runtime::RetryDecision;
 use sluice_runtime::retry::classify_http_status;
 
-use crate::errors::{BqError, ErrorClass, classify_reason};
+use crate::bq_error::{BqError, ErrorClass, classify_reason};
 use crate::template::TableRef;
 
 /// How to authenticate.
@@ -91,7 +91,7 @@ impl fmt::Display for ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match &self.failure {
             ApiFailure::Status { status, .. } => Some(*status),
             _ => None,
@@ -99,25 +99,25 @@ impl ApiError {
     }
 
     /// BigQuery's error, when it sent one.
-    pub fn bq_error(&self) -> Option<&BqError> {
+    pub(crate) fn bq_error(&self) -> Option<&BqError> {
         match &self.failure {
             ApiFailure::Status { error, .. } => Some(error),
             _ => None,
         }
     }
 
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         self.status() == Some(409)
     }
 
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
 
     /// Whether repeating the same call can help. BigQuery's reason wins over the status: it
     /// sends rate limits as 403 `rateLimitExceeded` (retry) and daily quotas as 403
     /// `quotaExceeded` (do not). Without a known reason the status decides (429, 5xx, 408).
-    pub fn retry_decision(&self) -> RetryDecision {
+    pub(crate) fn retry_decision(&self) -> RetryDecision {
         match &self.failure {
             ApiFailure::Transport(_) => RetryDecision::Retry,
             ApiFailure::Auth { transient, .. } => {
@@ -215,7 +215,7 @@ fn convert_error(call: String, err: GaxError) -> ApiError {
 
 /// The BigQuery client for one run.
 #[derive(Clone, Debug)]
-pub struct BigQuery {
+pub(crate) struct BigQuery {
     jobs: JobService,
     datasets: DatasetService,
     tables: TableService,
@@ -240,7 +240,7 @@ macro_rules! build_service {
 }
 
 impl BigQuery {
-    pub async fn new(config: &ClientConfig) -> Result<BigQuery, ApiError> {
+    pub(crate) async fn new(config: &ClientConfig) -> Result<BigQuery, ApiError> {
         Ok(BigQuery {
             jobs: build_service!(JobService, config),
             datasets: build_service!(DatasetService, config),
@@ -249,7 +249,11 @@ impl BigQuery {
     }
 
     /// `jobs.insert`. A 409 means a job with this id exists already (see [`ApiError::is_conflict`]).
-    pub async fn insert_job(&self, project: &str, job: model::Job) -> Result<model::Job, ApiError> {
+    pub(crate) async fn insert_job(
+        &self,
+        project: &str,
+        job: model::Job,
+    ) -> Result<model::Job, ApiError> {
         let id = job
             .job_reference
             .as_ref()
@@ -265,7 +269,7 @@ impl BigQuery {
     }
 
     /// `jobs.get`. `location` is required by BigQuery for jobs outside the US and EU multi-regions.
-    pub async fn get_job(
+    pub(crate) async fn get_job(
         &self,
         project: &str,
         job_id: &str,
@@ -286,7 +290,7 @@ impl BigQuery {
     }
 
     /// `datasets.get`; `None` when it does not exist.
-    pub async fn get_dataset(
+    pub(crate) async fn get_dataset(
         &self,
         project: &str,
         dataset: &str,
@@ -312,7 +316,7 @@ impl BigQuery {
     }
 
     /// `datasets.insert` in `location`. A 409 means it exists already.
-    pub async fn insert_dataset(
+    pub(crate) async fn insert_dataset(
         &self,
         project: &str,
         dataset: &str,
@@ -335,7 +339,10 @@ impl BigQuery {
     }
 
     /// `tables.get`; `None` when it does not exist.
-    pub async fn get_table(&self, table: &TableRef) -> Result<Option<model::Table>, ApiError> {
+    pub(crate) async fn get_table(
+        &self,
+        table: &TableRef,
+    ) -> Result<Option<model::Table>, ApiError> {
         match self
             .tables
             .get_table()
@@ -358,7 +365,7 @@ impl BigQuery {
     }
 
     /// `tables.insert`. A 409 means it exists already.
-    pub async fn insert_table(
+    pub(crate) async fn insert_table(
         &self,
         table: &TableRef,
         body: model::Table,

@@ -23,18 +23,18 @@ use crate::schema::{Field, Mode, canonical_type};
 
 /// Where the files and the table disagree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Incompatibility {
+pub(crate) struct Incompatibility {
     /// `a` or `rec.a`.
-    pub column: String,
+    pub(crate) column: String,
     /// `INTEGER`, `REPEATED STRING`, or `absent`.
-    pub file_type: String,
-    pub table_type: String,
+    pub(crate) file_type: String,
+    pub(crate) table_type: String,
     /// What would make it load, when something would.
-    pub hint: String,
+    pub(crate) hint: String,
 }
 
 /// A table column as `tables.get` returns it, in Sluice's terms.
-pub fn table_field(f: &google_cloud_bigquery_v2::model::TableFieldSchema) -> Field {
+pub(crate) fn table_field(f: &google_cloud_bigquery_v2::model::TableFieldSchema) -> Field {
     let mode = match f.mode.to_ascii_uppercase().as_str() {
         "REQUIRED" => Mode::Required,
         "REPEATED" => Mode::Repeated,
@@ -51,7 +51,7 @@ pub fn table_field(f: &google_cloud_bigquery_v2::model::TableFieldSchema) -> Fie
 /// Checks `sent` (the job's schema) against `table` and adapts `sent` where that is lossless
 /// (REQUIRED -> NULLABLE to match the table, added columns NULLABLE). Returns whether `sent`
 /// changed.
-pub fn check(
+pub(crate) fn check(
     sent: &mut [Field],
     table: &[Field],
     update: SchemaUpdate,

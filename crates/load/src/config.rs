@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use sluice_runtime::{RetryPolicy, ShardStrategy};
+use sluice_runtime::{ExitCode, ExitStatus, RetryPolicy, ShardStrategy};
 use sluice_storage::StoreConfig;
 
 use crate::client::ClientConfig;
@@ -32,7 +32,7 @@ pub enum SourceFormat {
 
 impl SourceFormat {
     /// The `sourceFormat` BigQuery expects.
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             SourceFormat::Parquet => "PARQUET",
             SourceFormat::Csv => "CSV",
@@ -90,7 +90,7 @@ pub enum WriteMode {
 }
 
 impl WriteMode {
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             WriteMode::Append => "WRITE_APPEND",
             WriteMode::Truncate => "WRITE_TRUNCATE",
@@ -109,7 +109,7 @@ pub enum PartitionType {
 }
 
 impl PartitionType {
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             PartitionType::Hour => "HOUR",
             PartitionType::Day => "DAY",
@@ -135,11 +135,11 @@ pub struct SchemaUpdate {
 }
 
 impl SchemaUpdate {
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         !self.allow_field_addition && !self.allow_field_relaxation
     }
 
-    pub fn api_names(self) -> Vec<&'static str> {
+    pub(crate) fn api_names(self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.allow_field_addition {
             out.push("ALLOW_FIELD_ADDITION");
@@ -351,6 +351,13 @@ pub struct ConfigError(pub String);
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl ExitStatus for ConfigError {
+    /// Always a usage error: the flags (or their env twins) ask for something that cannot work.
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Usage
     }
 }
 

@@ -1,97 +1,59 @@
-//! BigQuery's error vocabulary (`ErrorProto`: reason, message, location) and which reasons are
-//! worth another attempt.
+//! Why a load task (or one of its jobs) failed, and which exit code that is.
 
 use std::fmt;
 
-/// One BigQuery `ErrorProto`: what a failed job's `status.errorResult` (and each entry of
-/// `status.errors`) or an HTTP error's `error.errors[]` carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BqError {
-    /// Machine-readable reason (`invalid`, `notFound`, `backendError`, ...).
-    pub reason: String,
-    pub message: String,
-    /// Where: a source URI and line, a column, a field of the request.
-    pub location: Option<String>,
-}
+use sluice_runtime::{ExitCode, ExitStatus};
 
-impl BqError {
-    pub fn new(reason: &str, message: &str, location: Option<&str>) -> BqError {
-        BqError {
-            reason: reason.to_string(),
-            message: message.to_string(),
-            location: location.filter(|l| !l.is_empty()).map(str::to_string),
-        }
-    }
+use crate::bq_error::{BqError, ErrorClass};
+use crate::client::ApiError;
+use crate::config::ConfigError;
+use crate::footer::FooterError;
+use crate::schema::ColumnError;
 
-    pub fn class(&self) -> ErrorClass {
-        classify_reason(&self.reason)
-    }
-}
-
-impl fmt::Display for BqError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = if self.reason.is_empty() {
-            "unknown"
-        } else {
-            &self.reason
-        };
-        write!(f, "{reason}: {}", self.message)?;
-        if let Some(location) = &self.location {
-            write!(f, " (location: {location})")?;
-        }
-        Ok(())
-    }
-}
-
-/// Whether a failure is worth another attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// BigQuery-side trouble that a later attempt usually does not meet.
-    Transient,
-    /// The request, the data, permissions or quota: the same job would fail the same way.
-    Terminal,
-}
-
-/// BigQuery error reasons that a new attempt can get past
-/// (<https://cloud.google.com/bigquery/docs/error-messages>).
-pub const TRANSIENT_REASONS: &[&str] = &[
-    "backendError",
-    "internalError",
-    "jobBackendError",
-    "jobInternalError",
-    "rateLimitExceeded",
-    "tableUnavailable",
-    "resourceInUse",
-    "timeout",
-];
-
-/// Classifies a reason. Everything not listed in [`TRANSIENT_REASONS`] is terminal, including
-/// unknown reasons (a loop on an error we do not understand is worse than a clear failure) and
-/// `quotaExceeded`: its quotas are daily or per-project (load jobs per table per day, bytes per
-/// day), which a retry within the task's lifetime cannot get past; the short-term limits come
-/// as `rateLimitExceeded` and are retried. `stopped` (someone cancelled the job) is terminal
-/// too: resubmitting would overrule a person.
-pub fn classify_reason(reason: &str) -> ErrorClass {
-    if TRANSIENT_REASONS.contains(&reason) {
-        ErrorClass::Transient
-    } else {
-        ErrorClass::Terminal
-    }
-}
-
-/// Why a load task (or one of its jobs) failed. Every variant names what it failed on.
+/// Why a load task (or one of its jobs) failed. Every variant names what it failed on; a
+/// variant that wraps a typed error keeps it as its `source` (render the whole chain with
+/// `sluice_runtime::error_chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     /// Listing, heading or reading an object.
     #[error(transparent)]
     Storage(#[from] sluice_storage::StorageError),
-    /// The input as a whole (nothing matched, duplicate listings, ...).
-    #[error("{0}")]
-    Input(String),
-    #[error("manifest {url}: {reason}")]
-    Manifest { url: String, reason: String },
+    #[error("no objects to load in {input} (pass --allow-empty if that can be normal)")]
+    NoObjects { input: String },
+    #[error("no task manifests (task-NNNNN.json) under {prefix}")]
+    NoManifests { prefix: String },
+    /// A manifest that is not one (wrong kind or version, bad shape).
+    #[error(transparent)]
+    Manifest(#[from] sluice_manifest::ManifestError),
+    #[error(
+        "manifest {url}: the manifest is not complete: its extract task failed part of its share; \
+         rerun extract before loading"
+    )]
+    IncompleteManifest { url: String },
+    #[error("manifest {url}: the manifest lists a failed item ({key})")]
+    FailedItem { url: String, key: String },
+    /// Manifests under one prefix from different extract runs (a stale one left behind).
+    #[error(
+        "{prefix}: manifests from different extract runs: {first}, {other}; remove the stale ones"
+    )]
+    MixedManifests {
+        prefix: String,
+        first: Box<ManifestOrigin>,
+        other: Box<ManifestOrigin>,
+    },
+    /// An extract task that wrote no manifest: its data would be missing.
+    #[error(
+        "{prefix}: extract ran {task_count} task(s) but {} wrote no manifest ({}); its data would be missing",
+        .missing.len(),
+        .missing.join(", ")
+    )]
+    MissingManifests {
+        prefix: String,
+        task_count: u32,
+        missing: Vec<String>,
+    },
     #[error("{url} is listed in manifest {manifest} but does not exist")]
     MissingObject { url: String, manifest: String },
     #[error(
@@ -103,14 +65,33 @@ pub enum LoadError {
         expected: i64,
         actual: i64,
     },
+    /// An object that vanished between listing and reading its footer.
+    #[error("{url} does not exist")]
+    ObjectGone { url: String },
+    #[error(
+        "{url} is listed twice with different generations ({first_generation:?} in {first_listed_in}, \
+         {generation:?} in {listed_in}); one of the listings is stale"
+    )]
+    ConflictingListings {
+        url: String,
+        first_generation: Option<i64>,
+        first_listed_in: String,
+        generation: Option<i64>,
+        listed_in: String,
+    },
     /// Not a readable Parquet file.
-    #[error("{url}: cannot read the Parquet footer: {reason}")]
-    Footer { url: String, reason: String },
+    #[error("{url}: cannot read the Parquet footer")]
+    Footer {
+        url: String,
+        #[source]
+        source: FooterError,
+    },
     /// A column whose type cannot be loaded.
-    #[error("{url}: {source}")]
+    #[error("{url}")]
     Column {
         url: String,
-        source: crate::schema::ColumnError,
+        #[source]
+        source: ColumnError,
     },
     #[error(
         "table {table}: the files of one load job must have the same schema; {file} differs from {first} at column `{column}`: {detail}"
@@ -131,27 +112,104 @@ pub enum LoadError {
         template: String,
         reason: String,
     },
+    #[error(
+        "table {table}: --hive-partitioning needs one layout per job, but {first} and {other} differ \
+         in their `key=value` directories"
+    )]
+    HiveLayout {
+        table: String,
+        first: String,
+        other: String,
+    },
+    /// The destination's layout or columns do not fit the flags.
     #[error("table {table}: {reason}")]
     Table { table: String, reason: String },
+    /// Without `--create-dataset`, a destination dataset that does not exist: a setup problem.
+    #[error(
+        "dataset {dataset} does not exist; create it with `bq mk --dataset \
+         --location={location} {dataset}`, or pass --create-dataset --location {location}"
+    )]
+    MissingDataset { dataset: String, location: String },
+    #[error("dataset {dataset} is in location {actual}, not --location {wanted}")]
+    DatasetLocation {
+        dataset: String,
+        actual: String,
+        wanted: String,
+    },
+    /// `insert` answered 409 and the `get` after it found nothing.
+    #[error("{what}: insert said it exists, get says it does not")]
+    Vanished { what: String },
     /// An API call that failed for good (after its retries).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Api {
         context: String,
-        source: Box<crate::client::ApiError>,
+        #[source]
+        source: Box<ApiError>,
     },
     /// The load job ran and BigQuery reports it failed.
     #[error("{0}")]
     JobFailed(Box<JobFailure>),
     #[error(
+        "table {table}: {probes} earlier jobs for this load all failed ({base_id}_a1.._a{}); see them \
+         with `bq ls -j`, fix the cause, or pass --job-id-salt",
+        .probes - 1
+    )]
+    AttemptsExhausted {
+        table: String,
+        base_id: String,
+        probes: u32,
+    },
+    #[error(
+        "job {job_id} exists but is not a load job; job ids starting with {} are reserved for sluice load",
+        crate::job_id::PREFIX
+    )]
+    NotALoadJob { job_id: String },
+    #[error(
+        "job {job_id} exists but loads other objects or into another table than {table}; refusing to count it"
+    )]
+    ForeignJob { job_id: String, table: String },
+    #[error(
         "stopped by a shutdown signal; jobs already submitted keep running in BigQuery and a retry follows them by id"
     )]
     Cancelled,
     /// Several items failed; each entry names its table.
-    #[error("{} of {total} load job(s) failed:\n  {}", .failures.len(), .failures.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n  "))]
+    #[error("{} of {total} load job(s) failed:\n  {}", .failures.len(), .failures.iter().map(|f| sluice_runtime::error_chain(f)).collect::<Vec<_>>().join("\n  "))]
     Failed {
         failures: Vec<LoadError>,
         total: usize,
     },
+}
+
+/// Which task of which extract execution wrote a manifest, for [`LoadError::MixedManifests`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestOrigin {
+    pub url: String,
+    pub execution: Option<String>,
+    pub task_index: u32,
+    pub task_count: u32,
+}
+
+impl fmt::Display for ManifestOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is task {} of {} (execution {:?})",
+            self.url, self.task_index, self.task_count, self.execution
+        )
+    }
+}
+
+impl ExitStatus for LoadError {
+    /// Configuration problems (flags, a missing dataset without `--create-dataset`, storage
+    /// setup) are usage errors; everything else failed the task, which Cloud Run retries.
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            LoadError::Config(e) => e.exit_code(),
+            LoadError::Storage(e) => e.exit_code(),
+            LoadError::MissingDataset { .. } => ExitCode::Usage,
+            _ => ExitCode::TaskFailed,
+        }
+    }
 }
 
 /// A job's files whose schema does not fit the existing table.
@@ -195,7 +253,7 @@ impl fmt::Display for JobFailure {
 }
 
 /// How many `status.errors` entries a failure message quotes.
-pub const QUOTED_ERRORS: usize = 5;
+pub(crate) const QUOTED_ERRORS: usize = 5;
 
 fn describe_job_failure(
     table: &str,
@@ -227,42 +285,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classification() {
-        for r in [
-            "backendError",
-            "rateLimitExceeded",
-            "internalError",
-            "jobBackendError",
-        ] {
-            assert_eq!(classify_reason(r), ErrorClass::Transient, "{r}");
-        }
-        for r in [
-            "invalid",
-            "invalidQuery",
-            "notFound",
-            "duplicate",
-            "accessDenied",
-            "quotaExceeded",
-            "stopped",
-            "somethingNew",
-            "",
-        ] {
-            assert_eq!(classify_reason(r), ErrorClass::Terminal, "{r}");
-        }
-    }
-
-    #[test]
-    fn display_carries_reason_message_location() {
-        let e = BqError::new("invalid", "Too many errors", Some("gs://b/a.csv"));
-        assert_eq!(
-            e.to_string(),
-            "invalid: Too many errors (location: gs://b/a.csv)"
-        );
-        let e = BqError::new("", "boom", Some(""));
-        assert_eq!(e.to_string(), "unknown: boom");
-    }
-
-    #[test]
     fn job_failure_names_table_job_reason_message_location() {
         let top = BqError::new("invalid", "Too many errors", Some("gs://b/a.csv"));
         let row = BqError::new("invalid", "Bad int", Some("gs://b/a.csv:line 3"));
@@ -277,6 +299,58 @@ mod tests {
             e.to_string(),
             "load job p:US.sluice_load_x into p.ds.t failed (terminal): invalid: Too many errors \
              (location: gs://b/a.csv); errors: invalid: Bad int (location: gs://b/a.csv:line 3)"
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(
+            LoadError::Config(ConfigError("bad flag".into())).exit_code(),
+            ExitCode::Usage
+        );
+        assert_eq!(
+            LoadError::MissingDataset {
+                dataset: "p:d".into(),
+                location: "US".into()
+            }
+            .exit_code(),
+            ExitCode::Usage
+        );
+        let setup = sluice_storage::StorageError::Setup {
+            url: "gs://b".into(),
+            problem: "the bucket does not exist".into(),
+        };
+        assert!(setup.is_setup());
+        assert_eq!(LoadError::Storage(setup).exit_code(), ExitCode::Usage);
+        assert_eq!(
+            LoadError::NoObjects {
+                input: "gs://b/x".into()
+            }
+            .exit_code(),
+            ExitCode::TaskFailed
+        );
+        assert_eq!(LoadError::Cancelled.exit_code(), ExitCode::TaskFailed);
+    }
+
+    #[test]
+    fn failed_lists_every_failure_with_its_cause() {
+        let api = LoadError::Api {
+            context: "table p.d.t".into(),
+            source: Box::new(ApiError {
+                call: "tables.get p.d.t".into(),
+                failure: crate::client::ApiFailure::Other("boom".into()),
+            }),
+        };
+        let e = LoadError::Failed {
+            failures: vec![api, LoadError::Cancelled],
+            total: 3,
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "2 of 3 load job(s) failed:\n  table p.d.t: tables.get p.d.t: boom\n  stopped"
+            ),
+            "{text}"
         );
     }
 }

@@ -1,39 +1,70 @@
-//! Finding the objects to load: a glob over a bucket, or the task manifests `extract` wrote.
+//! Stage 1, discover: the input (a glob over a bucket, or the task manifests `extract` wrote)
+//! -> the objects to load.
 //!
 //! Every task lists the whole input (listing is cheap next to loading) and then keeps its own
-//! share of the work items, so tasks agree on the split without talking to each other.
+//! share of the work items (`plan.rs`), so tasks agree on the split without talking to each
+//! other. Manifests are read through `sluice-manifest`, the format extract writes with.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Deserialize;
-use sluice_storage::{ObjectStore, StoreConfig};
+use sluice_manifest::{AnyManifest, ItemStatus, ListedObject, TaskManifest};
+use sluice_storage::{Location, ObjectStore, StoreConfig};
 
-use crate::config::Input;
-use crate::errors::LoadError;
-use crate::plan::SourceObject;
+use crate::config::{Input, LoadConfig};
+use crate::errors::{LoadError, ManifestOrigin};
 use crate::template::ObjectVars;
 
 /// Manifests larger than this are refused (they list objects; they are not data).
-pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
 
-/// What discovery found, plus the open stores (one per bucket) to read footers with.
-pub struct Discovered {
-    pub objects: Vec<SourceObject>,
-    pub stores: Stores,
-    /// Keys skipped because a path segment starts with `_` or `.` (`_SUCCESS`, `_manifests/`, ...).
-    pub skipped_hidden: usize,
+/// One object to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SourceObject {
+    pub(crate) bucket: String,
+    /// Full key inside the bucket.
+    pub(crate) key: String,
+    /// GCS generation. Part of the job identity: a rewritten object is new data.
+    pub(crate) generation: Option<i64>,
+    pub(crate) size: Option<u64>,
+    /// Where this object came from (the glob or manifest URL), for error messages.
+    pub(crate) listed_in: String,
+    /// Template variables derived from the key (and the manifest).
+    pub(crate) vars: ObjectVars,
+}
+
+impl SourceObject {
+    /// `gs://bucket/key`: what BigQuery's `sourceUris` takes.
+    pub(crate) fn url(&self) -> String {
+        format!("gs://{}/{}", self.bucket, self.key)
+    }
+
+    /// `gs://bucket/key#generation`.
+    pub(crate) fn versioned_url(&self) -> String {
+        match self.generation {
+            Some(g) => format!("{}#{g}", self.url()),
+            None => self.url(),
+        }
+    }
+}
+
+/// What discovery found, plus the open stores (one per bucket) later stages read with.
+pub(crate) struct Discovered {
+    pub(crate) objects: Vec<SourceObject>,
+    pub(crate) stores: Stores,
+    /// Whether the objects are a manifest's claims (checked against the bucket in `prepare`).
+    pub(crate) from_manifests: bool,
 }
 
 /// Open stores by bucket.
-#[derive(Default, Clone)]
-pub struct Stores {
+#[derive(Clone)]
+pub(crate) struct Stores {
     config: StoreConfig,
     by_bucket: BTreeMap<String, Arc<dyn ObjectStore>>,
 }
 
 impl Stores {
-    pub fn new(config: StoreConfig) -> Stores {
+    fn new(config: StoreConfig) -> Stores {
         Stores {
             config,
             by_bucket: BTreeMap::new(),
@@ -41,7 +72,7 @@ impl Stores {
     }
 
     /// The store for `bucket`, opened on first use.
-    pub async fn bucket(&mut self, bucket: &str) -> Result<Arc<dyn ObjectStore>, LoadError> {
+    pub(crate) async fn bucket(&mut self, bucket: &str) -> Result<Arc<dyn ObjectStore>, LoadError> {
         if let Some(store) = self.by_bucket.get(bucket) {
             return Ok(store.clone());
         }
@@ -50,22 +81,38 @@ impl Stores {
         Ok(store)
     }
 
-    /// The store for `bucket` if already open.
-    pub fn get(&self, bucket: &str) -> Option<Arc<dyn ObjectStore>> {
-        self.by_bucket.get(bucket).cloned()
+    /// Opens every bucket `objects` live in, so readers can share `&self`.
+    pub(crate) async fn open_all<'a>(
+        &mut self,
+        objects: impl Iterator<Item = &'a SourceObject>,
+    ) -> Result<(), LoadError> {
+        let buckets: std::collections::BTreeSet<&str> =
+            objects.map(|o| o.bucket.as_str()).collect();
+        for bucket in buckets {
+            self.bucket(bucket).await?;
+        }
+        Ok(())
+    }
+
+    /// The store of an object whose bucket [`Stores::open_all`] opened.
+    pub(crate) fn of(&self, object: &SourceObject) -> &dyn ObjectStore {
+        self.by_bucket
+            .get(&object.bucket)
+            .expect("open_all opened every bucket of the share")
+            .as_ref()
     }
 }
 
-/// `gs://bucket/rest` -> (`bucket`, `rest`).
-pub fn split_gs_url(url: &str) -> Result<(String, String), LoadError> {
-    let rest = url
-        .strip_prefix("gs://")
-        .ok_or_else(|| LoadError::Input(format!("{url}: not a gs:// URL")))?;
-    let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(LoadError::Input(format!("{url}: no bucket")));
+/// `gs://bucket/rest` -> (`bucket`, `rest`), with storage's validation of both.
+fn split_gs_url(url: &str) -> Result<(String, String), LoadError> {
+    match Location::parse(url)? {
+        Location::Gcs { bucket, prefix } => Ok((bucket, prefix)),
+        // `LoadConfig::validate` refuses non-gs:// inputs; manifest entries are checked by
+        // their prefix before they get here.
+        Location::Local { .. } => Err(LoadError::Config(crate::config::ConfigError(format!(
+            "{url}: BigQuery loads only from Cloud Storage; give a gs:// URL"
+        )))),
     }
-    Ok((bucket.to_string(), path.to_string()))
 }
 
 /// `_` and `.` segments are Hadoop/Spark/extract bookkeeping (`_SUCCESS`, `_manifests/`,
@@ -75,103 +122,121 @@ fn is_hidden(key: &str) -> bool {
         .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
 }
 
-/// The glob's literal prefix up to its last `/`: the directory template variables are relative to.
-fn glob_base(pattern: &str) -> &str {
-    let literal = match pattern.find(['*', '?', '[', '{', '\\']) {
-        Some(at) => &pattern[..at],
-        None => pattern,
+/// The objects of `config.input`. An empty input is an error unless `--allow-empty`.
+pub(crate) async fn discover(config: &LoadConfig) -> Result<Discovered, LoadError> {
+    let mut stores = Stores::new(config.store.clone());
+    let (input, objects, from_manifests) = match &config.input {
+        Input::Glob(url) => (url, list_glob(url, &mut stores).await?, false),
+        Input::Manifests(url) => (url, read_manifests(url, &mut stores).await?, true),
     };
-    match literal.rfind('/') {
-        Some(i) => &literal[..=i],
-        None => "",
+    if objects.is_empty() && !config.allow_empty {
+        return Err(LoadError::NoObjects {
+            input: input.clone(),
+        });
     }
+    Ok(Discovered {
+        objects,
+        stores,
+        from_manifests,
+    })
 }
 
-pub async fn discover(input: &Input, store_config: &StoreConfig) -> Result<Discovered, LoadError> {
-    let mut stores = Stores::new(store_config.clone());
-    match input {
-        Input::Glob(url) => {
-            let (bucket, pattern) = split_gs_url(url)?;
-            let store = stores.bucket(&bucket).await?;
-            let listed = sluice_storage::list_glob(store.as_ref(), &pattern).await?;
-            let base = glob_base(&pattern);
-            let mut skipped_hidden = 0;
-            let mut objects = Vec::with_capacity(listed.len());
-            for meta in listed {
-                // Keys below the glob's base only: a hidden directory above it is the user's choice.
-                let below = meta.key.strip_prefix(base).unwrap_or(&meta.key);
-                if meta.key.ends_with('/') || is_hidden(below) {
-                    skipped_hidden += usize::from(!meta.key.ends_with('/'));
-                    continue;
-                }
-                objects.push(SourceObject {
-                    vars: ObjectVars::from_key(&meta.key, base, None),
-                    bucket: bucket.clone(),
-                    key: meta.key,
-                    generation: meta.generation,
-                    size: Some(meta.size),
-                    listed_in: url.clone(),
-                });
-            }
-            Ok(Discovered {
-                objects,
-                stores,
-                skipped_hidden,
-            })
+async fn list_glob(url: &str, stores: &mut Stores) -> Result<Vec<SourceObject>, LoadError> {
+    let (bucket, pattern) = split_gs_url(url)?;
+    let store = stores.bucket(&bucket).await?;
+    let listed = sluice_storage::list_glob(store.as_ref(), &pattern).await?;
+    let base = sluice_storage::glob_base(&pattern);
+    let mut skipped_hidden = 0;
+    let mut objects = Vec::with_capacity(listed.len());
+    for meta in listed {
+        // Keys below the glob's base only: a hidden directory above it is the user's choice.
+        let below = meta.key.strip_prefix(base).unwrap_or(&meta.key);
+        if meta.key.ends_with('/') || is_hidden(below) {
+            skipped_hidden += usize::from(!meta.key.ends_with('/'));
+            continue;
         }
-        Input::Manifests(url) => {
-            let (bucket, prefix) = split_gs_url(url)?;
-            let store = stores.bucket(&bucket).await?;
-            let listed = store.list(&prefix).await?;
-            let manifests: Vec<_> = listed
-                .into_iter()
-                .filter(|m| is_task_manifest(m.key.strip_prefix(&prefix).unwrap_or(&m.key)))
-                .collect();
-            if manifests.is_empty() {
-                return Err(LoadError::Input(format!(
-                    "no task manifests (task-NNNNN.json) under {url}"
-                )));
-            }
-            // Template variables are relative to the extract destination the manifests sit in.
-            let base = prefix
-                .trim_end_matches('/')
-                .strip_suffix("_manifests")
-                .unwrap_or("")
-                .to_string();
-            let mut objects = Vec::new();
-            let mut headers = Vec::new();
-            for manifest in manifests {
-                let manifest_url = store.url_of(&manifest.key);
-                let bytes = sluice_storage::read_to_bytes(
-                    store.as_ref(),
-                    &manifest.key,
-                    MAX_MANIFEST_BYTES,
-                )
+        objects.push(SourceObject {
+            vars: ObjectVars::from_key(&meta.key, base, None),
+            bucket: bucket.clone(),
+            key: meta.key,
+            generation: meta.generation,
+            size: Some(meta.size),
+            listed_in: url.to_string(),
+        });
+    }
+    if skipped_hidden > 0 {
+        tracing::info!(
+            skipped = skipped_hidden,
+            "skipped {skipped_hidden} object(s) under `_`/`.` names (bookkeeping, not data) in {url}"
+        );
+    }
+    Ok(objects)
+}
+
+async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObject>, LoadError> {
+    let (bucket, prefix) = split_gs_url(url)?;
+    let store = stores.bucket(&bucket).await?;
+    let manifests: Vec<_> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter(|m| is_task_manifest(m.key.strip_prefix(&prefix).unwrap_or(&m.key)))
+        .collect();
+    if manifests.is_empty() {
+        return Err(LoadError::NoManifests {
+            prefix: url.to_string(),
+        });
+    }
+    // Template variables are relative to the extract destination the manifests sit in.
+    let base = prefix
+        .trim_end_matches('/')
+        .strip_suffix("_manifests")
+        .unwrap_or("")
+        .to_string();
+    let mut objects = Vec::new();
+    let mut origins = Vec::new();
+    for manifest in manifests {
+        let manifest_url = store.url_of(&manifest.key);
+        let bytes =
+            sluice_storage::read_to_bytes(store.as_ref(), &manifest.key, MAX_MANIFEST_BYTES)
                 .await?;
-                let parsed = parse_manifest(&bytes, &manifest_url)?;
-                if let Some(header) = parsed.header {
-                    headers.push((manifest_url.clone(), header));
-                }
-                for entry in parsed.entries {
-                    let (bucket, key) = resolve_entry_url(&entry.url, &bucket, &base);
-                    objects.push(SourceObject {
-                        vars: ObjectVars::from_key(&key, &base, entry.dataset.clone()),
-                        bucket,
-                        key,
-                        generation: entry.generation,
-                        size: entry.size,
-                        listed_in: manifest_url.clone(),
-                    });
-                }
+        // Either form comes down to the objects it lists.
+        let listed: Vec<ListedObject> = match sluice_manifest::parse_any(&bytes, &manifest_url)? {
+            AnyManifest::Task(task) => {
+                check_complete(&task, &manifest_url)?;
+                origins.push(ManifestOrigin {
+                    url: manifest_url.clone(),
+                    execution: task.execution.clone(),
+                    task_index: task.task_index,
+                    task_count: task.task_count,
+                });
+                task.items
+                    .into_iter()
+                    .flat_map(|item| item.objects)
+                    .map(|o| ListedObject {
+                        url: o.url,
+                        generation: o.generation,
+                        size: Some(o.size),
+                        dataset: Some(o.dataset),
+                    })
+                    .collect()
             }
-            check_manifest_set(url, &headers)?;
-            Ok(Discovered {
-                objects,
-                stores,
-                skipped_hidden: 0,
-            })
+            AnyManifest::Objects(list) => list.objects,
+        };
+        for entry in listed {
+            let (bucket, key) = resolve_entry_url(&entry.url, &bucket, &base)?;
+            objects.push(SourceObject {
+                vars: ObjectVars::from_key(&key, &base, entry.dataset),
+                bucket,
+                key,
+                generation: entry.generation,
+                size: entry.size,
+                listed_in: manifest_url.clone(),
+            });
         }
     }
+    check_manifest_set(url, &origins)?;
+    Ok(objects)
 }
 
 /// `task-00003.json` directly under the manifest prefix (not the per-item receipts in subdirectories).
@@ -180,200 +245,66 @@ fn is_task_manifest(name: &str) -> bool {
 }
 
 /// An absolute `gs://` URL, or a key relative to the extract destination.
-fn resolve_entry_url(url: &str, bucket: &str, base: &str) -> (String, String) {
-    match split_gs_url(url) {
-        Ok((b, k)) => (b, k),
-        Err(_) => (
-            bucket.to_string(),
-            format!("{base}{}", url.trim_start_matches('/')),
-        ),
+fn resolve_entry_url(url: &str, bucket: &str, base: &str) -> Result<(String, String), LoadError> {
+    if url.starts_with("gs://") {
+        return split_gs_url(url);
     }
+    Ok((
+        bucket.to_string(),
+        format!("{base}{}", url.trim_start_matches('/')),
+    ))
 }
 
-/// One object a manifest lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestEntry {
-    pub url: String,
-    pub generation: Option<i64>,
-    pub size: Option<u64>,
-    pub dataset: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Number {
-    Int(i64),
-    Text(String),
-}
-
-impl Number {
-    fn value(&self) -> Option<i64> {
-        match self {
-            Number::Int(i) => Some(*i),
-            Number::Text(t) => t.trim().parse().ok(),
-        }
+/// A manifest whose extract task failed part of its share is refused: loading it with
+/// `--write truncate` would replace a table with part of its data.
+fn check_complete(manifest: &TaskManifest, url: &str) -> Result<(), LoadError> {
+    if !manifest.complete {
+        return Err(LoadError::IncompleteManifest {
+            url: url.to_string(),
+        });
     }
-}
-
-#[derive(Deserialize)]
-struct RawEntry {
-    #[serde(alias = "uri")]
-    url: Option<String>,
-    #[serde(alias = "name")]
-    key: Option<String>,
-    generation: Option<Number>,
-    #[serde(alias = "bytes")]
-    size: Option<Number>,
-    dataset: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawItem {
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    objects: Vec<RawEntry>,
-}
-
-/// `sluice extract`'s task manifest (see docs/extract.md), or a plain `{"objects": [...]}` list.
-#[derive(Deserialize)]
-struct RawManifest {
-    kind: Option<String>,
-    version: Option<u32>,
-    execution: Option<String>,
-    task_index: Option<u32>,
-    task_count: Option<u32>,
-    complete: Option<bool>,
-    #[serde(default)]
-    items: Vec<RawItem>,
-    #[serde(default, alias = "outputs")]
-    objects: Vec<RawEntry>,
-    dataset: Option<String>,
-}
-
-/// The kind `sluice extract` writes.
-pub const EXTRACT_MANIFEST_KIND: &str = "sluice.extract.task-manifest";
-
-/// Which task of which extract execution wrote a manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestHeader {
-    pub execution: Option<String>,
-    pub task_index: u32,
-    pub task_count: u32,
-}
-
-/// A parsed manifest: its header (extract's format) and the objects it lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Manifest {
-    pub header: Option<ManifestHeader>,
-    pub entries: Vec<ManifestEntry>,
-}
-
-/// Parses a task manifest. `sluice extract`'s format (`kind` `sluice.extract.task-manifest`,
-/// version 1) lists `items[].objects[]` with `url`, `generation`, `size`, `dataset`; a manifest
-/// that is not `complete` (its extract task failed part of its share) is refused, since loading
-/// it with `--write truncate` would replace a table with part of its data. A plain
-/// `{"objects": [...]}` list is accepted too, for inputs not written by extract.
-pub fn parse_manifest(bytes: &[u8], url: &str) -> Result<Manifest, LoadError> {
-    let fail = |reason: String| LoadError::Manifest {
-        url: url.to_string(),
-        reason,
-    };
-    let raw: RawManifest =
-        serde_json::from_slice(bytes).map_err(|e| fail(format!("not a task manifest: {e}")))?;
-    let mut header = None;
-    let raw_entries: Vec<RawEntry> = match raw.kind.as_deref() {
-        Some(EXTRACT_MANIFEST_KIND) => {
-            if raw.version != Some(1) {
-                return Err(fail(format!(
-                    "manifest version {:?} is not supported (this sluice reads version 1)",
-                    raw.version
-                )));
-            }
-            if raw.complete != Some(true) {
-                return Err(fail(
-                    "the manifest is not complete: its extract task failed part of its share; \
-                     rerun extract before loading"
-                        .into(),
-                ));
-            }
-            if raw
-                .items
-                .iter()
-                .any(|i| i.status.as_deref() == Some("failed"))
-            {
-                return Err(fail("the manifest lists a failed item".into()));
-            }
-            header = Some(ManifestHeader {
-                execution: raw.execution.clone(),
-                task_index: raw.task_index.unwrap_or_default(),
-                task_count: raw.task_count.unwrap_or(1),
-            });
-            raw.items.into_iter().flat_map(|i| i.objects).collect()
-        }
-        Some(other) => return Err(fail(format!("unknown manifest kind {other:?}"))),
-        None => raw.objects,
-    };
-    let entries = raw_entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let url = e
-                .url
-                .or(e.key)
-                .ok_or_else(|| fail(format!("object {} has neither `url` nor `key`", i + 1)))?;
-            Ok(ManifestEntry {
-                url,
-                generation: e.generation.as_ref().and_then(Number::value),
-                size: e
-                    .size
-                    .as_ref()
-                    .and_then(Number::value)
-                    .and_then(|s| u64::try_from(s).ok()),
-                dataset: e.dataset.or_else(|| raw.dataset.clone()),
-            })
-        })
-        .collect::<Result<Vec<_>, LoadError>>()?;
-    Ok(Manifest { header, entries })
+    if let Some(item) = manifest
+        .items
+        .iter()
+        .find(|i| i.status == ItemStatus::Failed)
+    {
+        return Err(LoadError::FailedItem {
+            url: url.to_string(),
+            key: item.key.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// extract's manifests under one prefix must be one execution's full set: every task index
 /// `0..task_count` present, one `task_count`, one execution. A missing task (it failed and
 /// wrote nothing) or a stale manifest from an older run with more tasks would otherwise load
 /// part of the data, or old data, without a word.
-pub fn check_manifest_set(
-    prefix: &str,
-    headers: &[(String, ManifestHeader)],
-) -> Result<(), LoadError> {
-    let Some((first_url, first)) = headers.first() else {
+fn check_manifest_set(prefix: &str, origins: &[ManifestOrigin]) -> Result<(), LoadError> {
+    let Some(first) = origins.first() else {
         return Ok(());
     };
-    for (url, h) in headers {
-        if h.task_count != first.task_count || h.execution != first.execution {
-            return Err(LoadError::Input(format!(
-                "{prefix}: manifests from different extract runs: {first_url} is task {} of {} \
-                 (execution {:?}), {url} is task {} of {} (execution {:?}); remove the stale ones",
-                first.task_index,
-                first.task_count,
-                first.execution,
-                h.task_index,
-                h.task_count,
-                h.execution
-            )));
-        }
+    if let Some(other) = origins
+        .iter()
+        .find(|o| o.task_count != first.task_count || o.execution != first.execution)
+    {
+        return Err(LoadError::MixedManifests {
+            prefix: prefix.to_string(),
+            first: Box::new(first.clone()),
+            other: Box::new(other.clone()),
+        });
     }
-    let present: BTreeMap<u32, &String> = headers.iter().map(|(u, h)| (h.task_index, u)).collect();
+    let present: BTreeMap<u32, &String> = origins.iter().map(|o| (o.task_index, &o.url)).collect();
     let missing: Vec<String> = (0..first.task_count)
         .filter(|i| !present.contains_key(i))
         .map(|i| format!("task-{i:05}.json"))
         .collect();
     if !missing.is_empty() {
-        return Err(LoadError::Input(format!(
-            "{prefix}: extract ran {} task(s) but {} wrote no manifest ({}); its data would be missing",
-            first.task_count,
-            missing.len(),
-            missing.join(", ")
-        )));
+        return Err(LoadError::MissingManifests {
+            prefix: prefix.to_string(),
+            task_count: first.task_count,
+            missing,
+        });
     }
     Ok(())
 }
@@ -383,17 +314,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_bases() {
+    fn urls_are_storage_locations() {
         assert_eq!(
-            split_gs_url("gs://b/raw/x").unwrap(),
-            ("b".to_string(), "raw/x".to_string())
+            split_gs_url("gs://bkt/raw/x").unwrap(),
+            ("bkt".to_string(), "raw/x".to_string())
         );
-        assert_eq!(split_gs_url("gs://b").unwrap(), ("b".into(), "".into()));
-        assert!(split_gs_url("s3://b/x").is_err());
-        assert_eq!(glob_base("raw/**/*.parquet"), "raw/");
-        assert_eq!(glob_base("raw/part-*.csv"), "raw/");
-        assert_eq!(glob_base("*.csv"), "");
-        assert_eq!(glob_base("raw/exact.csv"), "raw/");
+        assert_eq!(split_gs_url("gs://bkt").unwrap(), ("bkt".into(), "".into()));
+        // storage's validation applies: no bucket, a bucket name GCS would refuse.
+        let err = split_gs_url("gs:///x").unwrap_err().to_string();
+        assert!(err.contains("empty bucket name"), "{err}");
+        let err = split_gs_url("gs://Bkt/x").unwrap_err().to_string();
+        assert!(err.contains("contains 'B'"), "{err}");
+        assert_eq!(
+            resolve_entry_url("city/b.parquet", "bkt", "raw/").unwrap(),
+            ("bkt".to_string(), "raw/city/b.parquet".to_string())
+        );
+        assert_eq!(
+            resolve_entry_url("gs://other/city/b.parquet", "bkt", "raw/").unwrap(),
+            ("other".to_string(), "city/b.parquet".to_string())
+        );
     }
 
     #[test]
@@ -407,75 +346,45 @@ mod tests {
         assert!(!is_task_manifest("notes.json"));
     }
 
+    fn manifest(complete: bool, failed: bool) -> TaskManifest {
+        let bytes = include_bytes!("../../manifest/tests/fixtures/task-00000.json");
+        let mut m = TaskManifest::parse(bytes, "gs://b/m0").unwrap();
+        m.complete = complete;
+        if failed {
+            m.items[0].status = ItemStatus::Failed;
+        }
+        m
+    }
+
     #[test]
-    fn extract_manifests_and_their_set() {
-        let manifest = |index: u32, complete: bool| {
-            serde_json::json!({
-                "kind": EXTRACT_MANIFEST_KIND, "version": 1, "execution": "ex-1",
-                "task_index": index, "task_count": 2, "complete": complete,
-                "items": [{"status": "extracted", "objects": [
-                    {"name": "raw/city/a.parquet", "url": "gs://b/raw/city/a.parquet",
-                     "dataset": "city", "size": 10, "generation": 17, "rows": 3}]}]
-            })
-            .to_string()
-        };
-        let parsed = parse_manifest(manifest(0, true).as_bytes(), "gs://b/m0").unwrap();
-        assert_eq!(parsed.entries[0].url, "gs://b/raw/city/a.parquet");
-        assert_eq!(parsed.entries[0].generation, Some(17));
-        assert_eq!(parsed.entries[0].dataset.as_deref(), Some("city"));
-        let err = parse_manifest(manifest(1, false).as_bytes(), "gs://b/m1").unwrap_err();
+    fn incomplete_manifests_and_failed_items_are_refused() {
+        check_complete(&manifest(true, false), "gs://b/m0").unwrap();
+        let err = check_complete(&manifest(false, false), "gs://b/m1").unwrap_err();
         assert!(
             err.to_string()
                 .contains("gs://b/m1: the manifest is not complete"),
             "{err}"
         );
+        let err = check_complete(&manifest(true, true), "gs://b/m2").unwrap_err();
+        assert!(err.to_string().contains("lists a failed item"), "{err}");
+    }
 
-        let h = |i, count, ex: &str| ManifestHeader {
+    #[test]
+    fn a_manifest_set_is_one_full_execution() {
+        let o = |i, count, ex: &str| ManifestOrigin {
+            url: format!("gs://b/raw/_manifests/task-{i:05}.json"),
             execution: Some(ex.into()),
             task_index: i,
             task_count: count,
         };
-        check_manifest_set(
-            "p",
-            &[("a".into(), h(0, 2, "e")), ("b".into(), h(1, 2, "e"))],
-        )
-        .unwrap();
-        let err = check_manifest_set(
-            "p",
-            &[("a".into(), h(0, 3, "e")), ("b".into(), h(2, 3, "e"))],
-        )
-        .unwrap_err();
+        check_manifest_set("p", &[o(0, 2, "e"), o(1, 2, "e")]).unwrap();
+        let err = check_manifest_set("p", &[o(0, 3, "e"), o(2, 3, "e")]).unwrap_err();
         assert!(err.to_string().contains("task-00001.json"), "{err}");
-        let err = check_manifest_set(
-            "p",
-            &[("a".into(), h(0, 2, "e")), ("b".into(), h(1, 3, "old"))],
-        )
-        .unwrap_err();
+        let err = check_manifest_set("p", &[o(0, 2, "e"), o(1, 3, "old")]).unwrap_err();
         assert!(err.to_string().contains("different extract runs"), "{err}");
-    }
-
-    #[test]
-    fn manifest_entries() {
-        let entries = parse_manifest(
-            br#"{"objects":[
-                {"url":"gs://b/raw/city/a.parquet","generation":"17","size":10,"dataset":"city"},
-                {"key":"city/b.parquet","generation":18,"bytes":"20"}],
-               "dataset":"fallback"}"#,
-            "gs://b/raw/_manifests/task-00000.json",
-        )
-        .unwrap()
-        .entries;
-        assert_eq!(entries[0].generation, Some(17));
-        assert_eq!(entries[0].size, Some(10));
-        assert_eq!(entries[1].url, "city/b.parquet");
-        assert_eq!(entries[1].dataset.as_deref(), Some("fallback"));
-        assert_eq!(
-            resolve_entry_url(&entries[1].url, "b", "raw/"),
-            ("b".to_string(), "raw/city/b.parquet".to_string())
+        assert!(
+            err.to_string().contains("task-00001.json is task 1 of 3"),
+            "{err}"
         );
-        let err = parse_manifest(br#"{"objects":[{}]}"#, "gs://b/m.json").unwrap_err();
-        assert!(err.to_string().contains("gs://b/m.json"), "{err}");
-        let err = parse_manifest(b"[]", "gs://b/m.json").unwrap_err();
-        assert!(err.to_string().contains("not a task manifest"), "{err}");
     }
 }

@@ -22,14 +22,14 @@
 use sha2::{Digest, Sha256};
 
 /// Every id starts with this, so Sluice's jobs are easy to find in job lists.
-pub const PREFIX: &str = "sluice_load";
+pub(crate) const PREFIX: &str = "sluice_load";
 /// Cap on the human-readable destination part.
-pub const MAX_READABLE: usize = 120;
+pub(crate) const MAX_READABLE: usize = 120;
 /// Hex digits of the identity hash kept in the id.
-pub const HASH_HEX_DIGITS: usize = 32;
+pub(crate) const HASH_HEX_DIGITS: usize = 32;
 
 /// The hex SHA-256 of `identity`, cut to [`HASH_HEX_DIGITS`].
-pub fn identity_hash(identity: &[u8]) -> String {
+pub(crate) fn identity_hash(identity: &[u8]) -> String {
     let digest = Sha256::digest(identity);
     let mut hex = hex::encode(digest);
     hex.truncate(HASH_HEX_DIGITS);
@@ -37,7 +37,7 @@ pub fn identity_hash(identity: &[u8]) -> String {
 }
 
 /// `[A-Za-z0-9_]` only; runs of anything else become one `_`.
-pub fn sanitise(text: &str) -> String {
+pub(crate) fn sanitise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_ascii_alphanumeric() || c == '_' {
@@ -51,7 +51,7 @@ pub fn sanitise(text: &str) -> String {
 
 /// The id for attempt 0: `sluice_load_<readable>_<hash>`. `readable_parts` are the dataset,
 /// table and (when present) partition decorator.
-pub fn base_id(readable_parts: &[&str], identity: &[u8]) -> String {
+pub(crate) fn base_id(readable_parts: &[&str], identity: &[u8]) -> String {
     let mut readable = sanitise(
         &readable_parts
             .iter()
@@ -75,7 +75,7 @@ pub fn base_id(readable_parts: &[&str], identity: &[u8]) -> String {
 }
 
 /// The id of the given attempt: the base id for attempt 0, `<base>_a<N>` after that.
-pub fn attempt_id(base: &str, attempt: u32) -> String {
+pub(crate) fn attempt_id(base: &str, attempt: u32) -> String {
     if attempt == 0 {
         base.to_string()
     } else {
@@ -83,18 +83,18 @@ pub fn attempt_id(base: &str, attempt: u32) -> String {
     }
 }
 
-/// Whether BigQuery accepts `id` as a job id.
-pub fn is_valid(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 1024
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether BigQuery accepts `id` as a job id.
+    fn is_valid(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 1024
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
 
     #[test]
     fn shape_is_readable_and_stable() {

@@ -1,28 +1,41 @@
 //! Load objects from Cloud Storage into BigQuery with idempotent load jobs.
 //!
-//! [`run`] is one Cloud Run task's share of a load: it lists the input (a glob or `extract`'s
-//! task manifests), groups objects into one work item per destination table or partition,
-//! takes the task's share of the items, derives each item's schema from the Parquet footers,
-//! and submits one load job per item under a deterministic job id, following jobs that an
-//! earlier attempt already submitted. See `docs/load.md`.
+//! [`run`] is one Cloud Run task's share of a load, as a one-way pipeline (`run.rs`):
+//! discover the objects (a glob or `extract`'s task manifests), plan one work item per
+//! destination table or partition and take the task's share, prepare each item's job (schema
+//! from the Parquet footers, deterministic job id, checks against the existing table), execute
+//! the jobs (following those an earlier attempt already submitted), and report. See
+//! `docs/load.md`.
 
-pub mod client;
-pub mod compat;
-pub mod config;
-pub mod errors;
-pub mod footer;
-pub mod inputs;
-pub mod job_id;
-pub mod plan;
-pub mod run;
-pub mod schema;
-pub mod template;
+#![warn(unreachable_pub)]
 
-pub use client::{ApiError, BigQuery, ClientConfig, Credentials};
+mod api;
+mod bq_error;
+mod client;
+mod compat;
+mod config;
+mod errors;
+mod execute;
+mod footer;
+mod inputs;
+mod job_id;
+mod plan;
+mod prepare;
+mod report;
+mod run;
+mod schema;
+mod spec;
+mod template;
+
+pub use bq_error::{BqError, ErrorClass};
+pub use client::{ApiError, ApiFailure, ClientConfig, Credentials};
 pub use config::{
     ConfigError, CsvOptions, Input, LoadConfig, PartitionType, Partitioning, PollSettings,
     SchemaSource, SchemaUpdate, SourceFormat, WriteMode,
 };
-pub use errors::{BqError, ErrorClass, JobFailure, LoadError, TypeMismatch};
-pub use run::{JobReport, LoadReport, Outcome, run};
-pub use template::{TableRef, TableTemplate};
+pub use errors::{JobFailure, LoadError, ManifestOrigin, TypeMismatch};
+pub use footer::FooterError;
+pub use report::{JobReport, LoadReport, Outcome};
+pub use run::run;
+pub use schema::{ColumnError, Field, Mode, parse_schema_file};
+pub use template::TableTemplate;

@@ -24,7 +24,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Nullable => "NULLABLE",
             Mode::Required => "REQUIRED",
@@ -66,7 +66,7 @@ impl Field {
     }
 
     /// `INTEGER`, `REPEATED STRING`, `RECORD<a INTEGER, b STRING>`: for error messages.
-    pub fn describe_type(&self) -> String {
+    pub(crate) fn describe_type(&self) -> String {
         let base = if self.fields.is_empty() {
             self.field_type.clone()
         } else {
@@ -86,13 +86,13 @@ impl Field {
 
 /// Which Parquet decimal conversions a schema needs (`decimalTargetTypes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DecimalTarget {
+pub(crate) enum DecimalTarget {
     Numeric,
     BigNumeric,
 }
 
 impl DecimalTarget {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DecimalTarget::Numeric => "NUMERIC",
             DecimalTarget::BigNumeric => "BIGNUMERIC",
@@ -102,16 +102,16 @@ impl DecimalTarget {
 
 /// A BigQuery schema derived from one Parquet footer, plus the load options it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParquetSchema {
-    pub fields: Vec<Field>,
+pub(crate) struct ParquetSchema {
+    pub(crate) fields: Vec<Field>,
     /// Non-empty when a column is a DECIMAL: BigQuery only converts decimals to the target
     /// types listed in `decimalTargetTypes` (default NUMERIC alone).
-    pub decimal_targets: BTreeSet<DecimalTarget>,
+    pub(crate) decimal_targets: BTreeSet<DecimalTarget>,
     /// A LIST column is present: without `parquetOptions.enableListInference` BigQuery loads a
     /// LIST as a RECORD wrapping a repeated `list.element`, not as a REPEATED column.
-    pub list_inference: bool,
+    pub(crate) list_inference: bool,
     /// An ENUM column is present: without `parquetOptions.enumAsString` BigQuery loads it as BYTES.
-    pub enum_as_string: bool,
+    pub(crate) enum_as_string: bool,
 }
 
 /// A column the mapping cannot handle, with its dotted path.
@@ -143,7 +143,7 @@ fn column_error(path: &str, reason: impl Into<String>) -> ColumnError {
 ///
 /// Unsupported: MAP, nested lists, UNKNOWN (always-null), VARIANT. Those fail naming the column
 /// rather than letting BigQuery guess.
-pub fn from_parquet(root: &Type) -> Result<ParquetSchema, ColumnError> {
+pub(crate) fn from_parquet(root: &Type) -> Result<ParquetSchema, ColumnError> {
     let mut out = ParquetSchema {
         fields: Vec::new(),
         decimal_targets: BTreeSet::new(),
@@ -441,7 +441,7 @@ fn validate_names(fields: &[Field], parent: &str) -> Result<(), ColumnError> {
 
 /// Canonical legacy name for a type written in a schema file (`INT64` -> `INTEGER`, ...), or
 /// `None` if BigQuery has no such type.
-pub fn canonical_type(name: &str) -> Option<&'static str> {
+pub(crate) fn canonical_type(name: &str) -> Option<&'static str> {
     Some(match name.trim().to_ascii_uppercase().as_str() {
         "STRING" => "STRING",
         "BYTES" => "BYTES",
@@ -534,16 +534,28 @@ pub fn parse_schema_file(text: &str) -> Result<Vec<Field>, String> {
 
 /// How two files' schemas differ, at the first column where they do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Disagreement {
-    pub column: String,
-    pub detail: String,
+pub(crate) struct Disagreement {
+    pub(crate) column: String,
+    pub(crate) detail: String,
+}
+
+impl ParquetSchema {
+    /// Merges the schema of another file of the same job into this one: the columns must agree
+    /// (see [`merge`]), and the load options either file needs apply to the job.
+    pub(crate) fn merge(&mut self, other: ParquetSchema) -> Result<(), Disagreement> {
+        merge(&mut self.fields, &other.fields, "")?;
+        self.decimal_targets.extend(other.decimal_targets);
+        self.list_inference |= other.list_inference;
+        self.enum_as_string |= other.enum_as_string;
+        Ok(())
+    }
 }
 
 /// Merges the schema of another file of the same job into `merged`. Names, order and types must
 /// match exactly (BigQuery matches Parquet columns by name, but an order change or a type change
 /// between files of one dataset is drift worth stopping for). Modes may differ between REQUIRED
 /// and NULLABLE: the merged column is NULLABLE, which loads both files without loss.
-pub fn merge(merged: &mut [Field], other: &[Field], parent: &str) -> Result<(), Disagreement> {
+fn merge(merged: &mut [Field], other: &[Field], parent: &str) -> Result<(), Disagreement> {
     let path_of = |name: &str| {
         if parent.is_empty() {
             name.to_string()

@@ -33,17 +33,17 @@ pub struct TableTemplate {
 
 /// A concrete destination: `project.dataset.table` plus an optional partition decorator.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableRef {
-    pub project: String,
-    pub dataset: String,
-    pub table: String,
+pub(crate) struct TableRef {
+    pub(crate) project: String,
+    pub(crate) dataset: String,
+    pub(crate) table: String,
     /// `20240101` for `table$20240101`.
-    pub decorator: Option<String>,
+    pub(crate) decorator: Option<String>,
 }
 
 impl TableRef {
     /// `table` or `table$20240101`: the `tableId` a load job sends.
-    pub fn table_id(&self) -> String {
+    pub(crate) fn table_id(&self) -> String {
         match &self.decorator {
             Some(d) => format!("{}${d}", self.table),
             None => self.table.clone(),
@@ -51,7 +51,7 @@ impl TableRef {
     }
 
     /// The table without its decorator.
-    pub fn base(&self) -> TableRef {
+    pub(crate) fn base(&self) -> TableRef {
         TableRef {
             decorator: None,
             ..self.clone()
@@ -67,18 +67,18 @@ impl fmt::Display for TableRef {
 
 /// What a template can be filled from, for one object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ObjectVars {
-    pub name: String,
-    pub dataset: Option<String>,
-    pub dir: Option<String>,
-    pub hive: BTreeMap<String, String>,
+pub(crate) struct ObjectVars {
+    pub(crate) name: String,
+    pub(crate) dataset: Option<String>,
+    pub(crate) dir: Option<String>,
+    pub(crate) hive: BTreeMap<String, String>,
 }
 
 impl ObjectVars {
     /// Derives the variables from an object key. `base` is the key prefix the input was
     /// rooted at (the glob's literal prefix); `dataset` overrides the path-derived one (manifests
     /// know it).
-    pub fn from_key(key: &str, base: &str, dataset: Option<String>) -> ObjectVars {
+    pub(crate) fn from_key(key: &str, base: &str, dataset: Option<String>) -> ObjectVars {
         let (dirs, file) = match key.rsplit_once('/') {
             Some((dirs, file)) => (dirs, file),
             None => ("", key),
@@ -223,35 +223,21 @@ impl TableTemplate {
     }
 
     /// No placeholders: every object goes to one table.
-    pub fn is_literal(&self) -> bool {
+    pub(crate) fn is_literal(&self) -> bool {
         self.all_pieces().all(|p| matches!(p, Piece::Literal(_)))
     }
 
     /// The destination names a partition (`$...`).
-    pub fn has_decorator(&self) -> bool {
+    pub(crate) fn has_decorator(&self) -> bool {
         self.decorator.is_some()
     }
 
     /// The decorator when it has no placeholders (`t$20240101` -> `20240101`).
-    pub fn decorator_literal(&self) -> Option<&str> {
+    pub(crate) fn decorator_literal(&self) -> Option<&str> {
         match self.decorator.as_deref() {
             Some([Piece::Literal(d)]) => Some(d),
             _ => None,
         }
-    }
-
-    /// Placeholder names used, in order of appearance.
-    pub fn variables(&self) -> Vec<&str> {
-        self.all_pieces()
-            .filter_map(|p| match p {
-                Piece::Var(v) => Some(v.as_str()),
-                Piece::Literal(_) => None,
-            })
-            .collect()
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.raw
     }
 
     fn all_pieces(&self) -> impl Iterator<Item = &Piece> {
@@ -282,7 +268,7 @@ impl TableTemplate {
     }
 
     /// The destination for an object with `vars`. Errors say which placeholder had no value.
-    pub fn render(&self, vars: &ObjectVars) -> Result<TableRef, String> {
+    pub(crate) fn render(&self, vars: &ObjectVars) -> Result<TableRef, String> {
         let project = self.fill(&self.project, vars, |v| v.to_string())?;
         let dataset = self.fill(&self.dataset, vars, sanitise_id)?;
         let table = self.fill(&self.table, vars, sanitise_id)?;
@@ -394,7 +380,7 @@ fn validate_decorator(d: &str) -> Result<(), String> {
 }
 
 /// Decorator length for a partition granularity (`DAY` -> 8).
-pub fn decorator_len(partition_type: &str) -> Option<usize> {
+pub(crate) fn decorator_len(partition_type: &str) -> Option<usize> {
     match partition_type {
         "YEAR" => Some(4),
         "MONTH" => Some(6),
@@ -445,7 +431,6 @@ mod tests {
     #[test]
     fn templates_fill_sanitise_and_decorate() {
         let t = TableTemplate::parse("p.raw_{dataset}.{name}${dt}").unwrap();
-        assert_eq!(t.variables(), ["dataset", "name", "dt"]);
         assert!(!t.is_literal() && t.has_decorator());
         let r = t
             .render(&vars("raw/city-data/dt=2024-01-31/trips.v2.parquet"))

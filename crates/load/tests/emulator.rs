@@ -193,7 +193,8 @@ async fn append_adds_and_truncate_replaces() {
     assert_eq!(bq_count(&emu.endpoint(), PROJECT, "raw.events"), 3);
     // WRITE_EMPTY refuses a table with rows: the job fails with BigQuery's message.
     let err = run("in/b/*.parquet", WriteMode::Empty).await.unwrap_err();
-    let text = err.to_string();
+    // The API error is the source of the load error: the whole chain carries both.
+    let text = sluice_runtime::error_chain(&err);
     assert!(
         text.contains(&table) && text.contains("WRITE_EMPTY"),
         "{text}"
@@ -277,7 +278,7 @@ async fn csv_with_a_schema_file_loads() {
     );
     c.format = sluice_load::SourceFormat::Csv;
     c.schema = sluice_load::SchemaSource::Explicit(
-        sluice_load::schema::parse_schema_file(
+        sluice_load::parse_schema_file(
             r#"[{"name":"city","type":"STRING","mode":"REQUIRED"},{"name":"population","type":"INT64"}]"#,
         )
         .unwrap(),
@@ -342,22 +343,31 @@ async fn a_manifest_naming_a_missing_object_fails_clearly() {
     let generation = gcs
         .put("raw/city/present.parquet", simple_parquet(0, 1))
         .await;
-    // The shape `sluice extract` writes (crates/extract/src/receipt.rs, docs/extract.md).
-    let manifest = serde_json::json!({
-        "kind": "sluice.extract.task-manifest", "version": 1, "task_index": 0, "task_count": 1,
-        "complete": true,
-        "items": [{"status": "extracted", "objects": [
-            {"name": "raw/city/present.parquet", "url": format!("gs://{BUCKET}/raw/city/present.parquet"),
-             "dataset": "city", "size": 10, "generation": generation},
-            {"name": "raw/city/gone.parquet", "url": format!("gs://{BUCKET}/raw/city/gone.parquet"),
-             "dataset": "city", "size": 10, "generation": 7},
-        ]}]
-    });
-    gcs.put(
-        "raw/_manifests/task-00000.json",
-        manifest.to_string().into(),
+    // A manifest as `sluice extract` writes it (the shared types, starting from one a real
+    // extract run wrote), listing one object that exists and one that does not.
+    let mut manifest = sluice_manifest::TaskManifest::parse(
+        include_bytes!("../../manifest/tests/fixtures/task-00000.json"),
+        "fixture",
     )
-    .await;
+    .unwrap();
+    manifest.items.truncate(1);
+    let template = manifest.items[0].objects[0].clone();
+    let object = |name: &str, generation: i64| sluice_manifest::ObjectRecord {
+        name: name.to_string(),
+        url: format!("gs://{BUCKET}/{name}"),
+        dataset: "city".into(),
+        size: 10,
+        generation: Some(generation),
+        ..template.clone()
+    };
+    manifest.items[0].objects = vec![
+        object("raw/city/present.parquet", generation),
+        object("raw/city/gone.parquet", 7),
+    ];
+    manifest.task_index = 0;
+    manifest.task_count = 1;
+    gcs.put("raw/_manifests/task-00000.json", manifest.to_bytes().into())
+        .await;
     let c = config(
         Input::Manifests(format!("gs://{BUCKET}/raw/_manifests/")),
         &format!("{PROJECT}.raw.{{dataset}}"),

@@ -259,7 +259,7 @@ async fn insert_errors_are_retried_or_reported_by_bigquery_reason() {
         reason: "quotaExceeded".into(),
         message: "Quota exceeded: load jobs per table per day".into(),
     }]);
-    let err = run(&c2).await.unwrap_err().to_string();
+    let err = sluice_runtime::error_chain(&run(&c2).await.unwrap_err());
     assert!(
         err.contains("HTTP 403: quotaExceeded: Quota exceeded: load jobs per table per day")
             && err.contains("table proj.raw.events"),
@@ -277,7 +277,7 @@ fn csv_config(gcs: &Gcs, fake: &FakeBigQuery, max_bad: u32) -> LoadConfig {
     );
     c.format = SourceFormat::Csv;
     c.schema = SchemaSource::Explicit(
-        sluice_load::schema::parse_schema_file(
+        sluice_load::parse_schema_file(
             r#"[{"name":"city","type":"STRING"},{"name":"pop","type":"INTEGER"}]"#,
         )
         .unwrap(),

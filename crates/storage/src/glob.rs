@@ -17,6 +17,16 @@ pub(crate) fn literal_prefix(pattern: &str) -> &str {
     }
 }
 
+/// The directory every match of `pattern` lies under: its literal prefix up to the last `/`
+/// (`raw/**/*.parquet` -> `raw/`, `*.csv` -> ``). What paths below a glob are relative to.
+pub fn glob_base(pattern: &str) -> &str {
+    let literal = literal_prefix(pattern);
+    match literal.rfind('/') {
+        Some(i) => &literal[..=i],
+        None => "",
+    }
+}
+
 /// `*`, `?` and `[...]` stay within one `/`-separated segment; `**` crosses them.
 pub(crate) fn compile(store: &dyn ObjectStore, pattern: &str) -> Result<GlobMatcher> {
     GlobBuilder::new(pattern)
@@ -42,6 +52,14 @@ pub(crate) async fn list_glob(store: &dyn ObjectStore, pattern: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_bases() {
+        assert_eq!(glob_base("raw/**/*.parquet"), "raw/");
+        assert_eq!(glob_base("raw/part-*.csv"), "raw/");
+        assert_eq!(glob_base("*.csv"), "");
+        assert_eq!(glob_base("raw/exact.csv"), "raw/");
+    }
 
     #[test]
     fn literal_prefixes() {

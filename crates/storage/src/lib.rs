@@ -22,6 +22,7 @@ pub mod preflight;
 
 pub use crc::to_base64 as crc32c_to_base64;
 pub use gcs::{ChunkBufferStats, DEFAULT_CHUNK_SIZE, GcsOptions, GcsStore};
+pub use glob::glob_base;
 pub use local::LocalStore;
 pub use location::{Location, join_key};
 pub use preflight::CredentialSetup;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_load::{
-    ClientConfig, Credentials, CsvOptions, Input, LoadConfig, LoadError, PartitionType,
-    Partitioning, SchemaSource, SchemaUpdate, SourceFormat, TableTemplate, WriteMode,
+    ClientConfig, Credentials, CsvOptions, Input, LoadConfig, PartitionType, Partitioning,
+    SchemaSource, SchemaUpdate, SourceFormat, TableTemplate, WriteMode,
 };
-use sluice_runtime::{ExitCode, ShardStrategy};
+use sluice_runtime::{ExitCode, ExitStatus, ShardStrategy};
 
 use crate::context::{Context, UsageError};
 
@@ -239,7 +239,7 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
         (Some(path), _) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| usage(format!("--schema {}: {e}", path.display())))?;
-            let fields = sluice_load::schema::parse_schema_file(&text)
+            let fields = sluice_load::parse_schema_file(&text)
                 .map_err(|e| usage(format!("--schema {}: {e}", path.display())))?;
             SchemaSource::Explicit(fields)
         }
@@ -340,7 +340,9 @@ pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
     let cancel = context.cancel();
     let report = match sluice_load::run(&config, &context.task, &cancel).await {
         Ok(report) => report,
-        Err(LoadError::Config(e)) => return Err(usage(e.to_string())),
+        // A usage error is its own message (no "sluice load:" prefix); either way the error
+        // keeps its type, so `classify_failure` applies the one exit rule.
+        Err(e) if e.exit_code() == ExitCode::Usage => return Err(anyhow::Error::new(e)),
         Err(e) => return Err(anyhow::Error::new(e)).context("sluice load"),
     };
     let rows: i64 = report.jobs.iter().filter_map(|j| j.rows).sum();

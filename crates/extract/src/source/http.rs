@@ -22,7 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Response, StatusCode};
-use serde::{Deserialize, Serialize};
 use sluice_runtime::{CancellationToken, RetryDecision, RetryPolicy};
 
 use crate::config::HttpOptions;
@@ -32,52 +31,21 @@ use crate::redact::{redact_url, scrub, url_secrets};
 use crate::source::limits::{Deadline, ItemLimits, SharedMeter};
 use sluice_runtime::Secret;
 
-/// What identifies the version of a source: compared by `--skip-existing`, recorded in object
-/// metadata and manifests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceVersion {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_modified: Option<String>,
-    /// Size in bytes as served (before decompression), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-}
+/// What identifies the version of a source (part of the manifest format, so defined in
+/// `sluice-manifest`).
+pub(crate) use sluice_manifest::SourceVersion;
 
-impl SourceVersion {
-    /// Whether `self` (recorded) and `current` describe the same bytes. An ETag decides when
-    /// both have one; otherwise Last-Modified must match (and sizes, when both are known).
-    /// Nothing known means "cannot tell", which is never a match.
-    pub fn matches(&self, current: &SourceVersion) -> bool {
-        if let (Some(a), Some(b)) = (&self.etag, &current.etag) {
-            return a == b;
-        }
-        match (&self.last_modified, &current.last_modified) {
-            (Some(a), Some(b)) if a == b => match (self.size, current.size) {
-                (Some(x), Some(y)) => x == y,
-                _ => true,
-            },
-            _ => false,
-        }
-    }
-
-    pub fn is_known(&self) -> bool {
-        self.etag.is_some() || self.last_modified.is_some()
-    }
-
-    fn from_headers(headers: &HeaderMap, size: Option<u64>) -> Self {
-        let text = |name: HeaderName| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        SourceVersion {
-            etag: text(header::ETAG),
-            last_modified: text(header::LAST_MODIFIED),
-            size,
-        }
+fn version_from_headers(headers: &HeaderMap, size: Option<u64>) -> SourceVersion {
+    let text = |name: HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    SourceVersion {
+        etag: text(header::ETAG),
+        last_modified: text(header::LAST_MODIFIED),
+        size,
     }
 }
 
@@ -346,8 +314,7 @@ impl HttpClient {
             .await;
         match result {
             Ok(response) => {
-                let version =
-                    SourceVersion::from_headers(response.headers(), response.content_length());
+                let version = version_from_headers(response.headers(), response.content_length());
                 Ok(version.is_known().then_some(version))
             }
             Err(e) if e.is_cancelled() => Err(ExtractError::Cancelled),
@@ -474,7 +441,7 @@ impl HttpBody {
     fn new(client: HttpClient, target: HttpTarget, response: Response) -> Self {
         let headers = response.headers().clone();
         let total = response.content_length();
-        let version = SourceVersion::from_headers(&headers, total);
+        let version = version_from_headers(&headers, total);
         let strong_etag = version.etag.clone().filter(|e| !e.starts_with("W/"));
         let validator = strong_etag.or_else(|| version.last_modified.clone());
         let accepts_ranges = headers

@@ -1,0 +1,271 @@
+//! Stage 3, prepare: this task's work items -> job specs ready to submit, with every check that
+//! can fail before any job exists:
+//!
+//! - a manifest's objects still exist with the generations it lists (`HEAD` each);
+//! - Parquet: every footer read (ranged reads, bounded concurrency), mapped, and merged per
+//!   item ([`ParquetSchema::merge`]): the files of one job must agree;
+//! - the spec and its deterministic base job id per item;
+//! - unless it is a dry run, the spec compared with the existing table (`compat.rs`).
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+
+use crate::api::{Api, Resource};
+use crate::compat;
+use crate::config::{LoadConfig, SourceFormat, WriteMode};
+use crate::errors::{LoadError, TypeMismatch};
+use crate::footer::{self, FooterError};
+use crate::inputs::{SourceObject, Stores};
+use crate::plan::WorkItem;
+use crate::schema::{self, Field, ParquetSchema};
+use crate::spec::{self, LoadSpec};
+use crate::template::TableRef;
+
+/// A work item with its job: what `execute` submits.
+pub(crate) struct Prepared {
+    pub(crate) item: WorkItem,
+    pub(crate) spec: LoadSpec,
+    pub(crate) base_id: String,
+    /// Rows in the Parquet footers (Parquet only).
+    pub(crate) file_rows: Option<u64>,
+}
+
+/// Prepares `items`. `api` is `None` on a dry run, which talks to no BigQuery.
+pub(crate) async fn prepare(
+    config: &LoadConfig,
+    stores: &mut Stores,
+    items: Vec<WorkItem>,
+    from_manifests: bool,
+    api: Option<&Api<'_>>,
+) -> Result<Vec<Prepared>, LoadError> {
+    stores
+        .open_all(items.iter().flat_map(|i| i.objects.iter()))
+        .await?;
+    let items = if from_manifests {
+        verify_manifest_objects(config, stores, items).await?
+    } else {
+        items
+    };
+    let mut prepared = Vec::with_capacity(items.len());
+    if config.format == SourceFormat::Parquet {
+        let schemas = read_schemas(config, stores, &items).await?;
+        for (item, (merged, rows)) in items.into_iter().zip(schemas) {
+            prepared.push(with_spec(config, item, Some(&merged), Some(rows))?);
+        }
+    } else {
+        for item in items {
+            prepared.push(with_spec(config, item, None, None)?);
+        }
+    }
+    if let Some(api) = api {
+        check_table_schemas(config, api, &mut prepared).await?;
+    }
+    Ok(prepared)
+}
+
+fn with_spec(
+    config: &LoadConfig,
+    item: WorkItem,
+    parquet: Option<&ParquetSchema>,
+    file_rows: Option<u64>,
+) -> Result<Prepared, LoadError> {
+    let spec = spec::build_spec(config, &item, parquet)?;
+    let base_id = spec::base_job_id(&item, &spec);
+    Ok(Prepared {
+        item,
+        spec,
+        base_id,
+        file_rows,
+    })
+}
+
+/// Manifest entries are claims: check each object still exists with the listed generation
+/// (a rewritten object would silently load other data under a stale identity).
+async fn verify_manifest_objects(
+    config: &LoadConfig,
+    stores: &Stores,
+    items: Vec<WorkItem>,
+) -> Result<Vec<WorkItem>, LoadError> {
+    let mut out = Vec::with_capacity(items.len());
+    for mut item in items {
+        let checked: Vec<Result<SourceObject, LoadError>> =
+            futures::stream::iter(item.objects.drain(..))
+                .map(|object| verify_object(stores, object))
+                .buffered(config.read_concurrency)
+                .collect()
+                .await;
+        item.objects = checked.into_iter().collect::<Result<_, _>>()?;
+        out.push(item);
+    }
+    Ok(out)
+}
+
+async fn verify_object(
+    stores: &Stores,
+    mut object: SourceObject,
+) -> Result<SourceObject, LoadError> {
+    let Some(meta) = stores.of(&object).head(&object.key).await? else {
+        return Err(LoadError::MissingObject {
+            url: object.url(),
+            manifest: object.listed_in.clone(),
+        });
+    };
+    if let (Some(expected), Some(actual)) = (object.generation, meta.generation)
+        && expected != actual
+    {
+        return Err(LoadError::ObjectChanged {
+            url: object.url(),
+            manifest: object.listed_in.clone(),
+            expected,
+            actual,
+        });
+    }
+    object.generation = object.generation.or(meta.generation);
+    object.size = Some(meta.size);
+    Ok(object)
+}
+
+/// Every footer of every item (bounded concurrency across items), merged per item: the merged
+/// schema and the footers' row count, in item order.
+async fn read_schemas(
+    config: &LoadConfig,
+    stores: &Stores,
+    items: &[WorkItem],
+) -> Result<Vec<(ParquetSchema, u64)>, LoadError> {
+    let reads: Vec<(usize, usize, &SourceObject)> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(i, item)| item.objects.iter().enumerate().map(move |(j, o)| (i, j, o)))
+        .collect();
+    let footers: Vec<Result<(usize, usize, ParquetSchema, u64), LoadError>> =
+        futures::stream::iter(reads)
+            .map(|(i, j, object)| async move {
+                let (schema, rows) = read_schema(stores, object).await?;
+                Ok((i, j, schema, rows))
+            })
+            .buffer_unordered(config.read_concurrency)
+            .collect()
+            .await;
+    let mut by_item: BTreeMap<usize, BTreeMap<usize, (ParquetSchema, u64)>> = BTreeMap::new();
+    for footer in footers {
+        let (i, j, parsed, rows) = footer?;
+        by_item.entry(i).or_default().insert(j, (parsed, rows));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let mut merged: Option<ParquetSchema> = None;
+        let mut rows = 0u64;
+        for (j, (parsed, file_rows)) in by_item.remove(&i).unwrap_or_default() {
+            rows += file_rows;
+            match merged.as_mut() {
+                None => merged = Some(parsed),
+                Some(m) => m.merge(parsed).map_err(|d| LoadError::SchemaMismatch {
+                    table: item.destination.to_string(),
+                    first: item.objects[0].url(),
+                    file: item.objects[j].url(),
+                    column: d.column,
+                    detail: d.detail,
+                })?,
+            }
+        }
+        let merged = merged.expect("a work item has at least one object");
+        out.push((merged, rows));
+    }
+    Ok(out)
+}
+
+/// One object's footer, mapped to a BigQuery schema, and its row count.
+async fn read_schema(
+    stores: &Stores,
+    object: &SourceObject,
+) -> Result<(ParquetSchema, u64), LoadError> {
+    let store = stores.of(object);
+    let size = match object.size {
+        Some(s) => s,
+        None => {
+            store
+                .head(&object.key)
+                .await?
+                .ok_or_else(|| LoadError::ObjectGone { url: object.url() })?
+                .size
+        }
+    };
+    let metadata = footer::read_metadata(store, &object.key, size)
+        .await
+        .map_err(|e| match e {
+            FooterError::Storage(e) => LoadError::Storage(e),
+            source => LoadError::Footer {
+                url: object.url(),
+                source,
+            },
+        })?;
+    let rows = metadata.file_metadata().num_rows().max(0) as u64;
+    let parsed = schema::from_parquet(metadata.file_metadata().schema()).map_err(|source| {
+        LoadError::Column {
+            url: object.url(),
+            source,
+        }
+    })?;
+    Ok((parsed, rows))
+}
+
+/// For loads that keep the table's schema (append, WRITE_EMPTY, a `$` partition's
+/// truncate), compares each item's schema with the existing table's (`compat.rs`) and
+/// refuses a mismatch before any job is created; lossless adaptations (a REQUIRED column
+/// sent NULLABLE to match the table) change the spec and so the job id.
+async fn check_table_schemas(
+    config: &LoadConfig,
+    api: &Api<'_>,
+    prepared: &mut [Prepared],
+) -> Result<(), LoadError> {
+    let keeps_schema = match config.write {
+        WriteMode::Append | WriteMode::Empty => true,
+        WriteMode::Truncate => config.table.has_decorator(),
+    };
+    if !keeps_schema {
+        return Ok(());
+    }
+    let mut tables: BTreeMap<TableRef, Option<Vec<Field>>> = BTreeMap::new();
+    for p in prepared.iter_mut() {
+        let Some(sent) = p.spec.schema.as_mut() else {
+            continue;
+        };
+        let base = p.item.destination.base();
+        if !tables.contains_key(&base) {
+            let name = base.to_string();
+            let found = api
+                .get(Resource::Table(&name), || api.client.get_table(&base))
+                .await?;
+            let fields = found
+                .and_then(|t| t.schema)
+                .map(|s| s.fields.iter().map(compat::table_field).collect::<Vec<_>>())
+                .filter(|f| !f.is_empty());
+            tables.insert(base.clone(), fields);
+        }
+        let Some(Some(table_fields)) = tables.get(&base) else {
+            continue;
+        };
+        let changed = compat::check(sent, table_fields, config.schema_update).map_err(|e| {
+            let file = match p.item.objects.len() - 1 {
+                0 => p.item.objects[0].url(),
+                n => format!(
+                    "{} (and {n} other file(s) of the job)",
+                    p.item.objects[0].url()
+                ),
+            };
+            LoadError::TypeMismatch(Box::new(TypeMismatch {
+                table: base.to_string(),
+                file,
+                column: e.column,
+                file_type: e.file_type,
+                table_type: e.table_type,
+                hint: e.hint,
+            }))
+        })?;
+        if changed {
+            p.base_id = spec::base_job_id(&p.item, &p.spec);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The records extract writes: per-item receipts and per-task manifests. Field names, order and
+//! serde attributes here ARE the on-the-wire format (`docs/extract.md`): extract serialises
+//! these structs, load parses them, and manifests already in buckets must keep loading, so
+//! change a field only by adding an `Option` with `#[serde(default)]` (or by bumping
+//! [`FORMAT_VERSION`](crate::FORMAT_VERSION)).
+
+use serde::{Deserialize, Serialize};
+
+/// One column of a Parquet object, as extract typed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnRecord {
+    pub name: String,
+    /// `STRING`, `INT64`, `FLOAT64`, `BOOL`, `DATE`, `TIMESTAMP`.
+    #[serde(rename = "type")]
+    pub column_type: String,
+}
+
+/// The quarantined rows that go with an output object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectsRecord {
+    pub name: String,
+    pub url: String,
+    pub size: u64,
+    #[serde(default)]
+    pub generation: Option<i64>,
+    #[serde(default)]
+    pub crc32c: Option<String>,
+    pub sha256: String,
+    pub rows: u64,
+}
+
+/// One committed output object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Object name in the bucket (or path under the local root).
+    pub name: String,
+    /// `gs://bucket/name` or `file:///...`.
+    pub url: String,
+    pub dataset: String,
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// `parquet` or `passthrough`.
+    pub format: String,
+    pub content_type: String,
+    pub size: u64,
+    /// GCS generation (for `ifGenerationMatch` / deterministic load job ids); `null` locally.
+    #[serde(default)]
+    pub generation: Option<i64>,
+    /// CRC32C as 8 lowercase hex digits (GCS reports it base64 big-endian).
+    #[serde(default)]
+    pub crc32c: Option<String>,
+    pub sha256: String,
+    /// Data rows (Parquet); `null` for passthrough.
+    #[serde(default)]
+    pub rows: Option<u64>,
+    #[serde(default)]
+    pub rejected_rows: u64,
+    /// Zip member path this object came from.
+    #[serde(default)]
+    pub member: Option<String>,
+    /// Socrata page number.
+    #[serde(default)]
+    pub page: Option<u64>,
+    #[serde(default)]
+    pub columns: Option<Vec<ColumnRecord>>,
+    #[serde(default)]
+    pub row_groups: Option<usize>,
+    #[serde(default)]
+    pub rejects: Option<RejectsRecord>,
+}
+
+/// What identifies the version of a source: compared by `--skip-existing`, recorded in object
+/// metadata and manifests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceVersion {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// Size in bytes as served (before decompression), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl SourceVersion {
+    /// Whether `self` (recorded) and `current` describe the same bytes. An ETag decides when
+    /// both have one; otherwise Last-Modified must match (and sizes, when both are known).
+    /// Nothing known means "cannot tell", which is never a match.
+    pub fn matches(&self, current: &SourceVersion) -> bool {
+        if let (Some(a), Some(b)) = (&self.etag, &current.etag) {
+            return a == b;
+        }
+        match (&self.last_modified, &current.last_modified) {
+            (Some(a), Some(b)) if a == b => match (self.size, current.size) {
+                (Some(x), Some(y)) => x == y,
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// `http`, `file` or `socrata`.
+    pub kind: String,
+    /// Redacted URL or path.
+    pub url: String,
+    #[serde(default)]
+    pub version: SourceVersion,
+    /// Bytes received from the source (compressed size for gzip/zip).
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub page: Option<PageRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRecord {
+    pub number: u64,
+    pub offset: u64,
+    pub limit: u64,
+    pub dataset_rows: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    /// Downloaded and written by this attempt.
+    Extracted,
+    /// Already written by an earlier attempt of this execution (task retry).
+    Reused,
+    /// `--skip-existing`: the source version matches what was written before.
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    /// The shard key (`dataset/name` or `dataset/name/000012`).
+    pub key: String,
+    pub name: String,
+    pub dataset: String,
+    pub source: SourceRecord,
+    pub status: ItemStatus,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub objects: Vec<ObjectRecord>,
+    /// HTTP resumptions with `Range` and item-level attempts.
+    #[serde(default)]
+    pub resumes: u32,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub execution: Option<String>,
+    pub finished_at: String,
+}
+
+/// A receipt (`_manifests/items/...json`): an item record stored on its own, written after
+/// all of the item's objects are committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub kind: String,
+    pub version: u32,
+    #[serde(flatten)]
+    pub item: ItemRecord,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub items: usize,
+    pub extracted: usize,
+    pub reused: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub objects: usize,
+    pub rows: u64,
+    pub rejected_rows: u64,
+    /// Bytes of all objects written or kept.
+    pub bytes: u64,
+    /// Bytes received from sources by this attempt.
+    pub source_bytes: u64,
+}
+
+impl Totals {
+    pub fn from_items(items: &[ItemRecord]) -> Totals {
+        let mut t = Totals {
+            items: items.len(),
+            ..Totals::default()
+        };
+        for item in items {
+            match item.status {
+                ItemStatus::Extracted => t.extracted += 1,
+                ItemStatus::Reused => t.reused += 1,
+                ItemStatus::Skipped => t.skipped += 1,
+                ItemStatus::Failed => t.failed += 1,
+            }
+            if item.status == ItemStatus::Extracted {
+                t.source_bytes += item.source.bytes;
+            }
+            for o in &item.objects {
+                t.objects += 1;
+                t.rows += o.rows.unwrap_or(0);
+                t.rejected_rows += o.rejected_rows;
+                t.bytes += o.size;
+            }
+        }
+        t
+    }
+}
+
+/// A task manifest (`_manifests/task-00003.json`): every item of one extract task's share with
+/// its objects. `load` consumes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskManifest {
+    pub kind: String,
+    pub version: u32,
+    #[serde(default)]
+    pub job: Option<String>,
+    #[serde(default)]
+    pub execution: Option<String>,
+    pub task_index: u32,
+    pub task_count: u32,
+    pub attempt: u32,
+    /// The destination root (`gs://bucket/prefix`).
+    pub dest: String,
+    #[serde(default)]
+    pub partition: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    /// `true` only when every item of the share succeeded. `load` must not consume an
+    /// incomplete manifest.
+    pub complete: bool,
+    pub items: Vec<ItemRecord>,
+    pub totals: Totals,
+}
