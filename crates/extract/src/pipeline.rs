@@ -10,13 +10,14 @@ use std::sync::atomic::AtomicU64;
 use flate2::bufread::MultiGzDecoder;
 
 use crate::config::{BadRows, OutputFormat, ParquetOptions};
-use crate::convert::parquet::{CsvToParquet, csv_to_parquet, default_delimiter, is_csv_like};
+use crate::convert::parquet::{CsvToParquet, csv_to_parquet};
 use crate::convert::records::Dialect;
 use crate::convert::{passthrough, passthrough_chunks, read_error};
 use crate::decode::content::{Expect, SNIFF_BYTES, not_data};
 use crate::decode::encoding::TextReader;
 use crate::decode::zip::ZipStream;
 use crate::decode::{ChannelReader, Container};
+use crate::decode::{default_delimiter, is_csv_like};
 use crate::error::{ExtractError, Result};
 use crate::naming::{KeyClaims, Layout, member_stem, split_extensions};
 use crate::receipt::{ColumnRecord, ObjectRecord, RejectsRecord, crc_hex};

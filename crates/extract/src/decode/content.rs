@@ -3,8 +3,8 @@
 //! the data. Decided from the `Content-Type` (HTTP only) and the first bytes of the body; only
 //! a small prefix ([`SNIFF_BYTES`]) is ever looked at.
 
+use super::is_csv_like;
 use crate::config::OutputFormat;
-use crate::convert::parquet::is_csv_like;
 
 /// How much of a body the sniffer looks at (and the HTTP source buffers for it).
 pub(crate) const SNIFF_BYTES: usize = 1024;

@@ -145,6 +145,20 @@ impl Container {
     }
 }
 
+/// Whether a file extension looks like delimited text that can be converted.
+pub(crate) fn is_csv_like(ext: &str) -> bool {
+    matches!(ext, "" | "csv" | "tsv" | "txt" | "dat" | "psv" | "tab")
+}
+
+/// The default delimiter for an extension.
+pub(crate) fn default_delimiter(ext: &str) -> u8 {
+    match ext {
+        "tsv" | "tab" => b'\t',
+        "psv" => b'|',
+        _ => b',',
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
