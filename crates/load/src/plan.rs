@@ -137,11 +137,12 @@ pub(crate) fn plan(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::template::ObjectVars;
 
-    fn object(key: &str, generation: i64) -> SourceObject {
+    /// An object under `gs://b/raw/`, as discovery lists it (shared with spec's tests).
+    pub(crate) fn object(key: &str, generation: i64) -> SourceObject {
         SourceObject {
             bucket: "b".into(),
             key: key.into(),

@@ -463,19 +463,9 @@ pub(crate) fn wants_table_layout(config: &LoadConfig) -> bool {
 mod tests {
     use super::*;
     use crate::config::{Input, PartitionType, Partitioning, WriteMode};
+    use crate::plan::tests::object;
     use crate::plan::{group, split_per_object};
-    use crate::template::{ObjectVars, TableTemplate};
-
-    fn object(key: &str, generation: i64) -> SourceObject {
-        SourceObject {
-            bucket: "b".into(),
-            key: key.into(),
-            generation: Some(generation),
-            size: Some(100),
-            listed_in: "gs://b/raw/**".into(),
-            vars: ObjectVars::from_key(key, "raw/", None),
-        }
-    }
+    use crate::template::TableTemplate;
 
     fn config(table: &str) -> LoadConfig {
         LoadConfig::new(
