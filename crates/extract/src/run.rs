@@ -203,6 +203,7 @@ pub async fn run_with_hooks(
         started_at: started_at.to_rfc3339(),
         finished_at: chrono::Utc::now().to_rfc3339(),
         complete: failures.is_empty(),
+        planned_items: None,
         items: items.clone(),
         totals: totals.clone(),
     };
@@ -335,6 +336,7 @@ fn source_record(item: &WorkItem, version: SourceVersion, bytes: u64) -> SourceR
             limit: p.limit,
             dataset_rows: p.dataset_rows,
         }),
+        cursor: None,
     }
 }
 

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 pub use list::{ListedObject, ObjectList};
 pub use records::{
-    ColumnRecord, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, RejectsRecord,
+    ColumnRecord, CursorRecord, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, RejectsRecord,
     SourceRecord, SourceVersion, TaskManifest, Totals,
 };
 

@@ -117,6 +117,31 @@ pub struct SourceRecord {
     pub bytes: u64,
     #[serde(default)]
     pub page: Option<PageRecord>,
+    /// The incremental window this item covers (`--since auto` / `--since TS`); absent for a
+    /// full pull of a source without a cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorRecord>,
+}
+
+/// The window of an incremental pull. Every item of one source carries the same record, and
+/// `load` stores `to` (and the source's version, for files) under `state_key` in
+/// `{dest}/_state/{dataset}.json` once the data is loaded (`docs/state.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorRecord {
+    /// The source's key in the dataset's state file: the item key without a page suffix
+    /// (`dataset/name`); the same for every page of one Socrata resource.
+    pub state_key: String,
+    /// The column in the written data that carries the cursor (`_socrata_updated_at`, or the
+    /// `--cursor COL` of a CSV source); `None` for files compared by version only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Exclusive lower bound this pull used (`None`: full pull).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Inclusive upper bound: the high-water mark the pulled data covers. It becomes the
+    /// stored mark only after the load that consumes this item succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +260,10 @@ pub struct TaskManifest {
     /// `true` only when every item of the share succeeded. `load` must not consume an
     /// incomplete manifest.
     pub complete: bool,
+    /// Items per dataset in the whole execution's plan (every task computes the same plan), so
+    /// `load` can tell a dataset with a missing task manifest from a complete one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_items: Option<std::collections::BTreeMap<String, usize>>,
     pub items: Vec<ItemRecord>,
     pub totals: Totals,
 }

@@ -98,6 +98,7 @@ fn round_trip_through_the_types() {
                 limit: 1000,
                 dataset_rows: 20000,
             }),
+            cursor: None,
         },
         status: ItemStatus::Extracted,
         error: None,
@@ -120,6 +121,7 @@ fn round_trip_through_the_types() {
         started_at: "2026-11-28T06:00:00+00:00".into(),
         finished_at: "2026-11-28T06:03:12+00:00".into(),
         complete: true,
+        planned_items: None,
         totals: Totals::from_items(std::slice::from_ref(&item)),
         items: vec![item.clone()],
     };
