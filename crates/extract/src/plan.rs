@@ -220,6 +220,7 @@ pub async fn plan(
                     members,
                     decompress,
                     planned_version: None,
+                    cursor: None,
                 });
             }
             EntryKind::Socrata => {
@@ -283,6 +284,7 @@ pub async fn plan(
                         members: None,
                         decompress,
                         planned_version: Some(plan.version.clone()),
+                        cursor: None,
                     });
                 }
             }

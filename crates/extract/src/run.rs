@@ -336,7 +336,7 @@ fn source_record(item: &WorkItem, version: SourceVersion, bytes: u64) -> SourceR
             limit: p.limit,
             dataset_rows: p.dataset_rows,
         }),
-        cursor: None,
+        cursor: item.cursor.clone(),
     }
 }
 

@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 
 pub use list::{ListedObject, ObjectList};
 pub use records::{
-    ColumnRecord, CursorRecord, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, RejectsRecord,
-    SourceRecord, SourceVersion, TaskManifest, Totals,
+    ColumnRecord, CursorRecord, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt,
+    RejectsRecord, SourceRecord, SourceVersion, TaskManifest, Totals,
 };
 
 /// The `kind` of a task manifest.

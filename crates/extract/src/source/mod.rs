@@ -64,6 +64,9 @@ pub struct WorkItem {
     pub decompress: bool,
     /// The version the plan saw (Socrata: the dataset version from the count query).
     pub planned_version: Option<SourceVersion>,
+    /// The incremental window this item covers, recorded in the manifest for `load` to
+    /// advance the source's stored mark (`docs/state.md`).
+    pub cursor: Option<sluice_manifest::CursorRecord>,
 }
 
 impl WorkItem {
