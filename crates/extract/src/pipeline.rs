@@ -23,6 +23,7 @@ use crate::naming::{KeyClaims, Layout, member_stem, split_extensions};
 use crate::receipt::{ColumnRecord, ObjectRecord, RejectsRecord, crc_hex};
 use crate::sink::{Committed, RowCount, SinkFactory};
 use crate::source::WorkItem;
+use crate::source::socrata_page::PageReader;
 
 /// Buffer between a decompressor and the CSV reader.
 const DECODED_BUFFER: usize = 256 * 1024;
@@ -85,6 +86,14 @@ pub(crate) fn run(mut reader: ChannelReader, ctx: &PipelineCtx) -> Result<Vec<Ob
         data_ext: item.data_ext.clone(),
         encoding: None,
     };
+    if let Some(page) = &item.page {
+        // A Socrata page: plain CSV whose header names the system fields SODA's way.
+        let pages = PageReader::new(reader, page.limit, &item.display);
+        let mut input = BufReader::with_capacity(DECODED_BUFFER, pages);
+        return Ok(convert_member(ctx, &mut input, &plain_member())?
+            .into_iter()
+            .collect());
+    }
     match container {
         Container::Plain => {
             if item.format == OutputFormat::Passthrough && !transcodes(ctx, &item.data_ext) {

@@ -19,6 +19,8 @@ use crate::redact::redact_url;
 use crate::source::http::{HttpClient, HttpTarget};
 use crate::source::manifest::{self, EntryKind, SourceEntry};
 use crate::source::socrata::{self, SocrataResource};
+use crate::source::socrata_pin::{PinScope, pinned_plan};
+use crate::source::socrata_query::CURSOR_COLUMN;
 use crate::source::{Origin, PageInfo, WorkItem};
 
 /// Largest manifest or schema file read into memory.
@@ -116,11 +118,21 @@ fn csv_options(global: &CsvOptions, options: &SourceOptions) -> Result<CsvOption
     Ok(csv)
 }
 
-/// Builds the full item list.
+/// Builds the full item list, planning every Socrata source afresh.
 pub async fn plan(
     config: &ExtractConfig,
     client: &HttpClient,
     store: &StoreConfig,
+) -> Result<Vec<WorkItem>> {
+    plan_pinned(config, client, store, None).await
+}
+
+/// [`plan`], with Socrata plans pinned per execution in `pins` (`source::socrata_pin`).
+pub(crate) async fn plan_pinned(
+    config: &ExtractConfig,
+    client: &HttpClient,
+    store: &StoreConfig,
+    pins: Option<&PinScope<'_>>,
 ) -> Result<Vec<WorkItem>> {
     let mut entries: Vec<SourceEntry> = config.urls.iter().map(SourceEntry::url).collect();
     entries.extend(config.socrata.iter().map(SourceEntry::socrata));
@@ -229,39 +241,66 @@ pub async fn plan(
                 if let Some(token) = &config.socrata_options.app_token {
                     base = base.with_secret_header("x-app-token", token)?;
                 }
-                let plan = socrata::plan(
-                    client,
-                    &base,
-                    &resource,
-                    &config.socrata_options,
-                    format == OutputFormat::Parquet,
+                let identity = url_identity(&format!(
+                    "{}?{}",
+                    resource.base,
+                    resource.identity_query.join("&")
+                ));
+                // The window's lower bound: `--since` for now (stored state will resolve one
+                // per source).
+                let since = config.socrata_options.since.as_deref();
+                let want_types = format == OutputFormat::Parquet;
+                let plan = pinned_plan(
+                    pins,
+                    &identity,
+                    config.socrata_options.page_size.max(1),
+                    since,
+                    socrata::plan(
+                        client,
+                        &base,
+                        &resource,
+                        &config.socrata_options,
+                        since,
+                        want_types,
+                    ),
                 )
                 .await?;
+                let pages = plan.pages(&resource);
+                let version = plan.version(&resource);
                 let name = sanitize(entry.name.as_deref().unwrap_or(&resource.id));
                 tracing::info!(
                     resource = %redact_url(&resource.base),
                     rows = plan.rows,
-                    pages = plan.pages.len(),
+                    pages = pages.len(),
+                    upper = plan.upper.as_deref().unwrap_or(""),
                     typed = plan.types.is_some(),
-                    "Socrata {}: {} rows in {} pages",
+                    "Socrata {}: {} rows in {} pages{}",
                     redact_url(&resource.base),
                     plan.rows,
-                    plan.pages.len()
+                    pages.len(),
+                    match (&plan.since, &plan.upper) {
+                        (Some(s), Some(u)) => format!(", :updated_at in ({s}, {u}]"),
+                        (None, Some(u)) => format!(", :updated_at up to {u}"),
+                        _ => String::new(),
+                    }
                 );
+                // Every page records the window; the state key is set once names settle.
+                let cursor = plan.upper.as_ref().map(|upper| sluice_manifest::CursorRecord {
+                    state_key: String::new(),
+                    column: Some(CURSOR_COLUMN.to_string()),
+                    from: plan.since.clone(),
+                    to: Some(upper.clone()),
+                });
                 let types = plan.types.map(Arc::new);
                 let entry_index = names.len();
                 names.push(EntryName::new(
                     dataset_of(&name),
                     name.clone(),
-                    url_identity(&format!(
-                        "{}?{}",
-                        resource.base,
-                        resource.extra_query.join("&")
-                    )),
+                    identity,
                     entry.name.is_some(),
                     redact_url(&entry.url),
                 ));
-                for page in &plan.pages {
+                for page in &pages {
                     let target = base.derive(&page.url)?;
                     owners.push(entry_index);
                     items.push(WorkItem {
@@ -283,8 +322,8 @@ pub async fn plan(
                         soda_types: types.clone(),
                         members: None,
                         decompress,
-                        planned_version: Some(plan.version.clone()),
-                        cursor: None,
+                        planned_version: Some(version.clone()),
+                        cursor: cursor.clone(),
                     });
                 }
             }
@@ -293,6 +332,11 @@ pub async fn plan(
     disambiguate(&mut names);
     for (item, &owner) in items.iter_mut().zip(&owners) {
         item.name = names[owner].name.clone();
+        if let Some(cursor) = &mut item.cursor
+            && cursor.state_key.is_empty()
+        {
+            cursor.state_key = format!("{}/{}", item.dataset, item.name);
+        }
     }
     check_unique(&items, &owners, &names)?;
     Ok(items)

@@ -16,7 +16,8 @@ use crate::error::{ExtractError, Result};
 use crate::execution_date::{execution_date, remove_expired_pins};
 use crate::naming::{KeyClaims, Layout};
 use crate::pipeline::{self, PipelineCtx};
-use crate::plan::plan;
+use crate::plan::plan_pinned;
+use crate::source::socrata_pin::PinScope;
 use crate::progress::{ItemProgress, ProgressHub, human_bytes};
 use crate::receipt::{
     FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, SourceRecord,
@@ -117,7 +118,13 @@ pub async fn run_with_hooks(
     };
     let layout = Layout::new(&prefix, partition.clone());
 
-    let all = plan(&config, &client, &store_config).await?;
+    // Socrata plans are pinned next to the execution date pin (`source::socrata_pin`).
+    let pins = PinScope {
+        store: store.as_ref(),
+        prefix: &prefix,
+        task,
+    };
+    let all = plan_pinned(&config, &client, &store_config, Some(&pins)).await?;
     let planned_items = all.len();
     let share = take_share(
         all,

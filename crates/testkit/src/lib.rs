@@ -13,7 +13,7 @@
 //! `docs/local-stack.md`.
 //!
 //! For tests of HTTP sources it also has [`TestServer`], an HTTP/1.1 server with files,
-//! injected faults and a Socrata stand-in, and shared inputs/read-back ([`gzip`], [`zip`],
+//! injected faults and SODA datasets ([`Soda`]: a SoQL subset, data that changes between requests), and shared inputs/read-back ([`gzip`], [`zip`],
 //! [`read_parquet`]).
 
 #![warn(unreachable_pub)]
@@ -25,6 +25,7 @@ mod http;
 mod process;
 mod server;
 mod skip;
+mod soda;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,6 +38,7 @@ pub use gcs::FakeGcs;
 pub use process::ServiceProcess;
 pub use server::{Fault, Recorded, ServedFile, SocrataDataset, TestServer};
 pub use skip::{in_ci, skip_unless_ci};
+pub use soda::{Soda, SodaData, SodaRequest, SodaRow};
 
 /// The repository root: the nearest ancestor of the running test's package directory that
 /// holds `scripts/stack`.

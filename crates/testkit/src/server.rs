@@ -1,7 +1,7 @@
 //! A real HTTP/1.1 server on loopback for tests of HTTP sources: it serves files with
 //! `ETag`/`Last-Modified`/`Range`/`If-Range`, injects faults (error statuses with
-//! `Retry-After`, connections dropped mid-body, delays), streams slowly on request, stands in
-//! for a Socrata SODA endpoint, and records every request. Used by `sluice-extract`'s and
+//! `Retry-After`, connections dropped mid-body, delays), streams slowly on request, serves
+//! SODA datasets (`soda.rs`), and records every request. Used by `sluice-extract`'s and
 //! `sluice-cli`'s tests (it lived in `sluice-extract` behind a feature until issue 14).
 //!
 //! The server runs on a thread of its own with its own runtime, so synchronous tests (which
@@ -19,6 +19,8 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+
+use crate::soda::Soda;
 
 /// What to do to the next request for a path (consumed in order).
 #[derive(Debug, Clone)]
@@ -79,7 +81,8 @@ impl ServedFile {
     }
 }
 
-/// A Socrata dataset the server emulates at `/resource/{id}.json|csv`.
+/// A fixed Socrata dataset, served as a [`Soda`] dataset (kept for the older tests; new ones
+/// build a [`Soda`] and mount it with [`TestServer::soda`]).
 #[derive(Debug, Clone)]
 pub struct SocrataDataset {
     /// (field name, SODA type)
@@ -89,7 +92,32 @@ pub struct SocrataDataset {
     pub updated_at: Vec<String>,
     /// When set, requests without this `X-App-Token` get 403.
     pub app_token: Option<String>,
+    /// Unused: `X-SODA2-Truth-Last-Modified` now follows the data.
     pub last_modified: String,
+}
+
+impl SocrataDataset {
+    fn into_soda(self) -> Soda {
+        let columns: Vec<(&str, &str)> = self
+            .fields
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let mut soda = Soda::new(&columns);
+        if let Some(token) = &self.app_token {
+            soda = soda.require_app_token(token);
+        }
+        soda.update(|d| {
+            for (i, row) in self.rows.iter().enumerate() {
+                let values: Vec<&str> = row.iter().map(String::as_str).collect();
+                match self.updated_at.get(i) {
+                    Some(at) => d.insert_at(at, &values),
+                    None => d.insert(&values),
+                };
+            }
+        });
+        soda
+    }
 }
 
 /// One request as the server saw it.
@@ -118,7 +146,7 @@ impl Recorded {
 struct State {
     files: HashMap<String, ServedFile>,
     faults: HashMap<String, VecDeque<Fault>>,
-    socrata: HashMap<String, SocrataDataset>,
+    soda: HashMap<String, Soda>,
     requests: Vec<Recorded>,
 }
 
@@ -202,9 +230,15 @@ impl TestServer {
         self.lock().faults.entry(path).or_default().extend(faults);
     }
 
-    /// Serves a Socrata dataset; returns `http://.../resource/{id}`.
+    /// Serves a fixed Socrata dataset; returns `http://.../resource/{id}`.
     pub fn socrata(&self, id: &str, dataset: SocrataDataset) -> String {
-        self.lock().socrata.insert(id.to_string(), dataset);
+        self.soda(id, &dataset.into_soda())
+    }
+
+    /// Serves `soda` at `/resource/{id}.csv|json` (the test keeps its clone to change the
+    /// data and read the requests); returns `http://.../resource/{id}`.
+    pub fn soda(&self, id: &str, soda: &Soda) -> String {
+        self.lock().soda.insert(id.to_string(), soda.clone());
         self.url(&format!("resource/{id}"))
     }
 
@@ -275,7 +309,7 @@ async fn handle(
         let socrata = path
             .strip_prefix("/resource/")
             .and_then(|rest| rest.rsplit_once('.'))
-            .and_then(|(id, ext)| s.socrata.get(id).map(|d| (d.clone(), ext.to_string())));
+            .and_then(|(id, ext)| s.soda.get(id).map(|d| (d.clone(), ext.to_string())));
         // A file served at `path?query` answers that query only; `path` answers any.
         let file = req
             .uri()
@@ -300,8 +334,19 @@ async fn handle(
         Some(Fault::DropAfter(n)) => drop_after = Some(n),
         None => {}
     }
-    if let Some((dataset, ext)) = socrata {
-        return Ok(socrata_response(&dataset, &ext, &recorded));
+    if let Some((soda, ext)) = socrata {
+        let (status, headers, body) =
+            soda.respond(&ext, &recorded.uri, recorded.header("x-app-token"));
+        let mut response = full(status, body);
+        for (name, value) in headers {
+            if let (Ok(name), Ok(value)) = (
+                hyper::header::HeaderName::from_bytes(name.as_bytes()),
+                hyper::header::HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        return Ok(response);
     }
     let Some(file) = file else {
         return Ok(full(404, "not found"));
@@ -406,94 +451,5 @@ fn file_response(file: &ServedFile, req: &Recorded, drop_after: Option<usize>) -
             format!("bytes {start}-{end}/{len}").parse().unwrap(),
         );
     }
-    response
-}
-
-fn csv_line(fields: &[String]) -> String {
-    let quoted: Vec<String> = fields
-        .iter()
-        .map(|f| {
-            if f.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", f.replace('"', "\"\""))
-            } else {
-                f.clone()
-            }
-        })
-        .collect();
-    format!("{}\n", quoted.join(","))
-}
-
-fn socrata_response(dataset: &SocrataDataset, ext: &str, req: &Recorded) -> Response<Body> {
-    if let Some(token) = &dataset.app_token
-        && req.header("x-app-token") != Some(token.as_str())
-    {
-        return full(
-            403,
-            r#"{"error":true,"message":"Invalid app_token specified"}"#,
-        );
-    }
-    let query = req.uri.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    // `$where` support: `:updated_at > 'TS'` only.
-    let selected: Vec<usize> = match params.get("$where") {
-        None => (0..dataset.rows.len()).collect(),
-        Some(w) => {
-            let Some(ts) = w
-                .strip_prefix(":updated_at > '")
-                .and_then(|rest| rest.strip_suffix('\''))
-            else {
-                return full(
-                    400,
-                    format!(r#"{{"error":true,"message":"unsupported $where {w}"}}"#),
-                );
-            };
-            (0..dataset.rows.len())
-                .filter(|&i| dataset.updated_at.get(i).is_some_and(|u| u.as_str() > ts))
-                .collect()
-        }
-    };
-    let mut response = if ext == "json" {
-        if params.get("$select").map(String::as_str) != Some("count(*)") {
-            return full(400, "only $select=count(*) is emulated for JSON");
-        }
-        full(200, format!(r#"[{{"count":"{}"}}]"#, selected.len()))
-    } else if ext == "csv" {
-        let limit: usize = params
-            .get("$limit")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(1000);
-        let offset: usize = params
-            .get("$offset")
-            .and_then(|o| o.parse().ok())
-            .unwrap_or(0);
-        if limit > 0 && params.get("$order").map(String::as_str) != Some(":id") {
-            return full(400, "paging without $order=:id");
-        }
-        let names: Vec<String> = dataset.fields.iter().map(|(n, _)| n.clone()).collect();
-        let mut body = csv_line(&names);
-        for &i in selected.iter().skip(offset).take(limit) {
-            body.push_str(&csv_line(&dataset.rows[i]));
-        }
-        full(200, body)
-    } else {
-        return full(404, "unknown format");
-    };
-    let headers = response.headers_mut();
-    let names: Vec<&str> = dataset.fields.iter().map(|(n, _)| n.as_str()).collect();
-    let types: Vec<&str> = dataset.fields.iter().map(|(_, t)| t.as_str()).collect();
-    headers.insert(
-        "x-soda2-fields",
-        serde_json::to_string(&names).unwrap().parse().unwrap(),
-    );
-    headers.insert(
-        "x-soda2-types",
-        serde_json::to_string(&types).unwrap().parse().unwrap(),
-    );
-    headers.insert(
-        "x-soda2-truth-last-modified",
-        dataset.last_modified.parse().unwrap(),
-    );
     response
 }

@@ -5,6 +5,9 @@ pub(crate) mod http;
 pub(crate) mod limits;
 pub(crate) mod manifest;
 pub(crate) mod socrata;
+pub(crate) mod socrata_page;
+pub(crate) mod socrata_pin;
+pub(crate) mod socrata_query;
 
 use std::path::PathBuf;
 use std::sync::Arc;

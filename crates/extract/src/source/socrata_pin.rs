@@ -1,0 +1,218 @@
+//! One Socrata plan per execution.
+//!
+//! Tasks of an array job start at different times and Cloud Run retries a failed task later;
+//! had each planned on its own, a row updated in between would move the upper bound and every
+//! boundary, and the tasks would cut the dataset into different pages (rows lost or pulled
+//! twice). So, as `execution_date` does for `dt=today`, the first task to plan a source
+//! writes its plan to a small object created only if absent, and every other task and retry
+//! of the execution reads it:
+//!
+//! `{prefix}_manifests/executions/{CLOUD_RUN_EXECUTION}/socrata-{hash}.json`, where `hash`
+//! is `naming::identity_hash` of the resource's identity (URL and query without secrets) and
+//! page size. Its body: `{"kind": "sluice.extract.socrata-plan", "execution", "source",
+//! "pinned_at", "pinned_by_task", "pinned_by_attempt", "plan": {"since", "upper", "rows",
+//! "page_size", "boundaries": [{"updated_at", "id"}], "truth", "types"}}`. Task 0 removes it
+//! with the execution date pin after 8 days. Without an execution (a local run of one task)
+//! nothing is pinned.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sluice_runtime::TaskContext;
+use sluice_storage::{ObjectStore, StorageError, WriteOptions};
+
+use crate::error::{ExtractError, Result};
+use crate::source::socrata::SocrataPlan;
+
+const PIN_KIND: &str = "sluice.extract.socrata-plan";
+const PIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Where and for whom plans are pinned.
+pub(crate) struct PinScope<'a> {
+    pub store: &'a dyn ObjectStore,
+    /// The destination prefix (without partition), as for the execution date pin.
+    pub prefix: &'a str,
+    pub task: &'a TaskContext,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PlanPin {
+    kind: String,
+    execution: String,
+    /// The resource's identity (no secrets).
+    source: String,
+    pinned_at: DateTime<Utc>,
+    pinned_by_task: u32,
+    pinned_by_attempt: u32,
+    plan: SocrataPlan,
+}
+
+/// `{prefix}_manifests/executions/{execution}/socrata-{hash}.json`
+pub(crate) fn pin_key(prefix: &str, execution: &str, identity: &str, page_size: u64) -> String {
+    let hash = crate::naming::identity_hash(&format!("{identity}#page_size={page_size}"));
+    format!("{prefix}_manifests/executions/{execution}/socrata-{hash}.json")
+}
+
+/// The execution's plan of the source `identity`: read from its pin, or made by `plan_now`
+/// and pinned. Without a scope or an execution, `plan_now`'s.
+pub(crate) async fn pinned_plan<F>(
+    scope: Option<&PinScope<'_>>,
+    identity: &str,
+    page_size: u64,
+    since: Option<&str>,
+    plan_now: F,
+) -> Result<SocrataPlan>
+where
+    F: Future<Output = Result<SocrataPlan>>,
+{
+    let Some((scope, execution)) =
+        scope.and_then(|s| s.task.execution.as_deref().map(|e| (s, e)))
+    else {
+        return plan_now.await;
+    };
+    let key = pin_key(scope.prefix, execution, identity, page_size);
+    let url = scope.store.url_of(&key);
+    if let Some(pin) = read_pin(scope.store, &key, &url).await? {
+        return Ok(use_pin(pin, since, &url));
+    }
+    let plan = plan_now.await?;
+    let pin = PlanPin {
+        kind: PIN_KIND.into(),
+        execution: execution.to_string(),
+        source: identity.to_string(),
+        pinned_at: Utc::now(),
+        pinned_by_task: scope.task.index,
+        pinned_by_attempt: scope.task.attempt,
+        plan,
+    };
+    let mut body = serde_json::to_vec_pretty(&pin)
+        .map_err(|e| ExtractError::internal_source(format!("serializing {url}"), e))?;
+    body.push(b'\n');
+    let options = WriteOptions {
+        if_absent: true,
+        metadata: Default::default(),
+        content_type: Some("application/json".into()),
+    };
+    match sluice_storage::write_bytes(scope.store, &key, body.into(), options).await {
+        Ok(_) => {
+            tracing::info!(
+                execution,
+                pin = %url,
+                rows = pin.plan.rows,
+                upper = pin.plan.upper.as_deref().unwrap_or(""),
+                "pinned the plan of {identity} for execution {execution} at {url}"
+            );
+            Ok(pin.plan)
+        }
+        // Another task of this execution pinned it between our read and our write: theirs
+        // wins, ours is dropped.
+        Err(StorageError::AlreadyExists { .. }) => match read_pin(scope.store, &key, &url).await? {
+            Some(pin) => Ok(use_pin(pin, since, &url)),
+            None => Err(ExtractError::Internal(format!(
+                "{url}: creating the Socrata plan pin failed because it exists, yet it cannot be read"
+            ))),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn use_pin(pin: PlanPin, since: Option<&str>, url: &str) -> SocrataPlan {
+    if pin.plan.since.as_deref() != since {
+        tracing::warn!(
+            pin = %url,
+            "this task's window starts at {:?} but the execution's pinned plan at {:?}; \
+             using the pinned plan so every task reads the same pages",
+            since,
+            pin.plan.since
+        );
+    }
+    tracing::debug!(pin = %url, "using the execution's pinned Socrata plan {url}");
+    pin.plan
+}
+
+async fn read_pin(store: &dyn ObjectStore, key: &str, url: &str) -> Result<Option<PlanPin>> {
+    let bytes = match sluice_storage::read_to_bytes(store, key, PIN_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let pin: PlanPin = serde_json::from_slice(&bytes).map_err(|e| {
+        ExtractError::Config(format!(
+            "{url}: not a valid Socrata plan pin ({e}); delete it to let the execution plan again"
+        ))
+    })?;
+    if pin.kind != PIN_KIND {
+        return Err(ExtractError::Config(format!(
+            "{url}: kind is {:?}, expected {PIN_KIND:?}",
+            pin.kind
+        )));
+    }
+    Ok(Some(pin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::LocalStore;
+
+    fn task(index: u32, execution: Option<&str>) -> TaskContext {
+        TaskContext {
+            index,
+            count: 2,
+            attempt: 0,
+            job: None,
+            execution: execution.map(str::to_string),
+        }
+    }
+
+    fn plan(rows: u64) -> SocrataPlan {
+        SocrataPlan {
+            since: None,
+            upper: Some("2026-01-02T00:00:00.000".into()),
+            rows,
+            page_size: 10,
+            boundaries: Vec::new(),
+            truth: None,
+            types: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_plan_of_an_execution_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path(), Default::default());
+        let t0 = task(0, Some("x-1"));
+        let scope = PinScope { store: &store, prefix: "raw/", task: &t0 };
+        let first = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async { Ok(plan(5)) })
+            .await
+            .unwrap();
+        assert_eq!(first.rows, 5);
+        let t1 = task(1, Some("x-1"));
+        let scope = PinScope { store: &store, prefix: "raw/", task: &t1 };
+        let second = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
+            panic!("must not plan again")
+        })
+        .await
+        .unwrap();
+        assert_eq!(second, first);
+        let key = pin_key("raw/", "x-1", "https://h/resource/a", 10);
+        assert!(key.starts_with("raw/_manifests/executions/x-1/socrata-"), "{key}");
+        let text = std::fs::read_to_string(dir.path().join(&key)).unwrap();
+        assert!(text.contains("\"kind\": \"sluice.extract.socrata-plan\""), "{text}");
+        // Another execution plans for itself; no execution pins nothing.
+        let t2 = task(0, Some("x-2"));
+        let scope = PinScope { store: &store, prefix: "raw/", task: &t2 };
+        let other = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async { Ok(plan(7)) })
+            .await
+            .unwrap();
+        assert_eq!(other.rows, 7);
+        let local = task(0, None);
+        let scope = PinScope { store: &store, prefix: "raw/", task: &local };
+        let direct = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async { Ok(plan(9)) })
+            .await
+            .unwrap();
+        assert_eq!(direct.rows, 9);
+        assert_eq!(store.list("raw/_manifests/").await.unwrap().len(), 2);
+    }
+}
