@@ -285,12 +285,15 @@ pub(crate) async fn plan_pinned(
                     }
                 );
                 // Every page records the window; the state key is set once names settle.
-                let cursor = plan.upper.as_ref().map(|upper| sluice_manifest::CursorRecord {
-                    state_key: String::new(),
-                    column: Some(CURSOR_COLUMN.to_string()),
-                    from: plan.since.clone(),
-                    to: Some(upper.clone()),
-                });
+                let cursor = plan
+                    .upper
+                    .as_ref()
+                    .map(|upper| sluice_manifest::CursorRecord {
+                        state_key: String::new(),
+                        column: Some(CURSOR_COLUMN.to_string()),
+                        from: plan.since.clone(),
+                        to: Some(upper.clone()),
+                    });
                 let types = plan.types.map(Arc::new);
                 let entry_index = names.len();
                 names.push(EntryName::new(

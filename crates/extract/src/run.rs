@@ -17,7 +17,6 @@ use crate::execution_date::{execution_date, remove_expired_pins};
 use crate::naming::{KeyClaims, Layout};
 use crate::pipeline::{self, PipelineCtx};
 use crate::plan::plan_pinned;
-use crate::source::socrata_pin::PinScope;
 use crate::progress::{ItemProgress, ProgressHub, human_bytes};
 use crate::receipt::{
     FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, SourceRecord,
@@ -25,6 +24,7 @@ use crate::receipt::{
 };
 use crate::sink::SinkFactory;
 use crate::source::http::{HttpClient, SourceVersion};
+use crate::source::socrata_pin::PinScope;
 use crate::source::{self, Origin, WorkItem};
 
 /// Item-level attempts (each attempt's requests are retried on their own as well).

@@ -76,6 +76,11 @@ fn parquet_rows(dir: &std::path::Path, outcome: &TaskOutcome) -> Vec<BTreeMap<St
                         let column = batch.column(i);
                         let text = if column.is_null(r) {
                             String::new()
+                        } else if let DataType::Timestamp(..) = column.data_type() {
+                            let micros = column.as_primitive::<TimestampMicrosecondType>().value(r);
+                            chrono::DateTime::from_timestamp_micros(micros)
+                                .unwrap()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                         } else {
                             arrow::util::display::array_value_to_string(column, r).unwrap()
                         };
@@ -90,13 +95,19 @@ fn parquet_rows(dir: &std::path::Path, outcome: &TaskOutcome) -> Vec<BTreeMap<St
 }
 
 fn permit_ids(rows: &[BTreeMap<String, String>]) -> Vec<u32> {
-    let mut ids: Vec<u32> = rows.iter().map(|r| r["permit_id"].parse::<f64>().unwrap() as u32).collect();
+    let mut ids: Vec<u32> = rows
+        .iter()
+        .map(|r| r["permit_id"].parse::<f64>().unwrap() as u32)
+        .collect();
     ids.sort();
     ids
 }
 
 fn page_requests(soda: &Soda) -> Vec<sluice_testkit::SodaRequest> {
-    soda.requests().into_iter().filter(|r| r.is_page()).collect()
+    soda.requests()
+        .into_iter()
+        .filter(|r| r.is_page())
+        .collect()
 }
 
 #[tokio::test]
@@ -110,20 +121,39 @@ async fn system_fields_are_typed_columns_and_pages_are_keyset_ranges() {
     let items = &outcome.manifest.items;
     assert_eq!(items.len(), 5);
     let requests = soda.requests();
-    assert!(requests.iter().all(|r| r.app_token.as_deref() == Some(TOKEN) && r.status == 200));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.app_token.as_deref() == Some(TOKEN) && r.status == 200)
+    );
     // One count, boundaries at ranks 7, 14, 21, 28 (last first), one type probe, 5 pages.
-    let stats: Vec<_> = requests.iter().filter(|r| r.param("$select").is_some_and(|s| s.contains("count(*)"))).collect();
+    let stats: Vec<_> = requests
+        .iter()
+        .filter(|r| r.param("$select").is_some_and(|s| s.contains("count(*)")))
+        .collect();
     assert_eq!(stats.len(), 1);
     let boundary_offsets: Vec<&str> = requests.iter().filter_map(|r| r.param("$offset")).collect();
     assert_eq!(boundary_offsets, ["28", "21", "14", "7"]);
     let pages = page_requests(&soda);
     assert_eq!(pages.len(), 5);
     for page in &pages {
-        assert_eq!(page.param("$order"), Some(":updated_at,:id"), "{}", page.uri);
+        assert_eq!(
+            page.param("$order"),
+            Some(":updated_at,:id"),
+            "{}",
+            page.uri
+        );
         assert_eq!(page.param("$limit"), Some("8"), "{}", page.uri);
         assert_eq!(page.param("$offset"), None, "{}", page.uri);
-        assert_eq!(page.param("$select"), Some("*, :id, :updated_at, :created_at"));
-        assert!(page.param("$where").unwrap().contains(":updated_at <= '2026-01-30T00:00:00.000'"));
+        assert_eq!(
+            page.param("$select"),
+            Some("*, :id, :updated_at, :created_at")
+        );
+        assert!(
+            page.param("$where")
+                .unwrap()
+                .contains(":updated_at <= '2026-01-30T00:00:00.000'")
+        );
     }
 
     let rows = parquet_rows(dir.path(), &outcome);
@@ -132,7 +162,10 @@ async fn system_fields_are_typed_columns_and_pages_are_keyset_ranges() {
     for row in &rows {
         let i = row["permit_id"].parse::<f64>().unwrap() as usize;
         assert_eq!(row["_socrata_id"], live[i].id);
-        assert_eq!(row["_socrata_updated_at"], format!("2026-01-{:02}T00:00:00Z", i + 1));
+        assert_eq!(
+            row["_socrata_updated_at"],
+            format!("2026-01-{:02}T00:00:00.000Z", i + 1)
+        );
         assert_eq!(row["_socrata_created_at"], row["_socrata_updated_at"]);
         assert_eq!(row["zip"], format!("0{}", 2100 + i));
     }
@@ -144,13 +177,22 @@ async fn system_fields_are_typed_columns_and_pages_are_keyset_ranges() {
         if o.page == Some(4) {
             let cost = batches[0].column(2).as_primitive::<Float64Type>();
             assert_eq!(cost.value(1), 2900.5);
-            let updated = batches[0].column(5).as_primitive::<TimestampMicrosecondType>();
+            let updated = batches[0]
+                .column(5)
+                .as_primitive::<TimestampMicrosecondType>();
             assert_eq!(updated.value(0), 1_769_644_800_000_000); // 2026-01-29T00:00:00Z
         }
         schemas.push(schema);
     }
-    assert!(schemas.windows(2).all(|w| w[0].fields() == w[1].fields()), "{schemas:#?}");
-    let columns: Vec<(&str, &DataType)> = schemas[0].fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    assert!(
+        schemas.windows(2).all(|w| w[0].fields() == w[1].fields()),
+        "{schemas:#?}"
+    );
+    let columns: Vec<(&str, &DataType)> = schemas[0]
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
     let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     assert_eq!(
         columns,
@@ -180,7 +222,12 @@ async fn passthrough_csv_gets_the_renamed_header() {
     let soda = permits(10);
     let resource = server.soda("perm-its1", &soda);
     let dir = tempfile::tempdir().unwrap();
-    let outcome = run_ok(socrata_config(dir.path(), &resource, OutputFormat::Passthrough)).await;
+    let outcome = run_ok(socrata_config(
+        dir.path(),
+        &resource,
+        OutputFormat::Passthrough,
+    ))
+    .await;
     assert_eq!(outcome.manifest.items.len(), 2);
     let text = String::from_utf8(object(dir.path(), "perm_its1/perm-its1-00000.csv")).unwrap();
     assert_eq!(
@@ -189,7 +236,10 @@ async fn passthrough_csv_gets_the_renamed_header() {
     );
     assert_eq!(text.lines().count(), 8);
     let first = soda.rows()[0].clone();
-    assert!(text.contains(&format!(r#""{}","2026-01-01T00:00:00.000Z""#, first.id)), "{text}");
+    assert!(
+        text.contains(&format!(r#""{}","2026-01-01T00:00:00.000Z""#, first.id)),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -197,7 +247,9 @@ async fn the_users_select_and_where_are_kept_and_combined_with_the_window() {
     let server = TestServer::start();
     let soda = permits(30);
     let resource = server.soda("perm-its1", &soda);
-    let url = format!("{resource}?$select=permit_id,%20zip&$where=cost%20%3E=%201000%20OR%20zip%20=%20%2702101%27&$limit=5");
+    let url = format!(
+        "{resource}?$select=permit_id,%20zip&$where=cost%20%3E=%201000%20OR%20zip%20=%20%2702101%27&$limit=5"
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = socrata_config(dir.path(), &url, OutputFormat::Parquet);
     cfg.socrata_options.since = Some("2026-01-05T00:00:00.000".into());
@@ -208,16 +260,31 @@ async fn the_users_select_and_where_are_kept_and_combined_with_the_window() {
     assert_eq!(permit_ids(&rows), (10..30).collect::<Vec<_>>());
     assert_eq!(
         rows[0].keys().map(String::as_str).collect::<Vec<_>>(),
-        ["_socrata_created_at", "_socrata_id", "_socrata_updated_at", "permit_id", "zip"]
+        [
+            "_socrata_created_at",
+            "_socrata_id",
+            "_socrata_updated_at",
+            "permit_id",
+            "zip"
+        ]
     );
     for page in page_requests(&soda) {
-        assert_eq!(page.param("$select"), Some("permit_id, zip, :id, :updated_at, :created_at"));
+        assert_eq!(
+            page.param("$select"),
+            Some("permit_id, zip, :id, :updated_at, :created_at")
+        );
         let where_ = page.param("$where").unwrap();
         assert!(
-            where_.starts_with("((cost >= 1000 OR zip = '02101') AND (:updated_at > '2026-01-05T00:00:00.000'))"),
+            where_.starts_with(
+                "(cost >= 1000 OR zip = '02101') AND (:updated_at > '2026-01-05T00:00:00.000') AND "
+            ),
             "{where_}"
         );
-        assert_ne!(page.param("$limit"), Some("5"), "the URL's $limit is dropped");
+        assert_ne!(
+            page.param("$limit"),
+            Some("5"),
+            "the URL's $limit is dropped"
+        );
     }
     let cursor = outcome.manifest.items[0].source.cursor.clone().unwrap();
     assert_eq!(cursor.from.as_deref(), Some("2026-01-05T00:00:00.000"));
@@ -285,9 +352,12 @@ async fn a_page_that_grew_fails_instead_of_being_written() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let err = run(socrata_config(dir.path(), &resource, OutputFormat::Parquet), &task(0, 1))
-        .await
-        .unwrap_err();
+    let err = run(
+        socrata_config(dir.path(), &resource, OutputFormat::Parquet),
+        &task(0, 1),
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("1 of 2") || text.contains("failed"), "{text}");
     let manifest: serde_json::Value =
@@ -299,7 +369,11 @@ async fn a_page_that_grew_fails_instead_of_being_written() {
         .filter_map(|i| i["error"].as_str())
         .collect();
     assert_eq!(errors.len(), 1, "{manifest:#}");
-    assert!(errors[0].contains("returned 8 rows, more than the 7 planned"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("returned 8 rows, more than the 7 planned"),
+        "{}",
+        errors[0]
+    );
     assert!(!keys(dir.path()).contains(&"perm_its1/perm-its1-00000.parquet".to_string()));
 }
 
@@ -317,7 +391,8 @@ async fn since_windows_and_an_empty_window() {
     let text = String::from_utf8(object(dir.path(), "perm_its1/perm-its1-00000.csv")).unwrap();
     assert_eq!(text.lines().count(), 6);
     assert!(soda.requests().iter().all(|r| {
-        r.param("$where").is_some_and(|w| w.contains(":updated_at > '2026-01-25T00:00:00.000'"))
+        r.param("$where")
+            .is_some_and(|w| w.contains(":updated_at > '2026-01-25T00:00:00.000'"))
     }));
 
     // Day 2: two permits change; a pull since day 1's upper bound gets exactly those.
@@ -327,17 +402,30 @@ async fn since_windows_and_an_empty_window() {
             d.set(&id, "cost", "1");
         }
     });
-    let day1 = outcome.manifest.items[0].source.cursor.clone().unwrap().to.unwrap();
+    let day1 = outcome.manifest.items[0]
+        .source
+        .cursor
+        .clone()
+        .unwrap()
+        .to
+        .unwrap();
     cfg.socrata_options.since = Some(day1.clone());
     let dir2 = tempfile::tempdir().unwrap();
     cfg.dest = dir2.path().display().to_string();
     let outcome = run_ok(cfg.clone()).await;
     let text = String::from_utf8(object(dir2.path(), "perm_its1/perm-its1-00000.csv")).unwrap();
-    let permits: Vec<&str> = text.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let permits: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(permits, ["\"4\"", "\"27\""]);
     let cursor = outcome.manifest.items[0].source.cursor.clone().unwrap();
     assert_eq!(cursor.from, Some(day1));
-    assert_eq!(cursor.to.as_deref(), Some(soda.rows()[4].updated_at.trim_end_matches('Z')));
+    assert_eq!(
+        cursor.to.as_deref(),
+        Some(soda.rows()[4].updated_at.trim_end_matches('Z'))
+    );
 
     // Nothing changed since: no pages, no objects, no cursor.
     cfg.socrata_options.since = cursor.to.clone();
@@ -387,14 +475,27 @@ async fn every_task_of_an_execution_reads_the_pinned_plan() {
         .collect();
     pages.sort();
     assert_eq!(pages, [0, 1, 2, 3, 4], "every pinned page exactly once");
-    let cursors: Vec<_> = first.manifest.items.iter().chain(&second.manifest.items).map(|i| i.source.cursor.clone().unwrap()).collect();
+    let cursors: Vec<_> = first
+        .manifest
+        .items
+        .iter()
+        .chain(&second.manifest.items)
+        .map(|i| i.source.cursor.clone().unwrap())
+        .collect();
     assert!(cursors.iter().all(|c| c == &cursors[0]), "{cursors:?}");
     assert_eq!(cursors[0].to.as_deref(), Some("2026-01-30T00:00:00.000"));
     // The first task's pages hold the rows as they were; the second task's pinned pages are
     // empty (all their rows left the window) -- never rows of the first task's pages again.
     let rows_first = parquet_rows(dir.path(), &first);
-    let pages_first: Vec<u64> = first.manifest.items.iter().map(|i| i.source.page.as_ref().unwrap().number).collect();
-    let expected: Vec<u32> = (0..30).filter(|i| pages_first.contains(&(*i as u64 / 7))).collect();
+    let pages_first: Vec<u64> = first
+        .manifest
+        .items
+        .iter()
+        .map(|i| i.source.page.as_ref().unwrap().number)
+        .collect();
+    let expected: Vec<u32> = (0..30)
+        .filter(|i| pages_first.contains(&(*i as u64 / 7)))
+        .collect();
     assert_eq!(permit_ids(&rows_first), expected);
     assert!(parquet_rows(dir.path(), &second).is_empty());
     let pins: Vec<String> = keys(dir.path())
@@ -412,7 +513,11 @@ async fn the_app_token_is_sent_but_never_written() {
     let dir = tempfile::tempdir().unwrap();
     let outcome = run_ok(socrata_config(dir.path(), &resource, OutputFormat::Parquet)).await;
     assert_eq!(outcome.manifest.items.len(), 2);
-    assert!(soda.requests().iter().all(|r| r.app_token.as_deref() == Some(TOKEN)));
+    assert!(
+        soda.requests()
+            .iter()
+            .all(|r| r.app_token.as_deref() == Some(TOKEN))
+    );
     for key in keys(dir.path()) {
         let bytes = object(dir.path(), &key);
         assert!(
@@ -421,11 +526,16 @@ async fn the_app_token_is_sent_but_never_written() {
         );
     }
 
-    // Without the token: a clear 403 naming the planning request.
+    // Without the token: a clear 403 naming the planning request (in a new destination: in
+    // the first one this execution's plan is pinned, so nothing would be planned).
+    let dir = tempfile::tempdir().unwrap();
     let mut cfg = socrata_config(dir.path(), &resource, OutputFormat::Parquet);
     cfg.socrata_options.app_token = None;
     let err = run(cfg, &task(0, 1)).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("HTTP 403"), "{text}");
-    assert!(text.contains("/resource/perm-its1.json?$select=count(*)"), "{text}");
+    assert!(
+        text.contains("/resource/perm-its1.json?$select=count(*)"),
+        "{text}"
+    );
 }

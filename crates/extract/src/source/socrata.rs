@@ -103,14 +103,15 @@ pub(crate) struct SocrataPlan {
 }
 
 impl SocrataPlan {
-    /// `window AND :updated_at <= U`: what every page reads from.
-    fn bounded(&self, resource: &SocrataResource) -> Option<String> {
-        and_all(&[
-            window(resource, self.since.as_deref()),
+    /// `window AND :updated_at <= U`: what every page reads from, clause by clause.
+    fn bounded(&self, resource: &SocrataResource) -> Vec<Option<String>> {
+        let mut clauses = window_clauses(resource, self.since.as_deref());
+        clauses.push(
             self.upper
                 .as_ref()
                 .map(|u| format!(":updated_at <= {}", literal(u))),
-        ])
+        );
+        clauses
     }
 
     /// A synthetic validator for `--skip-existing`: the dataset's last modification, the
@@ -122,7 +123,7 @@ impl SocrataPlan {
                     "soda:{t}:rows={}:page={}:where={}",
                     self.rows,
                     self.page_size,
-                    self.bounded(resource).unwrap_or_default()
+                    and_all(&self.bounded(resource)).unwrap_or_default()
                 )
             }),
             last_modified: self.truth.clone(),
@@ -143,7 +144,9 @@ impl SocrataPlan {
                     .map(|i| &self.boundaries[i])
                     .map(|b| key_clause(b, ">", ">="));
                 let upper = self.boundaries.get(k).map(|b| key_clause(b, "<", "<"));
-                let where_ = and_all(&[bounded.clone(), lower, upper]).unwrap_or_default();
+                let mut clauses = bounded.clone();
+                clauses.extend([lower, upper]);
+                let where_ = and_all(&clauses).unwrap_or_default();
                 let params = [
                     ("$select", resource.select_list()),
                     ("$where", where_),
@@ -171,12 +174,12 @@ fn key_clause(b: &Boundary, strict: &str, tie: &str) -> String {
     )
 }
 
-/// `(user where) AND (:updated_at > since)`.
-fn window(resource: &SocrataResource, since: Option<&str>) -> Option<String> {
-    and_all(&[
+/// `(user where) AND (:updated_at > since)`, clause by clause.
+fn window_clauses(resource: &SocrataResource, since: Option<&str>) -> Vec<Option<String>> {
+    vec![
         resource.where_.clone(),
         since.map(|s| format!(":updated_at > {}", literal(s))),
-    ])
+    ]
 }
 
 fn unexpected(target: &HttpTarget, what: &str, body: &[u8]) -> ExtractError {
@@ -202,7 +205,7 @@ pub(crate) async fn plan(
 ) -> Result<SocrataPlan> {
     let page_size = options.page_size.max(1);
     let shown = crate::redact::redact_url(&resource.base);
-    let window = window(resource, since);
+    let window = and_all(&window_clauses(resource, since));
     let mut params = vec![(
         "$select",
         "count(*) AS row_count, max(:updated_at) AS max_updated_at".to_string(),
@@ -230,9 +233,8 @@ pub(crate) async fn plan(
         types: None,
     };
     let upper = match max {
-        Some(m) if rows > 0 => normalize_timestamp(&m).ok_or_else(|| {
-            unexpected(&target, "max(:updated_at)", m.as_bytes())
-        })?,
+        Some(m) if rows > 0 => normalize_timestamp(&m)
+            .ok_or_else(|| unexpected(&target, "max(:updated_at)", m.as_bytes()))?,
         _ => {
             tracing::info!(
                 resource = %shown,
@@ -245,7 +247,7 @@ pub(crate) async fn plan(
         }
     };
     plan.upper = Some(upper);
-    let bounded = plan.bounded(resource).unwrap_or_default();
+    let bounded = and_all(&plan.bounded(resource)).unwrap_or_default();
 
     // Last boundary first: see the module docs for why that bounds every page by L rows.
     let pages = rows.div_ceil(page_size);
@@ -323,12 +325,12 @@ fn parse_field_types(headers: &reqwest::header::HeaderMap) -> Option<Vec<(String
         fields
             .into_iter()
             .zip(types)
-            .map(|(field, soda_type)| {
-                match SYSTEM_FIELDS.iter().find(|(f, _, _)| *f == field) {
+            .map(
+                |(field, soda_type)| match SYSTEM_FIELDS.iter().find(|(f, _, _)| *f == field) {
                     Some((_, ours, t)) => (ours.to_string(), t.to_string()),
                     None => (written_name(&field).to_string(), soda_type),
-                }
-            })
+                },
+            )
             .collect()
     })
 }
@@ -359,27 +361,45 @@ mod tests {
     fn pages_are_keyset_ranges_between_boundaries() {
         let resource =
             SocrataResource::parse("https://h/resource/a-b?$where=boro='BK'&$select=name").unwrap();
-        let plan = plan_of(&[("2026-01-03T00:00:00.000", "row-x"), ("2026-01-05T00:00:00.000", "row-y")]);
+        let plan = plan_of(&[
+            ("2026-01-03T00:00:00.000", "row-x"),
+            ("2026-01-05T00:00:00.000", "row-y"),
+        ]);
         let pages = plan.pages(&resource);
         assert_eq!(pages.len(), 3);
         let decoded: Vec<String> = pages
             .iter()
             .map(|p| {
                 let q = p.url.split_once('?').unwrap().1;
-                q.replace("%20", " ").replace("%27", "'").replace("%3E", ">").replace("%3C", "<").replace("%3D", "=")
+                q.replace("%20", " ")
+                    .replace("%27", "'")
+                    .replace("%3E", ">")
+                    .replace("%3C", "<")
+                    .replace("%3D", "=")
             })
             .collect();
-        let common = "$select=name, :id, :updated_at, :created_at&$where=((boro='BK') AND (:updated_at > '2026-01-01T00:00:00.000')) AND (:updated_at <= '2026-01-09T00:00:00.000')";
+        let common = "$select=name, :id, :updated_at, :created_at&$where=(boro='BK') AND (:updated_at > '2026-01-01T00:00:00.000') AND (:updated_at <= '2026-01-09T00:00:00.000')";
         assert_eq!(
             decoded[0],
-            format!("{common} AND (:updated_at < '2026-01-03T00:00:00.000' OR (:updated_at = '2026-01-03T00:00:00.000' AND :id < 'row-x'))&$order=:updated_at,:id&$limit=11")
+            format!(
+                "{common} AND (:updated_at < '2026-01-03T00:00:00.000' OR (:updated_at = '2026-01-03T00:00:00.000' AND :id < 'row-x'))&$order=:updated_at,:id&$limit=11"
+            )
         );
         assert_eq!(
             decoded[1],
-            format!("{common} AND (:updated_at > '2026-01-03T00:00:00.000' OR (:updated_at = '2026-01-03T00:00:00.000' AND :id >= 'row-x')) AND (:updated_at < '2026-01-05T00:00:00.000' OR (:updated_at = '2026-01-05T00:00:00.000' AND :id < 'row-y'))&$order=:updated_at,:id&$limit=11")
+            format!(
+                "{common} AND (:updated_at > '2026-01-03T00:00:00.000' OR (:updated_at = '2026-01-03T00:00:00.000' AND :id >= 'row-x')) AND (:updated_at < '2026-01-05T00:00:00.000' OR (:updated_at = '2026-01-05T00:00:00.000' AND :id < 'row-y'))&$order=:updated_at,:id&$limit=11"
+            )
         );
-        assert!(decoded[2].contains("AND :id >= 'row-y'))&$order"), "{}", decoded[2]);
-        assert_eq!((pages[2].number, pages[2].offset, pages[2].limit), (2, 20, 10));
+        assert!(
+            decoded[2].contains("AND :id >= 'row-y'))&$order"),
+            "{}",
+            decoded[2]
+        );
+        assert_eq!(
+            (pages[2].number, pages[2].offset, pages[2].limit),
+            (2, 20, 10)
+        );
     }
 
     #[test]
@@ -418,7 +438,9 @@ mod tests {
         );
         headers.insert(
             "x-soda2-types",
-            r#"["text","meta_data","meta_data","fixed_timestamp"]"#.parse().unwrap(),
+            r#"["text","meta_data","meta_data","fixed_timestamp"]"#
+                .parse()
+                .unwrap(),
         );
         let types = parse_field_types(&headers).unwrap();
         assert_eq!(

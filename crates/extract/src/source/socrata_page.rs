@@ -182,7 +182,8 @@ mod tests {
 
     #[test]
     fn renames_system_fields_in_the_header_only() {
-        let input = "\"zip\",\":id\",\":updated_at\",\":created_at\"\r\n\"0\",\":id\",\"a\",\"b\"\r\n";
+        let input =
+            "\"zip\",\":id\",\":updated_at\",\":created_at\"\r\n\"0\",\":id\",\"a\",\"b\"\r\n";
         assert_eq!(
             read_all(input, 5).unwrap(),
             "\"zip\",\"_socrata_id\",\"_socrata_updated_at\",\"_socrata_created_at\"\r\n\"0\",\":id\",\"a\",\"b\"\r\n"
@@ -196,7 +197,10 @@ mod tests {
         let page = "\"n\",\"note\"\n\"1\",\"two\nlines\"\n\"2\",\"x\"\n\"3\",\"y\"";
         assert!(read_all(page, 3).is_ok());
         let err = read_all(page, 2).unwrap_err().to_string();
-        assert!(err.contains("returned 3 rows, more than the 2 planned"), "{err}");
+        assert!(
+            err.contains("returned 3 rows, more than the 2 planned"),
+            "{err}"
+        );
         assert!(err.contains("https://h/resource/x.csv"), "{err}");
         assert!(read_all("\"n\"\n", 0).is_ok());
     }

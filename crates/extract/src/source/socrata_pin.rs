@@ -66,8 +66,7 @@ pub(crate) async fn pinned_plan<F>(
 where
     F: Future<Output = Result<SocrataPlan>>,
 {
-    let Some((scope, execution)) =
-        scope.and_then(|s| s.task.execution.as_deref().map(|e| (s, e)))
+    let Some((scope, execution)) = scope.and_then(|s| s.task.execution.as_deref().map(|e| (s, e)))
     else {
         return plan_now.await;
     };
@@ -183,13 +182,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path(), Default::default());
         let t0 = task(0, Some("x-1"));
-        let scope = PinScope { store: &store, prefix: "raw/", task: &t0 };
-        let first = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async { Ok(plan(5)) })
-            .await
-            .unwrap();
+        let scope = PinScope {
+            store: &store,
+            prefix: "raw/",
+            task: &t0,
+        };
+        let first = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
+            Ok(plan(5))
+        })
+        .await
+        .unwrap();
         assert_eq!(first.rows, 5);
         let t1 = task(1, Some("x-1"));
-        let scope = PinScope { store: &store, prefix: "raw/", task: &t1 };
+        let scope = PinScope {
+            store: &store,
+            prefix: "raw/",
+            task: &t1,
+        };
         let second = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             panic!("must not plan again")
         })
@@ -197,21 +206,39 @@ mod tests {
         .unwrap();
         assert_eq!(second, first);
         let key = pin_key("raw/", "x-1", "https://h/resource/a", 10);
-        assert!(key.starts_with("raw/_manifests/executions/x-1/socrata-"), "{key}");
+        assert!(
+            key.starts_with("raw/_manifests/executions/x-1/socrata-"),
+            "{key}"
+        );
         let text = std::fs::read_to_string(dir.path().join(&key)).unwrap();
-        assert!(text.contains("\"kind\": \"sluice.extract.socrata-plan\""), "{text}");
+        assert!(
+            text.contains("\"kind\": \"sluice.extract.socrata-plan\""),
+            "{text}"
+        );
         // Another execution plans for itself; no execution pins nothing.
         let t2 = task(0, Some("x-2"));
-        let scope = PinScope { store: &store, prefix: "raw/", task: &t2 };
-        let other = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async { Ok(plan(7)) })
-            .await
-            .unwrap();
+        let scope = PinScope {
+            store: &store,
+            prefix: "raw/",
+            task: &t2,
+        };
+        let other = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
+            Ok(plan(7))
+        })
+        .await
+        .unwrap();
         assert_eq!(other.rows, 7);
         let local = task(0, None);
-        let scope = PinScope { store: &store, prefix: "raw/", task: &local };
-        let direct = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async { Ok(plan(9)) })
-            .await
-            .unwrap();
+        let scope = PinScope {
+            store: &store,
+            prefix: "raw/",
+            task: &local,
+        };
+        let direct = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
+            Ok(plan(9))
+        })
+        .await
+        .unwrap();
         assert_eq!(direct.rows, 9);
         assert_eq!(store.list("raw/_manifests/").await.unwrap().len(), 2);
     }

@@ -137,11 +137,7 @@ impl SocrataResource {
 
 /// `a AND b AND ...` of the present clauses, each parenthesised.
 pub(crate) fn and_all(clauses: &[Option<String>]) -> Option<String> {
-    let present: Vec<String> = clauses
-        .iter()
-        .flatten()
-        .map(|c| format!("({c})"))
-        .collect();
+    let present: Vec<String> = clauses.iter().flatten().map(|c| format!("({c})")).collect();
     (!present.is_empty()).then(|| present.join(" AND "))
 }
 
@@ -157,10 +153,11 @@ pub(crate) fn normalize_timestamp(value: &str) -> Option<String> {
     let value = value.trim();
     let naive = match chrono::DateTime::parse_from_rfc3339(value) {
         Ok(t) => t.naive_utc(),
-        Err(_) => {
-            chrono::NaiveDateTime::parse_from_str(value.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()?
-        }
+        Err(_) => chrono::NaiveDateTime::parse_from_str(
+            value.trim_end_matches('Z'),
+            "%Y-%m-%dT%H:%M:%S%.f",
+        )
+        .ok()?,
     };
     let millis = naive.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
     if naive.and_utc().timestamp_subsec_nanos() % 1_000_000 == 0 {
@@ -195,7 +192,10 @@ fn aggregate_in(select: &str) -> Option<String> {
             while j < bytes.len() && bytes[j].is_ascii_whitespace() {
                 j += 1;
             }
-            if !preceded_by_colon && bytes.get(j) == Some(&b'(') && AGGREGATES.contains(&word.as_str()) {
+            if !preceded_by_colon
+                && bytes.get(j) == Some(&b'(')
+                && AGGREGATES.contains(&word.as_str())
+            {
                 return Some(word);
             }
         } else if bytes[i] == b'\'' {
@@ -290,7 +290,12 @@ mod tests {
         assert_eq!(r.where_.as_deref(), Some("cost > 10"));
         assert_eq!(
             r.identity_query,
-            ["$$app_token=T", "boro=BK", "%24select=name,%20cost", "$where=cost%20%3E%2010"]
+            [
+                "$$app_token=T",
+                "boro=BK",
+                "%24select=name,%20cost",
+                "$where=cost%20%3E%2010"
+            ]
         );
         assert_eq!(r.select_list(), "name, cost, :id, :updated_at, :created_at");
         assert!(SocrataResource::parse("https://data.city.gov/api/views/abcd").is_err());
@@ -327,7 +332,10 @@ mod tests {
         }
         // Not aggregates: a column named like one, a string, a system field.
         for select in ["max_cost", "upper(name)", "'count(' AS c", ":updated_at"] {
-            let url = format!("https://h/resource/a?$select={}", encode_query_value(select));
+            let url = format!(
+                "https://h/resource/a?$select={}",
+                encode_query_value(select)
+            );
             assert!(SocrataResource::parse(&url).is_ok(), "{select}");
         }
     }
@@ -356,8 +364,12 @@ mod tests {
     #[test]
     fn clauses_combine_with_and() {
         assert_eq!(
-            and_all(&[Some("a = 1 OR b = 2".into()), None, Some(":updated_at > 'x'".into())])
-                .as_deref(),
+            and_all(&[
+                Some("a = 1 OR b = 2".into()),
+                None,
+                Some(":updated_at > 'x'".into())
+            ])
+            .as_deref(),
             Some("(a = 1 OR b = 2) AND (:updated_at > 'x')")
         );
         assert_eq!(and_all(&[None]), None);
