@@ -41,6 +41,8 @@ const EPOCH_MS: i64 = 1_767_225_600_000;
 const DEFAULT_LIMIT: usize = 1000;
 
 type Hook = Box<dyn FnMut(&SodaRequest, &mut SodaData) + Send>;
+/// Status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// One dataset; cheap to clone (all clones share the data). See the module docs.
 #[derive(Clone)]
@@ -172,12 +174,7 @@ impl Soda {
     }
 
     /// Answers one request: status, headers, body.
-    pub(crate) fn respond(
-        &self,
-        format: &str,
-        uri: &str,
-        app_token: Option<&str>,
-    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    pub(crate) fn respond(&self, format: &str, uri: &str, app_token: Option<&str>) -> Answer {
         let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
         let mut request = SodaRequest {
             uri: uri.to_string(),
@@ -219,7 +216,7 @@ impl Soda {
     }
 }
 
-fn error(status: u16, code: &str, message: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn error(status: u16, code: &str, message: &str) -> Answer {
     let body = serde_json::json!({
         "code": code,
         "error": true,
@@ -683,7 +680,7 @@ fn field_named(data: &SodaData, name: &str) -> Result<Field, String> {
     }
 }
 
-fn field_type<'d>(data: &'d SodaData, field: Field) -> &'d str {
+fn field_type(data: &SodaData, field: Field) -> &str {
     match field {
         Field::Column(i) => &data.columns[i].1,
         Field::Id => "row_identifier",
@@ -1034,10 +1031,7 @@ fn csv_field(value: &str) -> String {
     format!("\"{}\"", value.replace('"', "\"\""))
 }
 
-fn answer_query(
-    data: &SodaData,
-    request: &SodaRequest,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+fn answer_query(data: &SodaData, request: &SodaRequest) -> Result<Answer, String> {
     let query = parse_query(data, request)?;
     let (columns, rows) = run_query(data, &query)?;
     let body = match request.format.as_str() {

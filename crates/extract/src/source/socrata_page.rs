@@ -134,7 +134,7 @@ fn rename_header(line: &[u8]) -> Vec<u8> {
     let mut field = String::new();
     let mut quoted = false;
     let mut in_quotes = false;
-    let mut flush = |field: &mut String, quoted: bool, out: &mut String| {
+    let flush = |field: &mut String, quoted: bool, out: &mut String| {
         let name = written_name(field);
         if quoted {
             out.push('"');
