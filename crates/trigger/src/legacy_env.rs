@@ -83,38 +83,4 @@ mod tests {
             None
         );
     }
-
-    /// The issue's set-up: an extract schema in `[defaults].env` reaches every job. Each job
-    /// gets a warning naming its own replacement; a spec with the new names gets none.
-    #[test]
-    fn a_shared_old_name_in_defaults_warns_for_every_job() {
-        let spec = |env: &str| {
-            let text = format!(
-                "[defaults]\nenv = {{ {env} = \"extract.toml\" }}\n\
-                 [[jobs]]\nname = \"extract\"\nargs = [\"extract\"]\n\
-                 [[jobs]]\nname = \"load\"\nargs = [\"load\"]\n"
-            );
-            crate::spec::Spec::parse(
-                &text,
-                std::path::Path::new("jobs.toml"),
-                std::path::Path::new("/specs"),
-            )
-            .unwrap()
-        };
-        let old = spec("SLUICE_SCHEMA");
-        assert_eq!(old.warnings.len(), 2, "{:?}", old.warnings);
-        assert!(
-            old.warnings[0].contains("job \"extract\"")
-                && old.warnings[0].contains("use SLUICE_EXTRACT_SCHEMA")
-        );
-        assert!(
-            old.warnings[1].contains("job \"load\"")
-                && old.warnings[1].contains("use SLUICE_LOAD_SCHEMA")
-        );
-        assert!(
-            !old.warnings.iter().any(|w| w.contains("extract.toml")),
-            "values are not echoed"
-        );
-        assert!(spec("SLUICE_EXTRACT_SCHEMA").warnings.is_empty());
-    }
 }
