@@ -4,6 +4,7 @@
 
 mod commands;
 mod context;
+mod env_twins;
 
 use std::io::IsTerminal;
 
@@ -61,10 +62,12 @@ fn command() -> clap::Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+    let matches = env_twins::get_matches(command);
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
+    let deprecated = env_twins::notices(&matches, &|name| std::env::var_os(name));
     let task = match TaskContext::from_env() {
         Ok(task) => task,
         Err(err) => {
@@ -81,6 +84,14 @@ fn main() -> std::process::ExitCode {
     if let Err(err) = logging::init(&log_options, &task) {
         eprintln!("sluice: cannot set up logging: {err}");
         return ExitCode::Usage.into();
+    }
+    for notice in deprecated {
+        tracing::warn!(
+            deprecated_env = notice.legacy,
+            replacement = notice.name,
+            "{}",
+            notice.message
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -92,13 +92,13 @@ fn every_flag_has_an_env_twin() {
         "SLUICE_SOCRATA",
         "SLUICE_DEST",
         "SLUICE_DATASET",
-        "SLUICE_FORMAT",
+        "SLUICE_EXTRACT_FORMAT",
         "SLUICE_PARTITION",
-        "SLUICE_CONCURRENCY",
+        "SLUICE_EXTRACT_CONCURRENCY",
         "SLUICE_BAD_ROWS",
         "SLUICE_SKIP_EXISTING",
         "SLUICE_SINCE",
-        "SLUICE_SCHEMA",
+        "SLUICE_EXTRACT_SCHEMA",
         "SLUICE_PARQUET_COMPRESSION",
         "SLUICE_UPLOAD_CHUNK_MIB",
     ] {
@@ -170,6 +170,8 @@ fn zero_durations_rates_and_unknown_encodings_exit_2_naming_the_flag() {
         ("SLUICE_READ_TIMEOUT", "0s"),
         ("SLUICE_ITEM_TIMEOUT", "0"),
         ("SLUICE_MIN_RATE", "0"),
+        ("SLUICE_EXTRACT_ENCODING", "nope"),
+        // The deprecated shared name still works for a release.
         ("SLUICE_ENCODING", "nope"),
     ] {
         let out = sluice()
@@ -183,7 +185,7 @@ fn zero_durations_rates_and_unknown_encodings_exit_2_naming_the_flag() {
     let help = String::from_utf8_lossy(&out.stdout);
     for env in [
         "SLUICE_ACCEPT_ANY_CONTENT",
-        "SLUICE_ENCODING",
+        "SLUICE_EXTRACT_ENCODING",
         "SLUICE_ITEM_TIMEOUT",
         "SLUICE_MIN_RATE",
         "SLUICE_MIN_RATE_WINDOW",

@@ -16,6 +16,7 @@ mod cancel;
 mod contract;
 pub mod duration;
 pub mod endpoint;
+pub mod env_twins;
 mod error_text;
 mod exit;
 pub mod logging;

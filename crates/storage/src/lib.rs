@@ -166,10 +166,11 @@ pub trait ObjectWriter: Send {
     async fn abort(self: Box<Self>) -> Result<()>;
 }
 
-/// Keys under `pattern`'s literal prefix that match the glob (`**` crosses `/`).
-///
-/// `*`, `?` and `[...]` match within one `/`-separated segment; `\` escapes. Only the literal
-/// prefix before the first glob character is listed, so put globs late in the pattern.
+/// Keys under `pattern`'s literal prefix that match the glob, with `gcloud storage`'s
+/// wildcards: `**` crosses `/` anywhere (`raw/**.parquet`), `*`, `?` and `[...]` match within
+/// one `/`-separated segment, `**/` also matches zero directories. Only the literal prefix
+/// before the first wildcard is listed, so put wildcards late in the pattern. An empty pattern
+/// or one ending in `/` names no object and is refused (`InvalidLocation`).
 pub async fn list_glob(store: &dyn ObjectStore, pattern: &str) -> Result<Vec<ObjectMeta>> {
     glob::list_glob(store, pattern).await
 }

@@ -197,8 +197,15 @@ async fn list_prefix_and_glob(fx: Fixture) {
         names(list_glob(s, "raw/202[4]/?.csv").await.unwrap()).len(),
         2
     );
+    // As in gcloud, an unclosed `[` is a literal, not an error.
+    assert!(list_glob(s, "raw/[").await.unwrap().is_empty());
+    assert_eq!(
+        names(list_glob(s, "raw/**.csv").await.unwrap()),
+        ["raw/2024/a.csv", "raw/2024/b.csv", "raw/2024/sub/c.csv"]
+    );
+    // A pattern ending in `/` names directories, not objects.
     assert!(matches!(
-        list_glob(s, "raw/[").await,
+        list_glob(s, "raw/").await,
         Err(StorageError::InvalidLocation { .. })
     ));
     pending.abort().await.unwrap();

@@ -17,6 +17,7 @@ mod api;
 pub mod commands;
 mod config;
 mod duration;
+mod legacy_env;
 mod local;
 mod render;
 mod report;

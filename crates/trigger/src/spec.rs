@@ -709,6 +709,10 @@ impl Validator {
             }
             local_env.insert(k.clone(), v.clone().into_string());
         }
+        for k in plain.keys().chain(secrets.keys()) {
+            self.warnings
+                .extend(crate::legacy_env::warning(name, &command, &args, k));
+        }
         for k in plain.keys() {
             if looks_secret(k) {
                 self.warnings.push(format!(
@@ -938,7 +942,7 @@ mod tests {
         service_account = "jobs@demo-project.iam.gserviceaccount.com"
         memory = "1Gi"
         labels = { pipeline = "open-data" }
-        env = { RUST_LOG = "info", SLUICE_FORMAT = "parquet" }
+        env = { RUST_LOG = "info", SLUICE_EXTRACT_FORMAT = "parquet" }
 
         [local]
         sluice_bin = "../target/debug/sluice"
@@ -952,7 +956,7 @@ mod tests {
         task_timeout = "30m"
         max_retries = 1
         cpu = 2
-        env = { SLUICE_FORMAT = "csv", WORKERS = 4 }
+        env = { SLUICE_EXTRACT_FORMAT = "csv", WORKERS = 4 }
         secrets = { SOCRATA_APP_TOKEN = "socrata-token", DB = { secret = "projects/p/secrets/db", version = 3 } }
         labels = { step = "extract" }
         vpc = { connector = "projects/demo-project/locations/europe-west1/connectors/c1", egress = "all-traffic" }
@@ -991,7 +995,7 @@ mod tests {
                     }
                 ),
                 ("RUST_LOG", &EnvValue::Plain("info".into())),
-                ("SLUICE_FORMAT", &EnvValue::Plain("csv".into())),
+                ("SLUICE_EXTRACT_FORMAT", &EnvValue::Plain("csv".into())),
                 (
                     "SOCRATA_APP_TOKEN",
                     &EnvValue::Secret {
@@ -1161,5 +1165,34 @@ mod tests {
         assert_eq!(parse_memory_bytes("1GB"), None);
         assert!(Memory::parse("64Mi").unwrap_err().contains("out of range"));
         assert!(Cpu::parse("16").unwrap_err().contains("out of range"));
+    }
+
+    /// The issue's set-up: an extract schema in `[defaults].env` reaches every job. Each job
+    /// gets a warning naming its own replacement; a spec with the new names gets none.
+    #[test]
+    fn a_shared_old_name_in_defaults_warns_for_every_job() {
+        let spec = |env: &str| {
+            let text = format!(
+                "[defaults]\nenv = {{ {env} = \"extract.toml\" }}\n\
+                 [[jobs]]\nname = \"extract\"\nargs = [\"extract\"]\n\
+                 [[jobs]]\nname = \"load\"\nargs = [\"load\"]\n"
+            );
+            parse(&text).unwrap()
+        };
+        let old = spec("SLUICE_SCHEMA");
+        assert_eq!(old.warnings.len(), 2, "{:?}", old.warnings);
+        assert!(
+            old.warnings[0].contains("job \"extract\"")
+                && old.warnings[0].contains("use SLUICE_EXTRACT_SCHEMA")
+        );
+        assert!(
+            old.warnings[1].contains("job \"load\"")
+                && old.warnings[1].contains("use SLUICE_LOAD_SCHEMA")
+        );
+        assert!(
+            !old.warnings.iter().any(|w| w.contains("extract.toml")),
+            "values are not echoed"
+        );
+        assert!(spec("SLUICE_EXTRACT_SCHEMA").warnings.is_empty());
     }
 }

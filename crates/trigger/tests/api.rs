@@ -556,7 +556,7 @@ async fn run_sends_overrides_and_returns_the_execution() {
     let mut opts = run_opts("extract", false);
     opts.request = RunRequest {
         args: Some(vec!["extract".into(), "--limit".into(), "10".into()]),
-        env: vec![("SLUICE_FORMAT".into(), "csv".into())],
+        env: vec![("SLUICE_EXTRACT_FORMAT".into(), "csv".into())],
         tasks: Some(5),
         timeout: Some(Duration::from_secs(900)),
     };
@@ -576,7 +576,7 @@ async fn run_sends_overrides_and_returns_the_execution() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e == &json!({"name": "SLUICE_FORMAT", "value": "csv"}))
+            .any(|e| e == &json!({"name": "SLUICE_EXTRACT_FORMAT", "value": "csv"}))
     );
     assert!(
         co["env"]

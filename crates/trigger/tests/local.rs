@@ -318,7 +318,7 @@ async fn the_image_entrypoint_is_the_sluice_binary_and_env_layers_apply() {
     std::fs::create_dir_all(fake_sluice.parent().unwrap()).unwrap();
     std::fs::write(
         &fake_sluice,
-        "#!/bin/sh\necho \"$@\" > \"$OUT/argv\"\necho \"$SLUICE_FORMAT $SLUICE_DEST $FROM_FLAG $EMULATOR\" > \"$OUT/env\"\n",
+        "#!/bin/sh\necho \"$@\" > \"$OUT/argv\"\necho \"$SLUICE_EXTRACT_FORMAT $SLUICE_DEST $FROM_FLAG $EMULATOR\" > \"$OUT/env\"\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -329,7 +329,7 @@ async fn the_image_entrypoint_is_the_sluice_binary_and_env_layers_apply() {
         format!(
             r#"
 [defaults]
-env = {{ SLUICE_FORMAT = "parquet", SLUICE_DEST = "gs://prod/raw" }}
+env = {{ SLUICE_EXTRACT_FORMAT = "parquet", SLUICE_DEST = "gs://prod/raw" }}
 
 [local]
 sluice_bin = "bin/sluice"

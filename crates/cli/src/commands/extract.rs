@@ -50,7 +50,7 @@ pub struct Args {
     dataset: Option<String>,
 
     /// passthrough (bytes as decoded) or parquet (CSV converted).
-    #[arg(long, env = "SLUICE_FORMAT", default_value = "passthrough")]
+    #[arg(long, env = "SLUICE_EXTRACT_FORMAT", default_value = "passthrough")]
     format: OutputFormat,
 
     /// Hive partition segment: dt=YYYY-MM-DD, or dt=today for the execution's UTC date (pinned
@@ -59,7 +59,7 @@ pub struct Args {
     partition: Option<PartitionSpec>,
 
     /// Items processed at once by this task.
-    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "SLUICE_EXTRACT_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
 
     /// A value that does not fit the schema: fail, or quarantine the row to a
@@ -77,7 +77,11 @@ pub struct Args {
     skip_existing: bool,
 
     /// How items are dealt to tasks: contiguous, round-robin or hash.
-    #[arg(long, env = "SLUICE_SHARD_STRATEGY", default_value = "round-robin")]
+    #[arg(
+        long,
+        env = "SLUICE_EXTRACT_SHARD_STRATEGY",
+        default_value = "round-robin"
+    )]
     shard_strategy: ShardStrategy,
 
     /// Write gzip/zip sources as served instead of decompressing them (passthrough only).
@@ -119,7 +123,7 @@ pub struct Args {
     infer_rows: usize,
 
     /// Schema override (JSON or TOML: column -> type), a path or URL.
-    #[arg(long, env = "SLUICE_SCHEMA", value_name = "FILE")]
+    #[arg(long, env = "SLUICE_EXTRACT_SCHEMA", value_name = "FILE")]
     schema: Option<String>,
 
     /// Parquet compression: zstd, zstd:LEVEL, snappy or none.
@@ -167,7 +171,7 @@ pub struct Args {
 
     /// Source text encoding, a WHATWG label (latin1, windows-1252, utf-16le, shift_jis...):
     /// transcoded to UTF-8 for Parquet and passthrough. A byte order mark wins. Default UTF-8.
-    #[arg(long, env = "SLUICE_ENCODING", value_name = "LABEL", value_parser = parse_encoding)]
+    #[arg(long, env = "SLUICE_EXTRACT_ENCODING", value_name = "LABEL", value_parser = parse_encoding)]
     encoding: Option<&'static Encoding>,
 
     /// Deadline for one item: all its attempts, retries and resumptions (30s, 10m, 2h).

@@ -62,7 +62,12 @@ pub struct Args {
     #[arg(long, env = "SLUICE_TABLE", value_name = "TABLE")]
     table: String,
 
-    #[arg(long, env = "SLUICE_FORMAT", value_enum, default_value = "parquet")]
+    #[arg(
+        long,
+        env = "SLUICE_LOAD_FORMAT",
+        value_enum,
+        default_value = "parquet"
+    )]
     format: Format,
 
     /// append (WRITE_APPEND), truncate (WRITE_TRUNCATE: replace the table or decorated
@@ -112,7 +117,7 @@ pub struct Args {
     /// CSV/JSON: a BigQuery JSON schema file (the `bq` format).
     #[arg(
         long,
-        env = "SLUICE_SCHEMA",
+        env = "SLUICE_LOAD_SCHEMA",
         value_name = "FILE",
         conflicts_with = "autodetect"
     )]
@@ -147,7 +152,7 @@ pub struct Args {
     null_marker: Option<String>,
 
     /// CSV: source encoding (UTF-8, ISO-8859-1, ...).
-    #[arg(long, env = "SLUICE_ENCODING")]
+    #[arg(long, env = "SLUICE_LOAD_ENCODING")]
     encoding: Option<String>,
 
     /// CSV/JSON: bad rows BigQuery may skip before the job fails.
@@ -159,11 +164,11 @@ pub struct Args {
     ignore_unknown_values: bool,
 
     /// Load jobs in flight at once in this task.
-    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "SLUICE_LOAD_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
 
     /// How work items (destinations) are dealt to tasks: contiguous, round-robin or hash.
-    #[arg(long, env = "SLUICE_SHARD_STRATEGY", default_value = "hash")]
+    #[arg(long, env = "SLUICE_LOAD_SHARD_STRATEGY", default_value = "hash")]
     shard_strategy: ShardStrategy,
 
     /// Project that runs the jobs; default: each destination's project.
