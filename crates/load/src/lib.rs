@@ -19,6 +19,7 @@ mod execute;
 mod footer;
 mod inputs;
 mod job_id;
+mod merge_sql;
 mod plan;
 mod prepare;
 mod report;
