@@ -200,8 +200,8 @@ pub(crate) fn null_key_check(spec: &MergeSpec, staging: &str) -> String {
     format!("SELECT COUNT(*) AS n FROM {staging} WHERE {any_null}")
 }
 
-/// Without an order column: one key (as JSON) whose staged rows differ, if any. Identical
-/// duplicates (the same row extracted twice) pass.
+/// Without an order column: the key columns of one key whose staged rows differ, if any.
+/// Identical duplicates (the same row extracted twice) pass.
 pub(crate) fn duplicate_check(spec: &MergeSpec, staging: &str) -> String {
     let keys = spec
         .keys
@@ -210,11 +210,21 @@ pub(crate) fn duplicate_check(spec: &MergeSpec, staging: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "SELECT TO_JSON_STRING(STRUCT({keys})) AS key, \
-         COUNT(DISTINCT TO_JSON_STRING(_sluice_staged)) AS versions \
-         FROM {staging} AS _sluice_staged GROUP BY {keys} \
+        "SELECT {keys} FROM {staging} AS _sluice_staged GROUP BY {keys} \
          HAVING COUNT(DISTINCT TO_JSON_STRING(_sluice_staged)) > 1 LIMIT 1"
     )
+}
+
+/// `region="eu", id="2"`: a key as [`duplicate_check`] returns it, for messages.
+pub(crate) fn describe_key(keys: &[String], values: &[Option<String>]) -> String {
+    keys.iter()
+        .zip(values)
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v:?}"),
+            None => format!("{k}=NULL"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The GoogleSQL type of `field` for `ALTER TABLE ... ADD COLUMN`.

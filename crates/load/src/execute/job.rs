@@ -109,7 +109,7 @@ pub(super) async fn run_job_from(
                 }));
             }
         };
-        let job = follow(config, api, job, project, &id).await?;
+        let job = Box::pin(follow(config, api, job, project, &id)).await?;
         let (_, error, errors) = job_status(&job);
         let Some(error) = error else {
             let outcome = if ours {

@@ -61,11 +61,18 @@ pub(super) async fn run_merge(
 
     // A MERGE that already ran: the item is done; only its staging table may be left.
     if let Found::Done(done, attempt) =
-        query::probe(config, api, site, &merge_base, &table, |_| true).await?
+        Box::pin(query::probe(config, api, site, &merge_base, &table, |_| {
+            true
+        }))
+        .await?
     {
-        drop_staging(api, &staging).await?;
+        Box::pin(drop_staging(api, &staging)).await?;
         let merge_id = display_job_id(&done, project, &job_id::attempt_id(&merge_base, attempt));
-        let load = match query::probe(config, api, site, &p.base_id, &table, |_| true).await? {
+        let load = match Box::pin(query::probe(config, api, site, &p.base_id, &table, |_| {
+            true
+        }))
+        .await?
+        {
             Found::Done(load, _) => Some(*load),
             Found::Free(_) => None,
         };
@@ -81,16 +88,32 @@ pub(super) async fn run_merge(
         ));
     }
 
-    let (staged_report, staged_job) = stage(config, api, p, &staging, site).await?;
+    let (staged_report, staged_job) = Box::pin(stage(config, api, p, &staging, site)).await?;
     let staged_path = merge_sql::table_path(&staging.project, &staging.dataset, &staging.table);
     let fields = match &p.spec.schema {
         Some(fields) => fields.clone(),
-        None => staged_fields(api, &staging).await?,
+        None => Box::pin(staged_fields(api, &staging)).await?,
     };
     let merge_spec = merge_sql::resolve(merge_spec, config.order_by.is_some(), &fields, &table)?;
-    check_staged_rows(api, site, &merge_spec, &staged_path, &table).await?;
+    Box::pin(check_staged_rows(
+        api,
+        site,
+        &merge_spec,
+        &staged_path,
+        &table,
+    ))
+    .await?;
     let target_path = merge_sql::table_path(&target.project, &target.dataset, &target.table);
-    prepare_target(config, api, site, p, &target, &target_path, &fields).await?;
+    Box::pin(prepare_target(
+        config,
+        api,
+        site,
+        p,
+        &target,
+        &target_path,
+        &fields,
+    ))
+    .await?;
 
     let columns: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
     let statement = QueryJob {
@@ -99,8 +122,9 @@ pub(super) async fn run_merge(
         sql: merge_sql::merge_statement(&merge_spec, &target_path, &staged_path, &columns),
         parameters: Vec::new(),
     };
-    let (done, ours) = query::run_once(config, api, site, &merge_base, &statement).await?;
-    drop_staging(api, &staging).await?;
+    let (done, ours) =
+        Box::pin(query::run_once(config, api, site, &merge_base, &statement)).await?;
+    Box::pin(drop_staging(api, &staging)).await?;
     let merge_id = done
         .job_reference
         .as_ref()
@@ -203,7 +227,9 @@ async fn stage(
         let end = job.statistics.as_ref().map_or(0, |s| s.end_time);
         created.is_some_and(|c| end >= c)
     };
-    let first_free = match query::probe(config, api, site, &p.base_id, &table, accept).await? {
+    let first_free = match Box::pin(query::probe(config, api, site, &p.base_id, &table, accept))
+        .await?
+    {
         Found::Done(done, attempt) => {
             tracing::info!(table = %table, staging = %name, "staging load of {table} already done (attempt {attempt}); merging it");
             let report = staged_report(p, staging, &done);
@@ -221,7 +247,7 @@ async fn stage(
         )
         .await?;
     }
-    job::run_job_from(config, api, &staged, first_free).await
+    Box::pin(job::run_job_from(config, api, &staged, first_free)).await
 }
 
 /// The staging load as a load of its own: the item with the staging table as destination, and
@@ -308,7 +334,13 @@ async fn check_staged_rows(
     table: &str,
 ) -> Result<(), LoadError> {
     let keys = spec.keys.join(", ");
-    let rows = query::read_rows(api, site, &merge_sql::null_key_check(spec, staged), table).await?;
+    let rows = Box::pin(query::read_rows(
+        api,
+        site,
+        &merge_sql::null_key_check(spec, staged),
+        table,
+    ))
+    .await?;
     let nulls: i64 = rows
         .first()
         .and_then(|r| r.first().cloned().flatten())
@@ -322,13 +354,18 @@ async fn check_staged_rows(
         });
     }
     if spec.order_by.is_none() {
-        let rows =
-            query::read_rows(api, site, &merge_sql::duplicate_check(spec, staged), table).await?;
+        let rows = Box::pin(query::read_rows(
+            api,
+            site,
+            &merge_sql::duplicate_check(spec, staged),
+            table,
+        ))
+        .await?;
         if let Some(row) = rows.first() {
             return Err(LoadError::MergeDuplicateKey {
                 table: table.to_string(),
                 keys,
-                key: row.first().cloned().flatten().unwrap_or_default(),
+                key: merge_sql::describe_key(&spec.keys, row),
             });
         }
     }
@@ -389,7 +426,7 @@ async fn prepare_target(
         }))
     })?;
     for change in schema_changes(&sent, &table_fields, target_path, &name)? {
-        let rows = query::read_rows(api, site, &change, &name).await;
+        let rows = Box::pin(query::read_rows(api, site, &change, &name)).await;
         rows.map_err(|e| match e {
             LoadError::Api { context, source } => LoadError::Api {
                 context: format!("{context} (schema change before the MERGE)"),

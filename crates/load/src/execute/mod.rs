@@ -92,7 +92,9 @@ pub(crate) async fn execute(
         lineage::ensure_tables(api, &prepared).await?;
     }
     Ok(futures::stream::iter(&prepared)
-        .map(|p| run_item(config, api, p, task, &locations))
+        // Boxed: a merge's future (probes, staging load, checks, MERGE, lineage) is large, and
+        // unboxed futures of every in-flight item would sit on the polling thread's stack.
+        .map(|p| Box::pin(run_item(config, api, p, task, &locations)))
         .buffer_unordered(config.concurrency)
         .collect()
         .await)
@@ -120,9 +122,9 @@ async fn run_item(
         location,
     };
     let done = match config.write {
-        WriteMode::Merge => merge::run_merge(config, api, p, location).await?,
+        WriteMode::Merge => Box::pin(merge::run_merge(config, api, p, location)).await?,
         _ => {
-            let (report, job) = job::run_job(config, api, p).await?;
+            let (report, job) = Box::pin(job::run_job(config, api, p)).await?;
             let stats = job.statistics.as_ref();
             Finished {
                 load_job: Some(report.job_id.clone()),
@@ -135,7 +137,7 @@ async fn run_item(
         }
     };
     if config.lineage {
-        lineage::record(config, api, site, p, &done, task).await?;
+        Box::pin(lineage::record(config, api, site, p, &done, task)).await?;
     }
     Ok(done.report)
 }

@@ -61,7 +61,7 @@ pub(super) async fn probe(
             }
             Err(e) => return Err(failure(e, || format!("table {table}: job {id}"))),
         };
-        let job = follow(config, api, job, project, &id).await?;
+        let job = Box::pin(follow(config, api, job, project, &id)).await?;
         if job_status(&job).1.is_none() && accept(&job) {
             return Ok(Found::Done(Box::new(job), attempt));
         }
@@ -138,7 +138,7 @@ pub(super) async fn run_once(
     base: &str,
     job: &QueryJob<'_>,
 ) -> Result<(model::Job, bool), LoadError> {
-    let mut attempt = match probe(config, api, site, base, job.table, |_| true).await? {
+    let mut attempt = match Box::pin(probe(config, api, site, base, job.table, |_| true)).await? {
         Found::Done(done, _) => return Ok((*done, false)),
         Found::Free(attempt) => attempt,
     };
@@ -182,7 +182,7 @@ pub(super) async fn run_once(
                 }));
             }
         };
-        let done = follow(config, api, found, project, &id).await?;
+        let done = Box::pin(follow(config, api, found, project, &id)).await?;
         let (_, error, errors) = job_status(&done);
         let Some(error) = error else {
             return Ok((done, ours));
