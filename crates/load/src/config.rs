@@ -472,13 +472,46 @@ mod tests {
         c.write = WriteMode::Truncate;
         rejects(&c, "--schema-update needs --write append");
         c.write = WriteMode::Empty;
-        rejects(&c, "WRITE_EMPTY");
+        rejects(&c, "got --write empty");
+        c.write = WriteMode::Merge;
+        c.merge_keys = vec!["id".into()];
+        c.validate().unwrap();
         let mut d = config("p.ds.t${dt}");
         d.schema_update.allow_field_relaxation = true;
         d.write = WriteMode::Truncate;
         d.validate().unwrap();
         d.write = WriteMode::Empty;
         rejects(&d, "--schema-update");
+    }
+
+    #[test]
+    fn merge_needs_keys_and_a_whole_table() {
+        let mut c = config("p.ds.t");
+        c.write = WriteMode::Merge;
+        rejects(&c, "--write merge needs --key");
+        c.merge_keys = vec!["id".into(), "region".into()];
+        c.validate().unwrap();
+        c.order_by = Some("updated_at".into());
+        c.validate().unwrap();
+        c.merge_keys.push("ID".into());
+        rejects(&c, "names column `ID` twice");
+        c.merge_keys = vec!["id".into()];
+        c.order_by = Some("Id".into());
+        rejects(&c, "--order-by `Id` is a --key column");
+        c.order_by = None;
+        c.job_per_object = true;
+        rejects(&c, "--job-per-object needs --write append");
+        let mut d = config("p.ds.t${dt}");
+        d.write = WriteMode::Merge;
+        d.merge_keys = vec!["id".into()];
+        rejects(&d, "cannot take a $ partition decorator");
+        // Keys without merge mean nothing.
+        let mut a = config("p.ds.t");
+        a.merge_keys = vec!["id".into()];
+        rejects(&a, "--key and --order-by apply to --write merge only");
+        a.merge_keys.clear();
+        a.order_by = Some("x".into());
+        rejects(&a, "got --write append");
     }
 
     #[test]

@@ -365,9 +365,15 @@ mod tests {
         assert_eq!(table_path("example.com:p", "d", "t"), "`example.com:p.d.t`");
         let check = duplicate_check(&spec(&["a", "b"], None), "`s`");
         assert!(
-            check.contains("TO_JSON_STRING(STRUCT(`a`, `b`)) AS key")
-                && check.contains("GROUP BY `a`, `b`"),
+            check.starts_with("SELECT `a`, `b` FROM `s` AS _sluice_staged GROUP BY `a`, `b`"),
             "{check}"
+        );
+        assert_eq!(
+            describe_key(
+                &["a".to_string(), "b".to_string()],
+                &[Some("eu".into()), None]
+            ),
+            r#"a="eu", b=NULL"#
         );
         assert_eq!(
             null_key_check(&spec(&["a", "b"], None), "`s`"),
