@@ -193,14 +193,8 @@ pub enum LoadError {
         count: i64,
     },
     /// A query job (the MERGE, a schema change, a lineage row) that ran and failed.
-    #[error("{what} job {job_id} for table {table} failed: {error}{}", describe_errors(.error, .errors))]
-    QueryFailed {
-        what: &'static str,
-        table: String,
-        job_id: String,
-        error: BqError,
-        errors: Vec<BqError>,
-    },
+    #[error("{0}")]
+    QueryFailed(Box<QueryFailure>),
     #[error(
         "stopped by a shutdown signal; jobs already submitted keep running in BigQuery and a retry follows them by id"
     )]
@@ -258,6 +252,18 @@ pub struct TypeMismatch {
     pub file_type: String,
     pub table_type: String,
     pub hint: String,
+}
+
+/// A query job that ran and failed, as BigQuery reported it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} job {job_id} for table {table} failed: {error}{}", describe_errors(.error, .errors))]
+pub struct QueryFailure {
+    /// `merge`, `lineage`, `check`.
+    pub what: &'static str,
+    pub table: String,
+    pub job_id: String,
+    pub error: BqError,
+    pub errors: Vec<BqError>,
 }
 
 /// A load job that ran and failed, as BigQuery reported it.

@@ -699,6 +699,46 @@ mod tests {
     }
 
     #[test]
+    fn merge_orders_by_the_flag_else_the_manifests_cursor_column() {
+        let mut c = config("p.ds.t");
+        c.write = WriteMode::Merge;
+        c.merge_keys = vec!["ID".into()];
+        let mut a = object("raw/a.parquet", 1);
+        a.cursor_column = Some("day".into());
+        let item = group(vec![a.clone()], &c.table).unwrap().remove(0);
+        let spec = build_spec(&c, &item, Some(&parquet_schema())).unwrap();
+        assert_eq!(
+            spec.write_disposition, "WRITE_TRUNCATE",
+            "into the staging table"
+        );
+        let merge = spec.merge.clone().unwrap();
+        assert_eq!(merge.keys, ["id"], "spelled as in the schema");
+        assert_eq!(merge.order_by.as_deref(), Some("day"));
+        // Merge is part of the identity: not the id a truncate of the same objects gets.
+        let mut t = config("p.ds.t");
+        t.write = WriteMode::Truncate;
+        let truncate = build_spec(&t, &item, Some(&parquet_schema())).unwrap();
+        assert_ne!(base_job_id(&item, &spec), base_job_id(&item, &truncate));
+        // The flag wins over the manifests.
+        c.order_by = Some("ID2".into());
+        let err = build_spec(&c, &item, Some(&parquet_schema())).unwrap_err();
+        assert!(err.to_string().contains("--order-by column `ID2`"), "{err}");
+        c.order_by = None;
+        // Two cursor columns for one table: the user has to choose.
+        let mut b = object("raw/b.parquet", 1);
+        b.cursor_column = Some("other".into());
+        let mixed = group(vec![a, b], &c.table).unwrap().remove(0);
+        let err = build_spec(&c, &mixed, Some(&parquet_schema())).unwrap_err();
+        assert!(err.to_string().contains("day, other"), "{err}");
+        // A cursor column the data lacks: no order column.
+        let mut gone = object("raw/c.parquet", 1);
+        gone.cursor_column = Some(":updated_at".into());
+        let item = group(vec![gone], &c.table).unwrap().remove(0);
+        let spec = build_spec(&c, &item, Some(&parquet_schema())).unwrap();
+        assert_eq!(spec.merge.unwrap().order_by, None);
+    }
+
+    #[test]
     fn layout_columns_are_checked() {
         let mut c = config("p.ds.t");
         c.partitioning = Some(Partitioning {

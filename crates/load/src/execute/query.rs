@@ -15,7 +15,7 @@ use sluice_runtime::retry::RetryError;
 use crate::api::{Api, failure};
 use crate::bq_error::ErrorClass;
 use crate::config::LoadConfig;
-use crate::errors::{LoadError, QUOTED_ERRORS};
+use crate::errors::{LoadError, QUOTED_ERRORS, QueryFailure};
 use crate::job_id;
 
 use super::job::{MAX_SUFFIX_PROBES, bq_error, display_job_id, follow, job_status};
@@ -189,7 +189,7 @@ pub(super) async fn run_once(
         };
         let error = bq_error(error);
         let transient = error.class() == ErrorClass::Transient;
-        let failed = LoadError::QueryFailed {
+        let failed = LoadError::QueryFailed(Box::new(QueryFailure {
             what: job.what,
             table: job.table.to_string(),
             job_id: display_job_id(&done, project, &id),
@@ -199,7 +199,7 @@ pub(super) async fn run_once(
                 .take(QUOTED_ERRORS + 1)
                 .map(bq_error)
                 .collect(),
-        };
+        }));
         // As for load jobs (job.rs): a failed statement changed nothing; resubmit when the
         // failure is transient (bounded), or when the failed job is not ours.
         if ours && !(transient && submitted < config.max_job_attempts) {
@@ -260,7 +260,7 @@ fn rows_or_error(
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, LoadError> {
     if let Some(first) = errors.first() {
-        return Err(LoadError::QueryFailed {
+        return Err(LoadError::QueryFailed(Box::new(QueryFailure {
             what: "check",
             table: table.to_string(),
             job_id: format!("(query {sql})"),
@@ -270,7 +270,7 @@ fn rows_or_error(
                 .take(QUOTED_ERRORS + 1)
                 .map(bq_error)
                 .collect(),
-        });
+        })));
     }
     Ok(rows.iter().map(row_values).collect())
 }
