@@ -1,5 +1,6 @@
 //! The few BigQuery calls a load needs, over the official `google-cloud-bigquery-v2` client:
-//! `jobs.insert`, `jobs.get`, `datasets.get/insert`, `tables.get/insert`.
+//! `jobs.insert`, `jobs.get`, `jobs.query`, `jobs.getQueryResults`, `datasets.get/insert`,
+//! `tables.get/insert/delete`.
 //!
 //! Each method makes exactly one HTTP attempt (the client's own retry loop is switched off):
 //! whether a failure is worth repeating depends on the call (a `jobs.insert` that timed out may
@@ -378,6 +379,77 @@ impl BigQuery {
             .send()
             .await
             .map_err(|e| convert_error(format!("tables.insert {}", table.base()), e))
+    }
+
+    /// `jobs.query`: a read-only query, answered within `timeout_ms` when it finishes by then
+    /// (else `jobComplete` is false and [`BigQuery::get_query_results`] follows it).
+    pub(crate) async fn query(
+        &self,
+        project: &str,
+        sql: &str,
+        location: Option<&str>,
+        timeout_ms: u32,
+    ) -> Result<model::QueryResponse, ApiError> {
+        let mut request = model::QueryRequest::new()
+            .set_query(sql)
+            .set_use_legacy_sql(false)
+            .set_timeout_ms(timeout_ms);
+        if let Some(location) = location {
+            request = request.set_location(location);
+        }
+        self.jobs
+            .query()
+            .set_project_id(project)
+            .set_query_request(request)
+            .send()
+            .await
+            .map_err(|e| convert_error(format!("jobs.query {project}"), e))
+    }
+
+    /// `jobs.getQueryResults` of a query [`BigQuery::query`] left running.
+    pub(crate) async fn get_query_results(
+        &self,
+        project: &str,
+        job_id: &str,
+        location: Option<&str>,
+        timeout_ms: u32,
+    ) -> Result<model::GetQueryResultsResponse, ApiError> {
+        let mut request = self
+            .jobs
+            .get_query_results()
+            .set_project_id(project)
+            .set_job_id(job_id)
+            .set_timeout_ms(timeout_ms);
+        if let Some(location) = location {
+            request = request.set_location(location);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| convert_error(format!("jobs.getQueryResults {project}:{job_id}"), e))
+    }
+
+    /// `tables.delete`; `false` when there was no such table (404 is an answer, not an error).
+    pub(crate) async fn delete_table(&self, table: &TableRef) -> Result<bool, ApiError> {
+        match self
+            .tables
+            .delete_table()
+            .set_project_id(&table.project)
+            .set_dataset_id(&table.dataset)
+            .set_table_id(&table.table)
+            .send()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let err = convert_error(format!("tables.delete {}", table.base()), e);
+                if err.is_not_found() {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 }
 

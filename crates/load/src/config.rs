@@ -87,14 +87,28 @@ pub enum WriteMode {
     Append,
     Truncate,
     Empty,
+    /// Load into a staging table, then one `MERGE` into the destination on
+    /// [`LoadConfig::merge_keys`] (see `execute/merge.rs`).
+    Merge,
 }
 
 impl WriteMode {
+    /// The load job's `writeDisposition`. A merge's load job replaces its staging table.
     pub(crate) fn api_name(self) -> &'static str {
         match self {
             WriteMode::Append => "WRITE_APPEND",
-            WriteMode::Truncate => "WRITE_TRUNCATE",
+            WriteMode::Truncate | WriteMode::Merge => "WRITE_TRUNCATE",
             WriteMode::Empty => "WRITE_EMPTY",
+        }
+    }
+
+    /// The flag's value (`append`, `merge`, ...): how lineage rows and messages name the mode.
+    pub(crate) fn flag_name(self) -> &'static str {
+        match self {
+            WriteMode::Append => "append",
+            WriteMode::Truncate => "truncate",
+            WriteMode::Empty => "empty",
+            WriteMode::Merge => "merge",
         }
     }
 }
@@ -214,6 +228,13 @@ pub struct LoadConfig {
     pub allow_empty: bool,
     /// One load job per object instead of per destination (append only).
     pub job_per_object: bool,
+    /// `--write merge`: the columns that identify a row (at least one).
+    pub merge_keys: Vec<String>,
+    /// `--write merge`: the column whose greatest value wins among rows of one key in a batch;
+    /// default: the cursor column extract recorded in the manifests, if any.
+    pub order_by: Option<String>,
+    /// Append one row per load to `{dataset}._sluice_loads` (`--no-lineage` turns it off).
+    pub lineage: bool,
 }
 
 impl LoadConfig {
@@ -248,6 +269,9 @@ impl LoadConfig {
             dry_run: false,
             allow_empty: false,
             job_per_object: false,
+            merge_keys: Vec::new(),
+            order_by: None,
+            lineage: true,
         }
     }
 
@@ -262,15 +286,16 @@ impl LoadConfig {
                 "{url}: BigQuery loads only from Cloud Storage; give a gs:// URL"
             ));
         }
+        self.validate_merge()?;
         if !self.schema_update.is_empty() {
-            let allowed = self.write == WriteMode::Append
+            let allowed = matches!(self.write, WriteMode::Append | WriteMode::Merge)
                 || (self.write == WriteMode::Truncate && self.table.has_decorator());
             if !allowed {
                 return err(format!(
-                    "--schema-update needs --write append, or --write truncate with a partition \
-                     decorator in --table (BigQuery accepts schemaUpdateOptions only there); \
-                     got --write {} and table {}",
-                    self.write.api_name(),
+                    "--schema-update needs --write append or merge, or --write truncate with a \
+                     partition decorator in --table (BigQuery accepts schemaUpdateOptions only \
+                     there); got --write {} and table {}",
+                    self.write.flag_name(),
                     self.table
                 ));
             }
@@ -344,6 +369,63 @@ impl LoadConfig {
     }
 }
 
+impl LoadConfig {
+    /// `--write merge` needs `--key`; `--key`/`--order-by` mean nothing without it.
+    fn validate_merge(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if self.write != WriteMode::Merge {
+            if !self.merge_keys.is_empty() || self.order_by.is_some() {
+                return err(format!(
+                    "--key and --order-by apply to --write merge only; got --write {}",
+                    self.write.flag_name()
+                ));
+            }
+            return Ok(());
+        }
+        if self.merge_keys.is_empty() {
+            return err(
+                "--write merge needs --key COL[,COL]: the columns that identify a row".into(),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for key in &self.merge_keys {
+            if key.trim().is_empty() {
+                return err("--key: empty column name".into());
+            }
+            if !seen.insert(key.to_ascii_lowercase()) {
+                return err(format!("--key names column `{key}` twice"));
+            }
+        }
+        if let Some(order) = &self.order_by
+            && self
+                .merge_keys
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(order))
+        {
+            return err(format!(
+                "--order-by `{order}` is a --key column; rows of one key all share it, so it \
+                 cannot pick the latest"
+            ));
+        }
+        if self.table.has_decorator() {
+            return err(format!(
+                "table {}: --write merge cannot take a $ partition decorator: a MERGE updates \
+                 rows wherever their key lives, in any partition, so it always targets the whole \
+                 table (drop the decorator; --partition-by still partitions the table)",
+                self.table
+            ));
+        }
+        if self.job_per_object {
+            return err(
+                "--job-per-object needs --write append; --write merge runs one staging load and \
+                 one MERGE per table"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A configuration problem: the binary exits 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError(pub String);
@@ -390,13 +472,46 @@ mod tests {
         c.write = WriteMode::Truncate;
         rejects(&c, "--schema-update needs --write append");
         c.write = WriteMode::Empty;
-        rejects(&c, "WRITE_EMPTY");
+        rejects(&c, "got --write empty");
+        c.write = WriteMode::Merge;
+        c.merge_keys = vec!["id".into()];
+        c.validate().unwrap();
         let mut d = config("p.ds.t${dt}");
         d.schema_update.allow_field_relaxation = true;
         d.write = WriteMode::Truncate;
         d.validate().unwrap();
         d.write = WriteMode::Empty;
         rejects(&d, "--schema-update");
+    }
+
+    #[test]
+    fn merge_needs_keys_and_a_whole_table() {
+        let mut c = config("p.ds.t");
+        c.write = WriteMode::Merge;
+        rejects(&c, "--write merge needs --key");
+        c.merge_keys = vec!["id".into(), "region".into()];
+        c.validate().unwrap();
+        c.order_by = Some("updated_at".into());
+        c.validate().unwrap();
+        c.merge_keys.push("ID".into());
+        rejects(&c, "names column `ID` twice");
+        c.merge_keys = vec!["id".into()];
+        c.order_by = Some("Id".into());
+        rejects(&c, "--order-by `Id` is a --key column");
+        c.order_by = None;
+        c.job_per_object = true;
+        rejects(&c, "--job-per-object needs --write append");
+        let mut d = config("p.ds.t${dt}");
+        d.write = WriteMode::Merge;
+        d.merge_keys = vec!["id".into()];
+        rejects(&d, "cannot take a $ partition decorator");
+        // Keys without merge mean nothing.
+        let mut a = config("p.ds.t");
+        a.merge_keys = vec!["id".into()];
+        rejects(&a, "--key and --order-by apply to --write merge only");
+        a.merge_keys.clear();
+        a.order_by = Some("x".into());
+        rejects(&a, "got --write append");
     }
 
     #[test]

@@ -168,6 +168,33 @@ pub enum LoadError {
         "job {job_id} exists but loads other objects or into another table than {table}; refusing to count it"
     )]
     ForeignJob { job_id: String, table: String },
+    /// `--write merge`: a key or order column the data does not have (or cannot compare).
+    #[error("table {table}: {reason}")]
+    MergeColumn { table: String, reason: String },
+    /// `--write merge` without an order column: one key carries different rows in the batch.
+    #[error(
+        "table {table}: rows with equal keys ({keys}) differ within the batch, e.g. key {key}; \
+         without an order column Sluice cannot tell which is the latest: pass --order-by COL, or \
+         fix the source. Nothing was merged"
+    )]
+    MergeDuplicateKey {
+        table: String,
+        keys: String,
+        key: String,
+    },
+    /// `--write merge`: staged rows with a NULL key column (a MERGE never matches NULL).
+    #[error(
+        "table {table}: {count} staged row(s) have a NULL in the key column(s) {keys}; a MERGE \
+         never matches NULL, so each run would insert them again. Nothing was merged"
+    )]
+    MergeNullKey {
+        table: String,
+        keys: String,
+        count: i64,
+    },
+    /// A query job (the MERGE, a schema change, a lineage row) that ran and failed.
+    #[error("{0}")]
+    QueryFailed(Box<QueryFailure>),
     #[error(
         "stopped by a shutdown signal; jobs already submitted keep running in BigQuery and a retry follows them by id"
     )]
@@ -206,7 +233,7 @@ impl ExitStatus for LoadError {
         match self {
             LoadError::Config(e) => e.exit_code(),
             LoadError::Storage(e) => e.exit_code(),
-            LoadError::MissingDataset { .. } => ExitCode::Usage,
+            LoadError::MissingDataset { .. } | LoadError::MergeColumn { .. } => ExitCode::Usage,
             _ => ExitCode::TaskFailed,
         }
     }
@@ -225,6 +252,18 @@ pub struct TypeMismatch {
     pub file_type: String,
     pub table_type: String,
     pub hint: String,
+}
+
+/// A query job that ran and failed, as BigQuery reported it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} job {job_id} for table {table} failed: {error}{}", describe_errors(.error, .errors))]
+pub struct QueryFailure {
+    /// `merge`, `lineage`, `check`.
+    pub what: &'static str,
+    pub table: String,
+    pub job_id: String,
+    pub error: BqError,
+    pub errors: Vec<BqError>,
 }
 
 /// A load job that ran and failed, as BigQuery reported it.
@@ -249,6 +288,21 @@ impl fmt::Display for JobFailure {
             &self.errors,
             self.class,
         ))
+    }
+}
+
+/// `; errors: ...` for the entries of `errors` other than `error`, or nothing.
+fn describe_errors(error: &BqError, errors: &[BqError]) -> String {
+    let details: Vec<String> = errors
+        .iter()
+        .filter(|e| *e != error)
+        .take(QUOTED_ERRORS)
+        .map(|e| e.to_string())
+        .collect();
+    if details.is_empty() {
+        String::new()
+    } else {
+        format!("; errors: {}", details.join("; "))
     }
 }
 

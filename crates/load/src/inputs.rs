@@ -31,6 +31,9 @@ pub(crate) struct SourceObject {
     pub(crate) listed_in: String,
     /// Template variables derived from the key (and the manifest).
     pub(crate) vars: ObjectVars,
+    /// The incremental cursor column extract recorded for the object's item
+    /// (`source.cursor.column`): `--write merge` orders rows of one key by it.
+    pub(crate) cursor_column: Option<String>,
 }
 
 impl SourceObject {
@@ -162,6 +165,7 @@ async fn list_glob(url: &str, stores: &mut Stores) -> Result<Vec<SourceObject>, 
             generation: meta.generation,
             size: Some(meta.size),
             listed_in: url.to_string(),
+            cursor_column: None,
         });
     }
     if skipped_hidden > 0 {
@@ -201,29 +205,35 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObje
             sluice_storage::read_to_bytes(store.as_ref(), &manifest.key, MAX_MANIFEST_BYTES)
                 .await?;
         // Either form comes down to the objects it lists.
-        let listed: Vec<ListedObject> = match sluice_manifest::parse_any(&bytes, &manifest_url)? {
-            AnyManifest::Task(task) => {
-                check_complete(&task, &manifest_url)?;
-                origins.push(ManifestOrigin {
-                    url: manifest_url.clone(),
-                    execution: task.execution.clone(),
-                    task_index: task.task_index,
-                    task_count: task.task_count,
-                });
-                task.items
-                    .into_iter()
-                    .flat_map(|item| item.objects)
-                    .map(|o| ListedObject {
-                        url: o.url,
-                        generation: o.generation,
-                        size: Some(o.size),
-                        dataset: Some(o.dataset),
-                    })
-                    .collect()
-            }
-            AnyManifest::Objects(list) => list.objects,
-        };
-        for entry in listed {
+        let listed: Vec<(ListedObject, Option<String>)> =
+            match sluice_manifest::parse_any(&bytes, &manifest_url)? {
+                AnyManifest::Task(task) => {
+                    check_complete(&task, &manifest_url)?;
+                    origins.push(ManifestOrigin {
+                        url: manifest_url.clone(),
+                        execution: task.execution.clone(),
+                        task_index: task.task_index,
+                        task_count: task.task_count,
+                    });
+                    task.items
+                        .into_iter()
+                        .flat_map(|item| {
+                            let cursor = item.source.cursor.and_then(|c| c.column);
+                            item.objects.into_iter().map(move |o| {
+                                let listed = ListedObject {
+                                    url: o.url,
+                                    generation: o.generation,
+                                    size: Some(o.size),
+                                    dataset: Some(o.dataset),
+                                };
+                                (listed, cursor.clone())
+                            })
+                        })
+                        .collect()
+                }
+                AnyManifest::Objects(list) => list.objects.into_iter().map(|o| (o, None)).collect(),
+            };
+        for (entry, cursor_column) in listed {
             let (bucket, key) = resolve_entry_url(&entry.url, &bucket, &base)?;
             objects.push(SourceObject {
                 vars: ObjectVars::from_key(&key, &base, entry.dataset),
@@ -232,6 +242,7 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObje
                 generation: entry.generation,
                 size: entry.size,
                 listed_in: manifest_url.clone(),
+                cursor_column,
             });
         }
     }

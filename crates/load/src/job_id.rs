@@ -74,6 +74,26 @@ pub(crate) fn base_id(readable_parts: &[&str], identity: &[u8]) -> String {
     }
 }
 
+/// The id of another job of the same load: `sluice_<kind>_<readable>_<hash>` for the base id
+/// `sluice_load_<readable>_<hash>`, e.g. the MERGE (`merge`) and the lineage row (`lineage`) of
+/// a load. Same inputs, same ids; the kinds keep them apart.
+pub(crate) fn derived_id(base: &str, kind: &str) -> String {
+    match base.strip_prefix(PREFIX) {
+        Some(rest) => format!("sluice_{kind}{rest}"),
+        None => format!("sluice_{kind}_{base}"),
+    }
+}
+
+/// The staging table of a merge: `_sluice_stage_<table>_<hash>`, with the hash of the load's
+/// base id, so a retried task loads into (and finds) the same table. The leading `_` keeps it
+/// out of the way in table lists.
+pub(crate) fn staging_table(table: &str, base: &str) -> String {
+    let hash = base.rsplit('_').next().unwrap_or(base);
+    let mut readable = sanitise(table);
+    readable.truncate(MAX_READABLE);
+    format!("_sluice_stage_{readable}_{hash}")
+}
+
 /// The id of the given attempt: the base id for attempt 0, `<base>_a<N>` after that.
 pub(crate) fn attempt_id(base: &str, attempt: u32) -> String {
     if attempt == 0 {
@@ -135,6 +155,22 @@ mod tests {
         assert_eq!(attempt_id("b", 0), "b");
         assert_eq!(attempt_id("b", 1), "b_a1");
         assert_eq!(attempt_id("b", 12), "b_a12");
+    }
+
+    #[test]
+    fn derived_ids_share_the_hash() {
+        let base = base_id(&["raw", "trips"], b"x");
+        let hash = identity_hash(b"x");
+        assert_eq!(
+            derived_id(&base, "merge"),
+            format!("sluice_merge_raw_trips_{hash}")
+        );
+        assert_eq!(derived_id("other", "lineage"), "sluice_lineage_other");
+        assert_eq!(
+            staging_table("trips-2024", &base),
+            format!("_sluice_stage_trips_2024_{hash}")
+        );
+        assert!(is_valid(&derived_id(&base, "lineage")));
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod execute;
 mod footer;
 mod inputs;
 mod job_id;
+mod merge_sql;
 mod plan;
 mod prepare;
 mod report;
@@ -33,7 +34,7 @@ pub use config::{
     ConfigError, CsvOptions, Input, LoadConfig, PartitionType, Partitioning, PollSettings,
     SchemaSource, SchemaUpdate, SourceFormat, WriteMode,
 };
-pub use errors::{JobFailure, LoadError, ManifestOrigin, TypeMismatch};
+pub use errors::{JobFailure, LoadError, ManifestOrigin, QueryFailure, TypeMismatch};
 pub use footer::FooterError;
 pub use report::{JobReport, LoadReport, Outcome};
 pub use run::run;

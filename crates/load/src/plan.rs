@@ -150,6 +150,7 @@ pub(crate) mod tests {
             size: Some(100),
             listed_in: "gs://b/raw/**".into(),
             vars: ObjectVars::from_key(key, "raw/", None),
+            cursor_column: None,
         }
     }
 

@@ -220,7 +220,9 @@ async fn check_table_schemas(
     prepared: &mut [Prepared],
 ) -> Result<(), LoadError> {
     let keeps_schema = match config.write {
-        WriteMode::Append | WriteMode::Empty => true,
+        // A merge's target keeps its schema too: the staged rows must fit it (execute/merge.rs
+        // adds the new columns the checks allowed before the MERGE).
+        WriteMode::Append | WriteMode::Empty | WriteMode::Merge => true,
         WriteMode::Truncate => config.table.has_decorator(),
     };
     if !keeps_schema {

@@ -59,7 +59,7 @@ pub async fn run(
 
     let results = match &api {
         None => execute::dry_run(config, &prepared),
-        Some(api) => execute::execute(config, api, prepared).await?,
+        Some(api) => execute::execute(config, api, prepared, task).await?,
     };
     report::finish(plan.objects_total, plan.items_total, results)
 }

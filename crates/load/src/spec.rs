@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use google_cloud_bigquery_v2::model;
 use serde::Serialize;
 
-use crate::config::{LoadConfig, SchemaSource, SourceFormat};
+use crate::config::{LoadConfig, SchemaSource, SourceFormat, WriteMode};
 use crate::errors::LoadError;
 use crate::inputs::SourceObject;
+use crate::merge_sql::{self, MergeSpec};
 use crate::plan::WorkItem;
 use crate::schema::{DecimalTarget, Field, Mode, ParquetSchema};
 use crate::template::TableRef;
@@ -64,6 +65,9 @@ pub(crate) struct LoadSpec {
     /// `hivePartitioningOptions` (mode AUTO): the source URI prefix; the key columns are in `schema`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) hive_prefix: Option<String>,
+    /// `--write merge`: keys and order column (the load itself goes to a staging table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) merge: Option<MergeSpec>,
 }
 
 /// The Hive `key=value` directories of `key` in path order, and the key prefix before the first.
@@ -203,6 +207,10 @@ pub(crate) fn build_spec(
             &item.destination,
         )?;
     }
+    let merge = match config.write {
+        WriteMode::Merge => Some(merge_spec(config, item, schema.as_deref())?),
+        _ => None,
+    };
     let csv = (config.format == SourceFormat::Csv).then(|| CsvSpec {
         skip_leading_rows: config.csv.skip_leading_rows,
         field_delimiter: config.csv.field_delimiter.clone(),
@@ -235,7 +243,47 @@ pub(crate) fn build_spec(
         schema_update_options: config.schema_update.api_names(),
         salt: config.job_id_salt.clone(),
         hive_prefix,
+        merge,
     })
+}
+
+/// The item's merge keys and order column: `--order-by`, else the cursor column extract
+/// recorded for the item's objects. Checked against the schema when it is known (with
+/// `--autodetect` it is checked after the staging load, against the staged table).
+fn merge_spec(
+    config: &LoadConfig,
+    item: &WorkItem,
+    schema: Option<&[Field]>,
+) -> Result<MergeSpec, LoadError> {
+    let (order_by, from_flag) = match &config.order_by {
+        Some(column) => (Some(column.clone()), true),
+        None => {
+            let cursors: std::collections::BTreeSet<&str> = item
+                .objects
+                .iter()
+                .filter_map(|o| o.cursor_column.as_deref())
+                .collect();
+            if cursors.len() > 1 {
+                return Err(LoadError::Table {
+                    table: item.destination.to_string(),
+                    reason: format!(
+                        "the manifests name different cursor columns for this table ({}); pass \
+                         --order-by COL to choose the one that orders the rows",
+                        cursors.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            (cursors.into_iter().next().map(str::to_string), false)
+        }
+    };
+    let spec = MergeSpec {
+        keys: config.merge_keys.clone(),
+        order_by,
+    };
+    match schema {
+        Some(fields) => merge_sql::resolve(&spec, from_flag, fields, &item.destination.to_string()),
+        None => Ok(spec),
+    }
 }
 
 /// A partitioning or clustering column must exist with a fitting type; BigQuery would say so
@@ -648,6 +696,46 @@ mod tests {
             "a new object does not change a.parquet's job"
         );
         assert_ne!(two[0].shard_key(), two[1].shard_key());
+    }
+
+    #[test]
+    fn merge_orders_by_the_flag_else_the_manifests_cursor_column() {
+        let mut c = config("p.ds.t");
+        c.write = WriteMode::Merge;
+        c.merge_keys = vec!["ID".into()];
+        let mut a = object("raw/a.parquet", 1);
+        a.cursor_column = Some("day".into());
+        let item = group(vec![a.clone()], &c.table).unwrap().remove(0);
+        let spec = build_spec(&c, &item, Some(&parquet_schema())).unwrap();
+        assert_eq!(
+            spec.write_disposition, "WRITE_TRUNCATE",
+            "into the staging table"
+        );
+        let merge = spec.merge.clone().unwrap();
+        assert_eq!(merge.keys, ["id"], "spelled as in the schema");
+        assert_eq!(merge.order_by.as_deref(), Some("day"));
+        // Merge is part of the identity: not the id a truncate of the same objects gets.
+        let mut t = config("p.ds.t");
+        t.write = WriteMode::Truncate;
+        let truncate = build_spec(&t, &item, Some(&parquet_schema())).unwrap();
+        assert_ne!(base_job_id(&item, &spec), base_job_id(&item, &truncate));
+        // The flag wins over the manifests.
+        c.order_by = Some("ID2".into());
+        let err = build_spec(&c, &item, Some(&parquet_schema())).unwrap_err();
+        assert!(err.to_string().contains("--order-by column `ID2`"), "{err}");
+        c.order_by = None;
+        // Two cursor columns for one table: the user has to choose.
+        let mut b = object("raw/b.parquet", 1);
+        b.cursor_column = Some("other".into());
+        let mixed = group(vec![a, b], &c.table).unwrap().remove(0);
+        let err = build_spec(&c, &mixed, Some(&parquet_schema())).unwrap_err();
+        assert!(err.to_string().contains("day, other"), "{err}");
+        // A cursor column the data lacks: no order column.
+        let mut gone = object("raw/c.parquet", 1);
+        gone.cursor_column = Some(":updated_at".into());
+        let item = group(vec![gone], &c.table).unwrap().remove(0);
+        let spec = build_spec(&c, &item, Some(&parquet_schema())).unwrap();
+        assert_eq!(spec.merge.unwrap().order_by, None);
     }
 
     #[test]

@@ -29,6 +29,8 @@ enum Write {
     Append,
     Truncate,
     Empty,
+    /// Stage, then one MERGE on --key (docs/load.md, Merge).
+    Merge,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -71,9 +73,28 @@ pub struct Args {
     format: Format,
 
     /// append (WRITE_APPEND), truncate (WRITE_TRUNCATE: replace the table or decorated
-    /// partition atomically) or empty (WRITE_EMPTY: fail unless empty).
+    /// partition atomically), empty (WRITE_EMPTY: fail unless empty) or merge (load into a
+    /// staging table, then one MERGE on --key: update matched rows, insert new ones).
     #[arg(long, env = "SLUICE_WRITE", value_enum, default_value = "append")]
     write: Write,
+
+    /// --write merge: the columns that identify a row (comma-separated).
+    #[arg(
+        long = "key",
+        env = "SLUICE_LOAD_KEY",
+        value_name = "COL[,COL]",
+        value_delimiter = ','
+    )]
+    key: Vec<String>,
+
+    /// --write merge: among rows of one key in the batch, the one with the greatest value of
+    /// this column wins (default: the cursor column extract recorded in the manifests).
+    #[arg(long, env = "SLUICE_LOAD_ORDER_BY", value_name = "COL")]
+    order_by: Option<String>,
+
+    /// Do not append a row per load to {dataset}._sluice_loads.
+    #[arg(long, env = "SLUICE_LOAD_NO_LINEAGE")]
+    no_lineage: bool,
 
     /// Create missing datasets (needs --location).
     #[arg(long, env = "SLUICE_CREATE_DATASET")]
@@ -272,7 +293,16 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
         Write::Append => WriteMode::Append,
         Write::Truncate => WriteMode::Truncate,
         Write::Empty => WriteMode::Empty,
+        Write::Merge => WriteMode::Merge,
     };
+    config.merge_keys = args
+        .key
+        .into_iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    config.order_by = args.order_by.filter(|c| !c.trim().is_empty());
+    config.lineage = !args.no_lineage;
     config.create_dataset = args.create_dataset;
     config.location = args.location;
     config.partitioning = args.partition_by.map(|column| Partitioning {
@@ -404,6 +434,48 @@ mod tests {
         assert_eq!(poll_max("1m 30s").unwrap(), Duration::from_secs(90));
         let err = poll_max("x").unwrap_err().to_string();
         assert!(err.contains("--poll-max"), "{err}");
+    }
+
+    #[test]
+    fn merge_flags_reach_the_config() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let build = |extra: &[&str]| {
+            let mut argv = vec![
+                "sluice-load",
+                "--source=gs://b/*.parquet",
+                "--table=p.d.t",
+                "--bigquery-endpoint=http://127.0.0.1:1",
+            ];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).expect("parse");
+            let context = Context::new(
+                sluice_runtime::TaskContext::local(),
+                sluice_runtime::Shutdown::new_unsignalled(),
+            );
+            build_config(cli.args, &context)
+        };
+        let c = build(&[
+            "--write=merge",
+            "--key=id, region",
+            "--order-by=_socrata_updated_at",
+            "--no-lineage",
+        ])
+        .unwrap();
+        assert_eq!(c.write, WriteMode::Merge);
+        assert_eq!(c.merge_keys, ["id", "region"]);
+        assert_eq!(c.order_by.as_deref(), Some("_socrata_updated_at"));
+        assert!(!c.lineage);
+        assert!(build(&[]).unwrap().lineage, "lineage is on by default");
+        // Usage errors (exit 2) from the config's checks.
+        let err = build(&["--write=merge"]).unwrap_err().to_string();
+        assert!(err.contains("--write merge needs --key"), "{err}");
+        let err = build(&["--key=id"]).unwrap_err().to_string();
+        assert!(err.contains("--write merge only"), "{err}");
     }
 
     #[test]

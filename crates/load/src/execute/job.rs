@@ -21,7 +21,7 @@ use crate::spec;
 use crate::template::TableRef;
 
 /// Suffixes probed per item before giving up (each probe is one insert answered 409 + one get).
-const MAX_SUFFIX_PROBES: u32 = 50;
+pub(super) const MAX_SUFFIX_PROBES: u32 = 50;
 
 /// The project that runs (and pays for) the item's job.
 pub(super) fn job_project<'a>(config: &'a LoadConfig, destination: &'a TableRef) -> &'a str {
@@ -32,16 +32,27 @@ pub(super) fn job_project<'a>(config: &'a LoadConfig, destination: &'a TableRef)
 }
 
 /// Submits the item's job (or finds it), follows it to its end, retries failed jobs under
-/// the next attempt suffix when that is safe and useful.
+/// the next attempt suffix when that is safe and useful. Returns the report and the DONE job.
 pub(super) async fn run_job(
     config: &LoadConfig,
     api: &Api<'_>,
     p: &Prepared,
-) -> Result<JobReport, LoadError> {
+) -> Result<(JobReport, model::Job), LoadError> {
+    run_job_from(config, api, p, 0).await
+}
+
+/// [`run_job`] starting at attempt suffix `first_attempt` (a merge's staging load skips the
+/// ids whose jobs loaded into an earlier, since dropped, staging table).
+pub(super) async fn run_job_from(
+    config: &LoadConfig,
+    api: &Api<'_>,
+    p: &Prepared,
+    first_attempt: u32,
+) -> Result<(JobReport, model::Job), LoadError> {
     let started = Instant::now();
     let table = p.item.destination.to_string();
     let project = job_project(config, &p.item.destination);
-    let mut attempt = 0u32;
+    let mut attempt = first_attempt;
     let mut submitted = 0u32;
     loop {
         if attempt >= MAX_SUFFIX_PROBES {
@@ -98,7 +109,7 @@ pub(super) async fn run_job(
                 }));
             }
         };
-        let job = follow(config, api, job, project, &id).await?;
+        let job = Box::pin(follow(config, api, job, project, &id)).await?;
         let (_, error, errors) = job_status(&job);
         let Some(error) = error else {
             let outcome = if ours {
@@ -109,7 +120,7 @@ pub(super) async fn run_job(
             let report = job_report(&job, p, outcome, attempt, started.elapsed(), project, &id);
             warn_bad_records(&report, errors);
             log_job(&report);
-            return Ok(report);
+            return Ok((report, job));
         };
         let error = bq_error(error);
         let class = error.class();
@@ -150,7 +161,7 @@ pub(super) async fn run_job(
 
 /// Polls `jobs.get` until the job is DONE, backing off from `poll.initial` to `poll.max`.
 /// On cancellation the job is left running: a retried task finds it by id and follows it.
-async fn follow(
+pub(super) async fn follow(
     config: &LoadConfig,
     api: &Api<'_>,
     mut job: model::Job,
@@ -181,14 +192,16 @@ async fn follow(
     Ok(job)
 }
 
-fn job_status(job: &model::Job) -> (&str, Option<&model::ErrorProto>, &[model::ErrorProto]) {
+pub(super) fn job_status(
+    job: &model::Job,
+) -> (&str, Option<&model::ErrorProto>, &[model::ErrorProto]) {
     match &job.status {
         Some(s) => (s.state.as_str(), s.error_result.as_ref(), &s.errors),
         None => ("", None, &[]),
     }
 }
 
-fn bq_error(e: &model::ErrorProto) -> BqError {
+pub(super) fn bq_error(e: &model::ErrorProto) -> BqError {
     BqError::new(&e.reason, &e.message, Some(&e.location))
 }
 
@@ -230,7 +243,7 @@ fn location_from_conflict(message: &str, id: &str) -> Option<String> {
     .then(|| location.to_string())
 }
 
-fn display_job_id(job: &model::Job, project: &str, id: &str) -> String {
+pub(super) fn display_job_id(job: &model::Job, project: &str, id: &str) -> String {
     let location = job
         .job_reference
         .as_ref()

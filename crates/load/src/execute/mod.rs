@@ -3,20 +3,28 @@
 //! (partitioning/clustering), then every job, `--concurrency` at once (`job.rs`). A dry run
 //! submits nothing and reports the jobs it would run.
 //!
+//! `--write merge` items go through `merge.rs` (staging load, checks, MERGE, drop) instead;
+//! after either, `lineage.rs` appends the item's row to `{dataset}._sluice_loads`.
+//!
 //! Idempotence under Cloud Run's task retries rests on the job ids (job_id.rs): a retried task
 //! prepares the same items and submits the same ids; BigQuery answers 409 for jobs that exist,
-//! and such a job is followed (RUNNING) or counted (DONE) instead of loading again.
+//! and such a job is followed (RUNNING) or counted (DONE) instead of loading again. Query jobs
+//! (MERGE, lineage) are looked up before they are submitted (`query.rs`).
 
 mod job;
+mod lineage;
+mod merge;
+mod query;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
 use google_cloud_bigquery_v2::model;
+use sluice_runtime::TaskContext;
 
 use crate::api::{Api, Resource};
-use crate::config::LoadConfig;
+use crate::config::{LoadConfig, WriteMode};
 use crate::errors::LoadError;
 use crate::prepare::Prepared;
 use crate::report::{JobReport, Outcome, log_job};
@@ -52,32 +60,97 @@ pub(crate) fn dry_run(
         .collect()
 }
 
+/// One item done: its report and what its lineage row records.
+pub(super) struct Finished {
+    pub(super) report: JobReport,
+    /// `project:location.id` of the load job (a merge's: into its staging table).
+    pub(super) load_job: Option<String>,
+    pub(super) merge_job: Option<String>,
+    /// The MERGE's `numDmlAffectedRows`.
+    pub(super) merged_rows: Option<i64>,
+    /// BigQuery's start of the first job and end of the last, in ms since the epoch.
+    pub(super) started_ms: Option<i64>,
+    pub(super) finished_ms: Option<i64>,
+}
+
+/// Datasets' locations by `(project, dataset)`.
+type Locations = BTreeMap<(String, String), String>;
+
 /// Makes the destinations ready and runs every job. Setup problems (a dataset, a table's
 /// layout) fail the whole task before any job; each job's own result is returned per item.
 pub(crate) async fn execute(
     config: &LoadConfig,
     api: &Api<'_>,
     prepared: Vec<Prepared>,
+    task: &TaskContext,
 ) -> Result<Vec<Result<JobReport, LoadError>>, LoadError> {
-    ensure_datasets(config, api, &prepared).await?;
+    let locations = ensure_datasets(config, api, &prepared).await?;
     if spec::wants_table_layout(config) {
         ensure_tables(api, &prepared).await?;
     }
+    if config.lineage {
+        lineage::ensure_tables(api, &prepared).await?;
+    }
     Ok(futures::stream::iter(&prepared)
-        .map(|p| job::run_job(config, api, p))
+        // Boxed: a merge's future (probes, staging load, checks, MERGE, lineage) is large, and
+        // unboxed futures of every in-flight item would sit on the polling thread's stack.
+        .map(|p| Box::pin(run_item(config, api, p, task, &locations)))
         .buffer_unordered(config.concurrency)
         .collect()
         .await)
 }
 
+/// One item: its load (or merge), then its lineage row.
+async fn run_item(
+    config: &LoadConfig,
+    api: &Api<'_>,
+    p: &Prepared,
+    task: &TaskContext,
+    locations: &Locations,
+) -> Result<JobReport, LoadError> {
+    let destination = &p.item.destination;
+    // Query jobs are looked up by id before they are submitted, and jobs.get needs the
+    // location outside the US/EU multi-regions: --location, else the dataset's.
+    let location = config.location.as_deref().or_else(|| {
+        locations
+            .get(&(destination.project.clone(), destination.dataset.clone()))
+            .map(String::as_str)
+            .filter(|l| !l.is_empty())
+    });
+    let site = query::JobSite {
+        project: job::job_project(config, destination),
+        location,
+    };
+    let done = match config.write {
+        WriteMode::Merge => Box::pin(merge::run_merge(config, api, p, location)).await?,
+        _ => {
+            let (report, job) = Box::pin(job::run_job(config, api, p)).await?;
+            let stats = job.statistics.as_ref();
+            Finished {
+                load_job: Some(report.job_id.clone()),
+                merge_job: None,
+                merged_rows: None,
+                started_ms: stats.map(|s| s.start_time).filter(|t| *t > 0),
+                finished_ms: stats.map(|s| s.end_time).filter(|t| *t > 0),
+                report,
+            }
+        }
+    };
+    if config.lineage {
+        Box::pin(lineage::record(config, api, site, p, &done, task)).await?;
+    }
+    Ok(done.report)
+}
+
 /// Each distinct dataset of the share must exist: with `--create-dataset` it is created in
 /// `--location` (and an existing one elsewhere refused); without, a missing one is a setup
-/// error naming the fix.
+/// error naming the fix. Returns their locations.
 async fn ensure_datasets(
     config: &LoadConfig,
     api: &Api<'_>,
     prepared: &[Prepared],
-) -> Result<(), LoadError> {
+) -> Result<Locations, LoadError> {
+    let mut locations = Locations::new();
     let datasets: BTreeSet<(&str, &str)> = prepared
         .iter()
         .map(|p| {
@@ -92,12 +165,13 @@ async fn ensure_datasets(
         let resource = Resource::Dataset(&name);
         let get = || api.client.get_dataset(project, dataset);
         if !config.create_dataset {
-            if api.get(resource, get).await?.is_none() {
+            let Some(found) = api.get(resource, get).await? else {
                 return Err(LoadError::MissingDataset {
                     dataset: name,
                     location: config.location.as_deref().unwrap_or("LOCATION").to_string(),
                 });
-            }
+            };
+            locations.insert((project.into(), dataset.into()), found.location);
             continue;
         }
         let location = config.location.as_deref().expect("validated");
@@ -116,8 +190,9 @@ async fn ensure_datasets(
                 wanted: location.to_string(),
             });
         }
+        locations.insert((project.into(), dataset.into()), existing.location);
     }
-    Ok(())
+    Ok(locations)
 }
 
 /// With `--partition-by`/`--cluster-by`, the base table must exist with that layout before

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_bq;
+pub mod fault_proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,4 +157,30 @@ pub fn bq_count(endpoint: &str, project: &str, table: &str) -> i64 {
         .and_then(|v| v.parse().ok())
         .or_else(|| out[0]["n"].as_i64())
         .unwrap_or_else(|| panic!("count of {table}: {out}"))
+}
+
+/// Runs `test` on a multi-threaded runtime driven from a thread with the 8 MiB stack a
+/// binary's main thread has (`sluice` polls its commands there). A merge's path through the
+/// generated BigQuery client (a `model::Job` is 7 KB, and unoptimised builds give every
+/// temporary of every async frame its own slot) needs a little more than the 2 MiB of a test
+/// thread in debug builds.
+pub fn on_main_sized_stack<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let handle = std::thread::Builder::new()
+        .stack_size(8 * 1024 * 1024)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(test())
+        })
+        .expect("spawn test thread");
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
+    }
 }
