@@ -81,12 +81,20 @@ pub enum ExtractError {
     #[error("cancelled")]
     Cancelled,
 
-    /// Several items failed; each is logged, this summarises.
-    #[error("{failed} of {total} items failed; first: {first}")]
+    /// Some items of the task's share failed. The others were still done (one dead source
+    /// does not stop the rest) and the task manifest records both; this names every failure.
+    #[error(
+        "{failed} of {total} item(s) failed (the others are done; the task manifest {manifest} \
+         records every item):{}",
+        list_failed(.items, *.failed)
+    )]
     ItemsFailed {
         failed: usize,
         total: usize,
-        first: Box<ExtractError>,
+        /// The task manifest that records them (`complete: false`).
+        manifest: String,
+        /// The failed items, at most [`MAX_LISTED_FAILURES`] of them.
+        items: Vec<FailedItem>,
     },
 
     #[error("{0}")]
@@ -169,6 +177,47 @@ pub struct BadValue {
     pub value: String,
     pub expected: String,
     pub hint: Option<String>,
+}
+
+/// How many failed items [`ExtractError::ItemsFailed`] names; a task of thousands of pages
+/// whose portal is down would otherwise print thousands of lines. The manifest has them all.
+pub const MAX_LISTED_FAILURES: usize = 20;
+
+/// One failed item, as the task's exit error names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedItem {
+    /// The shard key (`dataset/name` or `dataset/name/000012`).
+    pub key: String,
+    /// The source, redacted.
+    pub url: String,
+    /// Why it failed (item errors name their source already, usually).
+    pub cause: String,
+}
+
+impl std::fmt::Display for FailedItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Most causes start with the URL; saying it twice makes the list hard to read.
+        if self.cause.contains(&self.url) {
+            write!(f, "{}: {}", self.key, self.cause)
+        } else {
+            write!(f, "{} ({}): {}", self.key, self.url, self.cause)
+        }
+    }
+}
+
+fn list_failed(items: &[FailedItem], failed: usize) -> String {
+    let mut out = String::new();
+    for item in items {
+        out.push_str("\n  ");
+        out.push_str(&item.to_string());
+    }
+    if failed > items.len() {
+        out.push_str(&format!(
+            "\n  ... and {} more (the task manifest lists every one)",
+            failed - items.len()
+        ));
+    }
+    out
 }
 
 fn message_suffix(message: &str) -> String {
@@ -341,6 +390,42 @@ mod tests {
             bad.to_string(),
             "https://h/a.csv: line 7 (byte offset 130), column 3 (amount): value \"12,5\" is not a valid INT64"
         );
+    }
+
+    #[test]
+    fn items_failed_names_each_failure_up_to_the_cap() {
+        let item = |i: usize| FailedItem {
+            key: format!("d/s{i}"),
+            url: format!("https://h/s{i}.csv"),
+            cause: if i == 0 {
+                "https://h/s0.csv: HTTP 404".into()
+            } else {
+                "connection refused".into()
+            },
+        };
+        let failed = MAX_LISTED_FAILURES + 5;
+        let e = ExtractError::ItemsFailed {
+            failed,
+            total: 40,
+            manifest: "gs://b/raw/_manifests/task-00000.json".into(),
+            items: (0..MAX_LISTED_FAILURES).map(item).collect(),
+        };
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "25 of 40 item(s) failed (the others are done; the task manifest \
+             gs://b/raw/_manifests/task-00000.json records every item):"
+        );
+        // A cause that names its URL is not told the URL again; one that does not is.
+        assert_eq!(lines[1], "  d/s0: https://h/s0.csv: HTTP 404");
+        assert_eq!(lines[2], "  d/s1 (https://h/s1.csv): connection refused");
+        assert_eq!(lines.len(), 1 + MAX_LISTED_FAILURES + 1, "{text}");
+        assert_eq!(
+            lines[MAX_LISTED_FAILURES + 1],
+            "  ... and 5 more (the task manifest lists every one)"
+        );
+        assert_eq!(e.exit_code(), ExitCode::TaskFailed);
     }
 
     #[test]

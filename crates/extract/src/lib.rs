@@ -38,7 +38,7 @@ pub use config::{
     ParquetOptions, PartitionSpec, ProgressMode, ProgressOptions, SocrataOptions, parse_encoding,
     parse_rate,
 };
-pub use error::ExtractError;
+pub use error::{ExtractError, FailedItem, MAX_LISTED_FAILURES};
 pub use run::{BeforeVerify, TaskHooks, TaskOutcome, run, run_with_hooks};
 pub use sluice_manifest::{ItemRecord, ItemStatus, ObjectRecord, TaskManifest};
 

@@ -12,7 +12,7 @@ use sluice_storage::{ObjectStore, StorageError, StoreConfig, WriteOptions};
 
 use crate::config::{ExtractConfig, OutputFormat, PartitionValue};
 use crate::decode::ChannelReader;
-use crate::error::{ExtractError, Result};
+use crate::error::{ExtractError, FailedItem, MAX_LISTED_FAILURES, Result};
 use crate::execution_date::{execution_date, remove_expired_pins};
 use crate::naming::{KeyClaims, Layout};
 use crate::pipeline::{self, PipelineCtx};
@@ -126,6 +126,7 @@ pub async fn run_with_hooks(
     };
     let all = plan_pinned(&config, &client, &store_config, Some(&pins)).await?;
     let planned_items = all.len();
+    let planned_per_dataset = items_per_dataset(&all);
     let share = take_share(
         all,
         WorkItem::shard_key,
@@ -210,7 +211,7 @@ pub async fn run_with_hooks(
         started_at: started_at.to_rfc3339(),
         finished_at: chrono::Utc::now().to_rfc3339(),
         complete: failures.is_empty(),
-        planned_items: None,
+        planned_items: Some(planned_per_dataset),
         items: items.clone(),
         totals: totals.clone(),
     };
@@ -241,21 +242,45 @@ pub async fn run_with_hooks(
         human_bytes(totals.bytes),
     );
 
-    if let Some(first) = failures.first() {
-        return Err(ExtractError::ItemsFailed {
-            failed: failures.len(),
-            total: items.len(),
-            // Item errors already name their source.
-            first: Box::new(ExtractError::Internal(
-                first.error.clone().unwrap_or_default(),
-            )),
-        });
+    if !failures.is_empty() {
+        return Err(items_failed(&failures, items.len(), &manifest_url));
     }
     Ok(TaskOutcome {
         manifest,
         manifest_url,
         planned_items,
     })
+}
+
+/// Items per dataset in the whole plan, for the manifest's `planned_items`: with it, `load` can
+/// tell which datasets a missing task manifest leaves short, and load the others.
+fn items_per_dataset(all: &[WorkItem]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for item in all {
+        *counts.entry(item.dataset.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The task's exit error: every failed item (up to a cap) with its redacted source and cause.
+fn items_failed(failures: &[&ItemRecord], total: usize, manifest_url: &str) -> ExtractError {
+    ExtractError::ItemsFailed {
+        failed: failures.len(),
+        total,
+        manifest: manifest_url.to_string(),
+        items: failures
+            .iter()
+            .take(MAX_LISTED_FAILURES)
+            .map(|item| FailedItem {
+                key: item.key.clone(),
+                url: item.source.url.clone(),
+                cause: item
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "failed (no cause recorded)".into()),
+            })
+            .collect(),
+    }
 }
 
 /// The end-of-task check: every object the manifest is about to list (rejects included) must

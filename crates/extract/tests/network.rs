@@ -179,6 +179,15 @@ async fn permanent_errors_fail_at_once_with_the_redacted_url_and_status() {
         ),
         "{err}"
     );
+    // The exit error names every failed item with its (redacted) source and cause.
+    let message = err.to_string();
+    assert!(message.starts_with("2 of 3 item(s) failed"), "{message}");
+    assert!(
+        message.contains("HTTP 404") && message.contains("HTTP 403"),
+        "{message}"
+    );
+    assert!(message.contains("/f.csv"), "{message}");
+    assert!(!message.contains("SECRET123"), "{message}");
     assert_eq!(server.requests_to("nope.csv").len(), 1);
     assert_eq!(server.requests_to("f.csv").len(), 1);
     let manifest: serde_json::Value =

@@ -55,6 +55,13 @@ async fn every_item_is_taken_by_exactly_one_task() {
                 cfg.shard_strategy = strategy;
                 let outcome = run(cfg, &task(index, count)).await.unwrap();
                 assert_eq!(outcome.planned_items, 22);
+                // Every task records the whole plan per dataset, not its share (load counts
+                // on that to place a missing manifest's items).
+                assert_eq!(
+                    outcome.manifest.planned_items,
+                    Some(BTreeMap::from([("d".to_string(), 22)])),
+                    "{strategy} x {count}, task {index}"
+                );
                 for item in &outcome.manifest.items {
                     *taken.entry(item.key.clone()).or_default() += 1;
                 }

@@ -165,6 +165,18 @@ impl SchemaUpdate {
     }
 }
 
+/// `--on-incomplete`: a table some of whose extract items did not commit (a failed item, a
+/// task manifest never written) is never loaded; this says whether skipping it fails the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnIncomplete {
+    /// Load the complete tables, then exit 1 naming each skipped one (Cloud Run retries the
+    /// task; the execution shows as failed).
+    #[default]
+    Fail,
+    /// Load the complete tables, warn about each skipped one, exit 0.
+    Skip,
+}
+
 /// How job status is polled: exponential from `initial` to `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollSettings {
@@ -226,6 +238,8 @@ pub struct LoadConfig {
     pub dry_run: bool,
     /// An input with no objects is success (nothing to do) instead of an error.
     pub allow_empty: bool,
+    /// `--manifests`: what a table whose extract did not finish does to the task's exit.
+    pub on_incomplete: OnIncomplete,
     /// One load job per object instead of per destination (append only).
     pub job_per_object: bool,
     /// `--write merge`: the columns that identify a row (at least one).
@@ -268,6 +282,7 @@ impl LoadConfig {
             store: StoreConfig::default(),
             dry_run: false,
             allow_empty: false,
+            on_incomplete: OnIncomplete::Fail,
             job_per_object: false,
             merge_keys: Vec::new(),
             order_by: None,

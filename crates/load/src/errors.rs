@@ -6,6 +6,7 @@ use sluice_runtime::{ExitCode, ExitStatus};
 
 use crate::bq_error::{BqError, ErrorClass};
 use crate::client::ApiError;
+use crate::completeness::SkippedTable;
 use crate::config::ConfigError;
 use crate::footer::FooterError;
 use crate::schema::ColumnError;
@@ -27,13 +28,6 @@ pub enum LoadError {
     /// A manifest that is not one (wrong kind or version, bad shape).
     #[error(transparent)]
     Manifest(#[from] sluice_manifest::ManifestError),
-    #[error(
-        "manifest {url}: the manifest is not complete: its extract task failed part of its share; \
-         rerun extract before loading"
-    )]
-    IncompleteManifest { url: String },
-    #[error("manifest {url}: the manifest lists a failed item ({key})")]
-    FailedItem { url: String, key: String },
     /// Manifests under one prefix from different extract runs (a stale one left behind).
     #[error(
         "{prefix}: manifests from different extract runs: {first}, {other}; remove the stale ones"
@@ -43,16 +37,18 @@ pub enum LoadError {
         first: Box<ManifestOrigin>,
         other: Box<ManifestOrigin>,
     },
-    /// An extract task that wrote no manifest: its data would be missing.
-    #[error(
-        "{prefix}: extract ran {task_count} task(s) but {} wrote no manifest ({}); its data would be missing",
-        .missing.len(),
-        .missing.join(", ")
-    )]
-    MissingManifests {
-        prefix: String,
-        task_count: u32,
-        missing: Vec<String>,
+    /// `--manifests` with `--on-incomplete fail`: tables whose extract is incomplete (a failed
+    /// item, a task manifest never written) were not loaded; the complete ones were.
+    #[error("{}", describe_incomplete(.skipped, *.loaded, *.nothing_loadable, .also.as_deref()))]
+    IncompleteTables {
+        /// This task's skipped tables, each with its reasons.
+        skipped: Vec<SkippedTable>,
+        /// Jobs of this task that loaded (or had loaded) their table.
+        loaded: usize,
+        /// No table of the whole input was loadable.
+        nothing_loadable: bool,
+        /// A load job of a complete table that failed as well.
+        also: Option<Box<LoadError>>,
     },
     #[error("{url} is listed in manifest {manifest} but does not exist")]
     MissingObject { url: String, manifest: String },
@@ -205,6 +201,52 @@ pub enum LoadError {
         failures: Vec<LoadError>,
         total: usize,
     },
+}
+
+/// The message of [`LoadError::IncompleteTables`]: what happened, each skipped table with its
+/// reasons, and what to do.
+fn describe_incomplete(
+    skipped: &[SkippedTable],
+    loaded: usize,
+    nothing_loadable: bool,
+    also: Option<&LoadError>,
+) -> String {
+    let mut out = if nothing_loadable {
+        format!(
+            "nothing was loadable: every table of this extract execution is incomplete; {} \
+             table(s) skipped:",
+            skipped.len()
+        )
+    } else if also.is_some() {
+        format!(
+            "{} table(s) skipped because their extract is incomplete:",
+            skipped.len()
+        )
+    } else {
+        format!(
+            "{} table(s) skipped because their extract is incomplete ({loaded} job(s) of this \
+             task loaded the complete ones):",
+            skipped.len()
+        )
+    };
+    for table in skipped {
+        out.push_str(&format!(
+            "\n  {}: {}",
+            table.table,
+            table.reasons.join("; ")
+        ));
+    }
+    out.push_str(
+        "\nrerun extract for them (a new execution, or a retry of the failed task), or pass \
+         --on-incomplete skip to load the complete tables without failing",
+    );
+    if let Some(e) = also {
+        out.push_str(&format!(
+            "\nand a load job failed: {}",
+            sluice_runtime::error_chain(e)
+        ));
+    }
+    out
 }
 
 /// Which task of which extract execution wrote a manifest, for [`LoadError::MixedManifests`].

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use sluice_manifest::{AnyManifest, ItemStatus, ListedObject, TaskManifest};
 use sluice_storage::{Location, ObjectStore, StoreConfig};
 
+use crate::completeness::{Completeness, ManifestFacts};
 use crate::config::{Input, LoadConfig};
 use crate::errors::{LoadError, ManifestOrigin};
 use crate::template::ObjectVars;
@@ -57,6 +58,8 @@ pub(crate) struct Discovered {
     pub(crate) stores: Stores,
     /// Whether the objects are a manifest's claims (checked against the bucket in `prepare`).
     pub(crate) from_manifests: bool,
+    /// Which datasets of the extract execution are whole (always, for a glob).
+    pub(crate) completeness: Completeness,
 }
 
 /// Open stores by bucket.
@@ -128,11 +131,21 @@ fn is_hidden(key: &str) -> bool {
 /// The objects of `config.input`. An empty input is an error unless `--allow-empty`.
 pub(crate) async fn discover(config: &LoadConfig) -> Result<Discovered, LoadError> {
     let mut stores = Stores::new(config.store.clone());
-    let (input, objects, from_manifests) = match &config.input {
-        Input::Glob(url) => (url, list_glob(url, &mut stores).await?, false),
-        Input::Manifests(url) => (url, read_manifests(url, &mut stores).await?, true),
+    let (input, objects, completeness, from_manifests) = match &config.input {
+        Input::Glob(url) => (
+            url,
+            list_glob(url, &mut stores).await?,
+            Completeness::default(),
+            false,
+        ),
+        Input::Manifests(url) => {
+            let (objects, completeness) = read_manifests(url, &mut stores).await?;
+            (url, objects, completeness, true)
+        }
     };
-    if objects.is_empty() && !config.allow_empty {
+    // An extract whose every item failed wrote no objects: that is reported as skipped tables,
+    // not as an empty input.
+    if objects.is_empty() && !config.allow_empty && completeness.is_complete() {
         return Err(LoadError::NoObjects {
             input: input.clone(),
         });
@@ -141,6 +154,7 @@ pub(crate) async fn discover(config: &LoadConfig) -> Result<Discovered, LoadErro
         objects,
         stores,
         from_manifests,
+        completeness,
     })
 }
 
@@ -177,7 +191,10 @@ async fn list_glob(url: &str, stores: &mut Stores) -> Result<Vec<SourceObject>, 
     Ok(objects)
 }
 
-async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObject>, LoadError> {
+async fn read_manifests(
+    url: &str,
+    stores: &mut Stores,
+) -> Result<(Vec<SourceObject>, Completeness), LoadError> {
     let (bucket, prefix) = split_gs_url(url)?;
     let store = stores.bucket(&bucket).await?;
     let manifests: Vec<_> = store
@@ -199,6 +216,7 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObje
         .to_string();
     let mut objects = Vec::new();
     let mut origins = Vec::new();
+    let mut facts = Vec::new();
     for manifest in manifests {
         let manifest_url = store.url_of(&manifest.key);
         let bytes =
@@ -208,13 +226,14 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObje
         let listed: Vec<(ListedObject, Option<String>)> =
             match sluice_manifest::parse_any(&bytes, &manifest_url)? {
                 AnyManifest::Task(task) => {
-                    check_complete(&task, &manifest_url)?;
+                    facts.push(manifest_facts(&task, &manifest_url));
                     origins.push(ManifestOrigin {
                         url: manifest_url.clone(),
                         execution: task.execution.clone(),
                         task_index: task.task_index,
                         task_count: task.task_count,
                     });
+                    // A failed item has no objects; `Completeness` keeps its dataset's tables out.
                     task.items
                         .into_iter()
                         .flat_map(|item| {
@@ -246,8 +265,11 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<Vec<SourceObje
             });
         }
     }
-    check_manifest_set(url, &origins)?;
-    Ok(objects)
+    let completeness = match check_manifest_set(url, &origins)? {
+        Some(task_count) => Completeness::judge(task_count, &facts),
+        None => Completeness::default(),
+    };
+    Ok((objects, completeness))
 }
 
 /// `task-00003.json` directly under the manifest prefix (not the per-item receipts in subdirectories).
@@ -266,34 +288,40 @@ fn resolve_entry_url(url: &str, bucket: &str, base: &str) -> Result<(String, Str
     ))
 }
 
-/// A manifest whose extract task failed part of its share is refused: loading it with
-/// `--write truncate` would replace a table with part of its data.
-fn check_complete(manifest: &TaskManifest, url: &str) -> Result<(), LoadError> {
-    if !manifest.complete {
-        return Err(LoadError::IncompleteManifest {
-            url: url.to_string(),
-        });
+/// What `Completeness` needs from a task manifest: its items per dataset and the failed ones.
+/// A failed item is no longer an error here: only its dataset's tables are kept out.
+fn manifest_facts(manifest: &TaskManifest, url: &str) -> ManifestFacts {
+    let mut items = BTreeMap::new();
+    let mut failed = Vec::new();
+    for item in &manifest.items {
+        *items.entry(item.dataset.clone()).or_insert(0) += 1;
+        if item.status == ItemStatus::Failed {
+            failed.push((
+                item.dataset.clone(),
+                item.key.clone(),
+                item.error
+                    .clone()
+                    .unwrap_or_else(|| "no cause recorded".into()),
+            ));
+        }
     }
-    if let Some(item) = manifest
-        .items
-        .iter()
-        .find(|i| i.status == ItemStatus::Failed)
-    {
-        return Err(LoadError::FailedItem {
-            url: url.to_string(),
-            key: item.key.clone(),
-        });
+    ManifestFacts {
+        url: url.to_string(),
+        task_index: manifest.task_index,
+        complete: manifest.complete,
+        planned_items: manifest.planned_items.clone(),
+        items,
+        failed,
     }
-    Ok(())
 }
 
-/// extract's manifests under one prefix must be one execution's full set: every task index
-/// `0..task_count` present, one `task_count`, one execution. A missing task (it failed and
-/// wrote nothing) or a stale manifest from an older run with more tasks would otherwise load
-/// part of the data, or old data, without a word.
-fn check_manifest_set(prefix: &str, origins: &[ManifestOrigin]) -> Result<(), LoadError> {
+/// extract's manifests under one prefix must be one execution's: one `task_count`, one
+/// execution. A stale manifest from an older run with more tasks would otherwise load old data
+/// without a word. Returns the task count; which tasks are missing, and what that leaves
+/// incomplete, is `Completeness`'s to say.
+fn check_manifest_set(prefix: &str, origins: &[ManifestOrigin]) -> Result<Option<u32>, LoadError> {
     let Some(first) = origins.first() else {
-        return Ok(());
+        return Ok(None);
     };
     if let Some(other) = origins
         .iter()
@@ -305,19 +333,7 @@ fn check_manifest_set(prefix: &str, origins: &[ManifestOrigin]) -> Result<(), Lo
             other: Box::new(other.clone()),
         });
     }
-    let present: BTreeMap<u32, &String> = origins.iter().map(|o| (o.task_index, &o.url)).collect();
-    let missing: Vec<String> = (0..first.task_count)
-        .filter(|i| !present.contains_key(i))
-        .map(|i| format!("task-{i:05}.json"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(LoadError::MissingManifests {
-            prefix: prefix.to_string(),
-            task_count: first.task_count,
-            missing,
-        });
-    }
-    Ok(())
+    Ok(Some(first.task_count))
 }
 
 #[cfg(test)]
@@ -357,27 +373,26 @@ mod tests {
         assert!(!is_task_manifest("notes.json"));
     }
 
-    fn manifest(complete: bool, failed: bool) -> TaskManifest {
+    #[test]
+    fn failed_items_become_facts_not_errors() {
         let bytes = include_bytes!("../../manifest/tests/fixtures/task-00000.json");
         let mut m = TaskManifest::parse(bytes, "gs://b/m0").unwrap();
-        m.complete = complete;
-        if failed {
-            m.items[0].status = ItemStatus::Failed;
-        }
-        m
-    }
-
-    #[test]
-    fn incomplete_manifests_and_failed_items_are_refused() {
-        check_complete(&manifest(true, false), "gs://b/m0").unwrap();
-        let err = check_complete(&manifest(false, false), "gs://b/m1").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("gs://b/m1: the manifest is not complete"),
-            "{err}"
+        let facts = manifest_facts(&m, "gs://b/m0");
+        assert!(facts.failed.is_empty());
+        assert_eq!(facts.items.values().sum::<usize>(), m.items.len());
+        m.complete = false;
+        m.items[0].status = ItemStatus::Failed;
+        m.items[0].error = Some("https://h/x.csv: HTTP 404".into());
+        let facts = manifest_facts(&m, "gs://b/m0");
+        assert!(!facts.complete);
+        assert_eq!(
+            facts.failed,
+            [(
+                m.items[0].dataset.clone(),
+                m.items[0].key.clone(),
+                "https://h/x.csv: HTTP 404".to_string()
+            )]
         );
-        let err = check_complete(&manifest(true, true), "gs://b/m2").unwrap_err();
-        assert!(err.to_string().contains("lists a failed item"), "{err}");
     }
 
     #[test]
@@ -388,9 +403,16 @@ mod tests {
             task_index: i,
             task_count: count,
         };
-        check_manifest_set("p", &[o(0, 2, "e"), o(1, 2, "e")]).unwrap();
-        let err = check_manifest_set("p", &[o(0, 3, "e"), o(2, 3, "e")]).unwrap_err();
-        assert!(err.to_string().contains("task-00001.json"), "{err}");
+        assert_eq!(
+            check_manifest_set("p", &[o(0, 2, "e"), o(1, 2, "e")]).unwrap(),
+            Some(2)
+        );
+        // A missing task is for `Completeness` to judge, not an error of the set.
+        assert_eq!(
+            check_manifest_set("p", &[o(0, 3, "e"), o(2, 3, "e")]).unwrap(),
+            Some(3)
+        );
+        assert_eq!(check_manifest_set("p", &[]).unwrap(), None);
         let err = check_manifest_set("p", &[o(0, 2, "e"), o(1, 3, "old")]).unwrap_err();
         assert!(err.to_string().contains("different extract runs"), "{err}");
         assert!(

@@ -4,7 +4,8 @@
 //! discover the objects (a glob or `extract`'s task manifests), plan one work item per
 //! destination table or partition and take the task's share, prepare each item's job (schema
 //! from the Parquet footers, deterministic job id, checks against the existing table), execute
-//! the jobs (following those an earlier attempt already submitted), and report. See
+//! the jobs (following those an earlier attempt already submitted), and report. With
+//! `--manifests`, tables whose extract is incomplete are skipped, never loaded in part. See
 //! `docs/load.md`.
 
 #![warn(unreachable_pub)]
@@ -13,6 +14,7 @@ mod api;
 mod bq_error;
 mod client;
 mod compat;
+mod completeness;
 mod config;
 mod errors;
 mod execute;
@@ -30,9 +32,10 @@ mod template;
 
 pub use bq_error::{BqError, ErrorClass};
 pub use client::{ApiError, ApiFailure, ClientConfig, Credentials};
+pub use completeness::SkippedTable;
 pub use config::{
-    ConfigError, CsvOptions, Input, LoadConfig, PartitionType, Partitioning, PollSettings,
-    SchemaSource, SchemaUpdate, SourceFormat, WriteMode,
+    ConfigError, CsvOptions, Input, LoadConfig, OnIncomplete, PartitionType, Partitioning,
+    PollSettings, SchemaSource, SchemaUpdate, SourceFormat, WriteMode,
 };
 pub use errors::{JobFailure, LoadError, ManifestOrigin, QueryFailure, TypeMismatch};
 pub use footer::FooterError;

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use sluice_runtime::TaskContext;
 
+use sluice_runtime::{ExitCode, ExitStatus};
+
+use crate::completeness::{Skipped, SkippedTable};
+use crate::config::OnIncomplete;
 use crate::errors::LoadError;
 
 /// How a work item ended.
@@ -62,6 +66,22 @@ pub struct LoadReport {
     pub items_total: usize,
     /// Jobs of this task, in destination order.
     pub jobs: Vec<JobReport>,
+    /// `--manifests`: tables of this task's share not loaded because their extract is
+    /// incomplete (under `--on-incomplete skip`; under `fail` they are the task's error).
+    pub skipped: Vec<SkippedTable>,
+}
+
+impl LoadReport {
+    /// The destinations (`project.dataset.table[$decorator]`) whose data is in BigQuery after
+    /// this task: loaded now or by an earlier attempt. A dry run loads nothing. What may advance
+    /// per-table state (a skipped or failed table is never here).
+    pub fn loaded_tables(&self) -> std::collections::BTreeSet<&str> {
+        self.jobs
+            .iter()
+            .filter(|j| j.outcome != Outcome::Planned)
+            .map(|j| j.table.as_str())
+            .collect()
+    }
 }
 
 /// An empty input under `--allow-empty`.
@@ -113,9 +133,70 @@ pub(crate) fn finish(
             objects_total,
             items_total,
             jobs,
+            skipped: Vec::new(),
         }),
         1 if total == 1 => Err(failures.remove(0)),
         _ => Err(LoadError::Failed { failures, total }),
+    }
+}
+
+/// Adds this task's skipped tables to its result. Under `--on-incomplete fail` any skipped
+/// table makes the task fail with [`LoadError::IncompleteTables`] (after the complete tables
+/// were loaded); under `skip` each is a warning. A shutdown or a usage error stays what it is.
+pub(crate) fn conclude(
+    result: Result<LoadReport, LoadError>,
+    skipped: Skipped,
+    on_incomplete: OnIncomplete,
+) -> Result<LoadReport, LoadError> {
+    if skipped.tables.is_empty() {
+        return result;
+    }
+    match (on_incomplete, result) {
+        (OnIncomplete::Skip, result) => {
+            log_skipped(&skipped);
+            result.map(|report| LoadReport {
+                skipped: skipped.tables,
+                ..report
+            })
+        }
+        (OnIncomplete::Fail, Ok(report)) => Err(LoadError::IncompleteTables {
+            loaded: report.loaded_tables().len(),
+            skipped: skipped.tables,
+            nothing_loadable: skipped.nothing_loadable,
+            also: None,
+        }),
+        (OnIncomplete::Fail, Err(e))
+            if matches!(e, LoadError::Cancelled) || e.exit_code() == ExitCode::Usage =>
+        {
+            log_skipped(&skipped);
+            Err(e)
+        }
+        (OnIncomplete::Fail, Err(e)) => Err(LoadError::IncompleteTables {
+            loaded: 0,
+            skipped: skipped.tables,
+            nothing_loadable: skipped.nothing_loadable,
+            also: Some(Box::new(e)),
+        }),
+    }
+}
+
+/// One warning per skipped table (the error carries them under `--on-incomplete fail`).
+fn log_skipped(skipped: &Skipped) {
+    if skipped.nothing_loadable {
+        tracing::warn!(
+            skipped = skipped.tables.len(),
+            "nothing to load: every table of this extract execution is incomplete"
+        );
+    }
+    for table in &skipped.tables {
+        tracing::warn!(
+            table = %table.table,
+            outcome = "skipped",
+            reasons = ?table.reasons,
+            "{}: not loaded, its extract is incomplete: {}",
+            table.table,
+            table.reasons.join("; ")
+        );
     }
 }
 

@@ -7,7 +7,9 @@
 //! prepare (prepare.rs)  items -> specs: manifest claims checked, footers read and merged,
 //!                       deterministic job ids, existing tables compared
 //! execute (execute/)    datasets, tables, one load job per item (or a dry run's list)
-//! report (report.rs)    the task's LoadReport and its log lines
+//! report (report.rs)    the task's LoadReport and its log lines; tables whose extract is
+//!                       incomplete (completeness.rs) are skipped, an error under
+//!                       --on-incomplete fail
 //! ```
 
 use sluice_runtime::{CancellationToken, TaskContext};
@@ -31,16 +33,28 @@ pub async fn run(
     }
 
     let discovered = inputs::discover(config).await?;
-    if discovered.objects.is_empty() {
+    // Tables whose extract is incomplete (`--manifests`) are planned like the rest, so tasks
+    // agree on the split, and then taken out of this task's share (completeness.rs).
+    let blocked = discovered
+        .completeness
+        .block(discovered.objects.iter().map(|o| &o.vars), &config.table);
+    if discovered.objects.is_empty() && discovered.completeness.is_complete() {
         let (Input::Glob(input) | Input::Manifests(input)) = &config.input;
         report::log_nothing_to_do(input);
         return Ok(LoadReport::default());
     }
 
-    let plan = plan::plan(discovered.objects, config, task)?;
+    let mut plan = plan::plan(discovered.objects, config, task)?;
+    let skipped = blocked.take(
+        &mut plan.mine,
+        |item| &item.destination,
+        task,
+        config.shard_strategy,
+    );
     report::log_share(plan.objects_total, plan.items_total, plan.mine.len(), task);
     if plan.mine.is_empty() {
-        return report::finish(plan.objects_total, plan.items_total, Vec::new());
+        let report = report::finish(plan.objects_total, plan.items_total, Vec::new());
+        return report::conclude(report, skipped, config.on_incomplete);
     }
 
     let api = match config.dry_run {
@@ -61,7 +75,9 @@ pub async fn run(
         None => execute::dry_run(config, &prepared),
         Some(api) => execute::execute(config, api, prepared, task).await?,
     };
-    report::finish(plan.objects_total, plan.items_total, results)
+    let report = report::finish(plan.objects_total, plan.items_total, results);
+    // `report.loaded_tables()` are the tables loaded by now; skipped ones are never among them.
+    report::conclude(report, skipped, config.on_incomplete)
 }
 
 /// With Application Default Credentials, makes sure a token can be had before any work, so

@@ -227,6 +227,16 @@ impl TableTemplate {
         self.all_pieces().all(|p| matches!(p, Piece::Literal(_)))
     }
 
+    /// Whether `var` is filled into the table's path (project, dataset or table; the decorator
+    /// does not count): then objects with different values of it never share a table.
+    pub(crate) fn table_uses(&self, var: &str) -> bool {
+        self.project
+            .iter()
+            .chain(&self.dataset)
+            .chain(&self.table)
+            .any(|p| matches!(p, Piece::Var(v) if v == var))
+    }
+
     /// The destination names a partition (`$...`).
     pub(crate) fn has_decorator(&self) -> bool {
         self.decorator.is_some()

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_load::{
-    ClientConfig, Credentials, CsvOptions, Input, LoadConfig, PartitionType, Partitioning,
-    SchemaSource, SchemaUpdate, SourceFormat, TableTemplate, WriteMode,
+    ClientConfig, Credentials, CsvOptions, Input, LoadConfig, OnIncomplete, PartitionType,
+    Partitioning, SchemaSource, SchemaUpdate, SourceFormat, TableTemplate, WriteMode,
 };
 use sluice_runtime::{ExitCode, ExitStatus, ShardStrategy};
 
@@ -40,6 +40,14 @@ enum PartitionKind {
     Day,
     Month,
     Year,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Incomplete {
+    /// Load the complete tables, then exit 1 naming each skipped one.
+    Fail,
+    /// Load the complete tables, warn about each skipped one, exit 0.
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -222,6 +230,17 @@ pub struct Args {
     #[arg(long, env = "SLUICE_ALLOW_EMPTY")]
     allow_empty: bool,
 
+    /// --manifests: a table whose extract is incomplete (a failed item, a task that wrote no
+    /// manifest) is never loaded; `fail` exits 1 naming it after loading the complete tables,
+    /// `skip` warns and exits 0.
+    #[arg(
+        long,
+        env = "SLUICE_LOAD_ON_INCOMPLETE",
+        value_enum,
+        default_value = "fail"
+    )]
+    on_incomplete: Incomplete,
+
     /// Append: one load job per object (its id depends on that object alone), so an input that
     /// grows between runs loads each object exactly once. Costs one job per object (BigQuery
     /// allows 1,500 load jobs per table per day).
@@ -336,6 +355,10 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
     config.poll.max = args.poll_max;
     config.dry_run = args.dry_run;
     config.allow_empty = args.allow_empty;
+    config.on_incomplete = match args.on_incomplete {
+        Incomplete::Fail => OnIncomplete::Fail,
+        Incomplete::Skip => OnIncomplete::Skip,
+    };
     config.job_per_object = args.job_per_object;
     config.bigquery = bigquery_client(args.bigquery_endpoint.as_deref());
     config.store = context.store_config();
@@ -391,6 +414,7 @@ pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|j| j.outcome == sluice_load::Outcome::AlreadyLoaded)
         .count();
+    let skipped: Vec<&str> = report.skipped.iter().map(|s| s.table.as_str()).collect();
     tracing::info!(
         jobs = report.jobs.len(),
         loaded,
@@ -398,8 +422,18 @@ pub async fn run(args: Args, context: &Context) -> anyhow::Result<ExitCode> {
         rows,
         items_total = report.items_total,
         objects_total = report.objects_total,
-        "load task done: {} job(s) ({loaded} loaded, {already} already loaded), {rows} rows",
-        report.jobs.len()
+        loaded_tables = ?report.loaded_tables(),
+        skipped_tables = ?skipped,
+        "load task done: {} job(s) ({loaded} loaded, {already} already loaded), {rows} rows{}",
+        report.jobs.len(),
+        match skipped.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; {} incomplete table(s) skipped (--on-incomplete skip): {}",
+                skipped.len(),
+                skipped.join(", ")
+            ),
+        }
     );
     Ok(ExitCode::Ok)
 }
