@@ -8,7 +8,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobSetBuilder};
 use sluice_storage::StoreConfig;
 
-use crate::config::{CsvOptions, ExtractConfig, OutputFormat, SourceOptions};
+use crate::config::{CsvOptions, ExtractConfig, OutputFormat, SocrataOptions, SourceOptions};
 use crate::convert::schema::SchemaOverride;
 use crate::error::{ExtractError, Result};
 use crate::naming::{
@@ -20,6 +20,7 @@ use crate::source::http::{HttpClient, HttpTarget};
 use crate::source::manifest::{self, EntryKind, SourceEntry};
 use crate::source::socrata::{self, SocrataResource};
 use crate::source::{Origin, PageInfo, WorkItem};
+use crate::state::{self, StateReader};
 
 /// Largest manifest or schema file read into memory.
 const SMALL_FILE: u64 = 16 * 1024 * 1024;
@@ -134,6 +135,9 @@ pub async fn plan(
         ));
     }
 
+    // `--since auto` without a literal `--since`: Socrata windows from the stored state.
+    let mut states = (config.since_auto && config.socrata_options.since.is_none())
+        .then(|| StateReader::new(&config.dest, store));
     let mut schemas: HashMap<String, Arc<SchemaOverride>> = HashMap::new();
     let mut items = Vec::new();
     // Names are settled per entry (all pages of a Socrata source share one); `owners[i]` is
@@ -229,15 +233,26 @@ pub async fn plan(
                 if let Some(token) = &config.socrata_options.app_token {
                     base = base.with_secret_header("x-app-token", token)?;
                 }
+                let name = sanitize(entry.name.as_deref().unwrap_or(&resource.id));
+                let options = match &mut states {
+                    Some(states) => {
+                        let named = socrata_entry_name(entry, &resource, &name, &dataset_of(&name));
+                        let stored = states.entry(&named.dataset, &named.name).await?;
+                        SocrataOptions {
+                            since: state::since_from_mark(stored.as_ref(), config.lag)?,
+                            ..config.socrata_options.clone()
+                        }
+                    }
+                    None => config.socrata_options.clone(),
+                };
                 let plan = socrata::plan(
                     client,
                     &base,
                     &resource,
-                    &config.socrata_options,
+                    &options,
                     format == OutputFormat::Parquet,
                 )
                 .await?;
-                let name = sanitize(entry.name.as_deref().unwrap_or(&resource.id));
                 tracing::info!(
                     resource = %redact_url(&resource.base),
                     rows = plan.rows,
@@ -250,17 +265,7 @@ pub async fn plan(
                 );
                 let types = plan.types.map(Arc::new);
                 let entry_index = names.len();
-                names.push(EntryName::new(
-                    dataset_of(&name),
-                    name.clone(),
-                    url_identity(&format!(
-                        "{}?{}",
-                        resource.base,
-                        resource.extra_query.join("&")
-                    )),
-                    entry.name.is_some(),
-                    redact_url(&entry.url),
-                ));
+                names.push(socrata_entry_name(entry, &resource, &name, &dataset_of(&name)));
                 for page in &plan.pages {
                     let target = base.derive(&page.url)?;
                     owners.push(entry_index);
@@ -293,9 +298,40 @@ pub async fn plan(
     disambiguate(&mut names);
     for (item, &owner) in items.iter_mut().zip(&owners) {
         item.name = names[owner].name.clone();
+        // The state key follows the final name. Files under `--since auto` are compared by
+        // version only (no cursor column, no window).
+        let key = state::state_key(&item.dataset, &item.name);
+        match &mut item.cursor {
+            Some(cursor) => cursor.state_key = key,
+            None if config.since_auto && item.page.is_none() => {
+                item.cursor = Some(sluice_manifest::CursorRecord {
+                    state_key: key,
+                    column: None,
+                    from: None,
+                    to: None,
+                });
+            }
+            None => {}
+        }
     }
     check_unique(&items, &owners, &names)?;
     Ok(items)
+}
+
+/// A Socrata entry's name, before the group rule: what its state is read under.
+fn socrata_entry_name(
+    entry: &SourceEntry,
+    resource: &SocrataResource,
+    name: &str,
+    dataset: &str,
+) -> EntryName {
+    EntryName::new(
+        dataset.to_string(),
+        name.to_string(),
+        url_identity(&format!("{}?{}", resource.base, resource.extra_query.join("&"))),
+        entry.name.is_some(),
+        redact_url(&entry.url),
+    )
 }
 
 /// How one configured source is named (see `naming`'s module docs for the rules).

@@ -214,6 +214,9 @@ pub struct LoadConfig {
     pub allow_empty: bool,
     /// One load job per object instead of per destination (append only).
     pub job_per_object: bool,
+    /// `--no-state`: do not advance `{dest}/_state/{dataset}.json` after a successful load
+    /// (`docs/state.md`).
+    pub no_state: bool,
 }
 
 impl LoadConfig {
@@ -248,6 +251,7 @@ impl LoadConfig {
             dry_run: false,
             allow_empty: false,
             job_per_object: false,
+            no_state: false,
         }
     }
 

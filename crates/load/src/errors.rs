@@ -54,6 +54,9 @@ pub enum LoadError {
         task_count: u32,
         missing: Vec<String>,
     },
+    /// The incremental state file (`docs/state.md`) could not be read or advanced.
+    #[error("state {url}: {reason}")]
+    State { url: String, reason: String },
     #[error("{url} is listed in manifest {manifest} but does not exist")]
     MissingObject { url: String, manifest: String },
     #[error(
