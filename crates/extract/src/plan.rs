@@ -265,7 +265,12 @@ pub async fn plan(
                 );
                 let types = plan.types.map(Arc::new);
                 let entry_index = names.len();
-                names.push(socrata_entry_name(entry, &resource, &name, &dataset_of(&name)));
+                names.push(socrata_entry_name(
+                    entry,
+                    &resource,
+                    &name,
+                    &dataset_of(&name),
+                ));
                 for page in &plan.pages {
                     let target = base.derive(&page.url)?;
                     owners.push(entry_index);
@@ -328,7 +333,11 @@ fn socrata_entry_name(
     EntryName::new(
         dataset.to_string(),
         name.to_string(),
-        url_identity(&format!("{}?{}", resource.base, resource.extra_query.join("&"))),
+        url_identity(&format!(
+            "{}?{}",
+            resource.base,
+            resource.extra_query.join("&")
+        )),
         entry.name.is_some(),
         redact_url(&entry.url),
     )

@@ -106,7 +106,6 @@ pub async fn run_with_hooks(
             other => ExtractError::Storage(other),
         })?;
     let dest_prefix = prefix.clone();
-    let since_auto = config.since_auto;
     let prefix = Layout::new(&prefix, None).prefix;
     let partition = match &config.partition {
         Some(spec) => {
@@ -151,6 +150,24 @@ pub async fn run_with_hooks(
         remove_expired_pins(store.as_ref(), &layout.prefix, started_at).await?;
     }
 
+    // `--since auto`: the state of every dataset with files in the share, read before any
+    // work, so a broken state file stops the task (exit 2) instead of failing items.
+    let states = match config.since_auto {
+        true => {
+            let mut reader = StateReader::with_store(store.clone(), &dest_prefix);
+            let datasets: std::collections::BTreeSet<&str> = share
+                .iter()
+                .filter(|i| i.cursor.as_ref().is_some_and(|c| c.column.is_none()))
+                .map(|i| i.dataset.as_str())
+                .collect();
+            for dataset in datasets {
+                reader.preload(dataset).await?;
+            }
+            Some(tokio::sync::Mutex::new(reader))
+        }
+        false => None,
+    };
+
     let hub = ProgressHub::new(config.progress.clone());
     let reporter_stop = CancellationToken::new();
     let reporter = hub.spawn_reporter(reporter_stop.clone());
@@ -169,7 +186,7 @@ pub async fn run_with_hooks(
         task: task.clone(),
         cancel: cancel.clone(),
         claims: Arc::new(KeyClaims::default()),
-        states: since_auto.then(|| tokio::sync::Mutex::new(StateReader::with_store(store.clone(), &dest_prefix))),
+        states,
     });
 
     let mut items: Vec<ItemRecord> = futures::stream::iter(share)

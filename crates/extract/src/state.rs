@@ -53,6 +53,11 @@ impl StateReader {
         Ok(state.sources.get(&state_key(dataset, name)).cloned())
     }
 
+    /// Reads `dataset`'s state now, so a broken file stops the task (exit 2) before any work.
+    pub(crate) async fn preload(&mut self, dataset: &str) -> Result<()> {
+        self.dataset(dataset).await.map(|_| ())
+    }
+
     async fn dataset(&mut self, dataset: &str) -> Result<&StateFile> {
         if !self.by_dataset.contains_key(dataset) {
             let state = self.read(dataset).await?;
@@ -73,9 +78,8 @@ impl StateReader {
             return Ok(StateFile::new(dataset));
         }
         let bytes = sluice_storage::read_to_bytes(store.as_ref(), &key, MAX_STATE_BYTES).await?;
-        let state = StateFile::parse(&bytes, &url).map_err(|e| {
-            ExtractError::Config(format!("{e} (fix or delete it; docs/state.md)"))
-        })?;
+        let state = StateFile::parse(&bytes, &url)
+            .map_err(|e| ExtractError::Config(format!("{e} (fix or delete it; docs/state.md)")))?;
         if state.dataset != dataset {
             return Err(ExtractError::Config(format!(
                 "state {url}: holds dataset {:?}, expected {dataset:?}",
@@ -93,7 +97,10 @@ pub(crate) fn state_key(dataset: &str, name: &str) -> String {
 
 /// Socrata's lower bound for `--since auto`: the stored mark minus `lag` (a SoQL floating
 /// timestamp, millisecond precision), or `None` (full pull) without a mark.
-pub(crate) fn since_from_mark(entry: Option<&SourceState>, lag: Duration) -> Result<Option<String>> {
+pub(crate) fn since_from_mark(
+    entry: Option<&SourceState>,
+    lag: Duration,
+) -> Result<Option<String>> {
     let Some(mark) = entry.and_then(|e| e.mark.as_deref()) else {
         return Ok(None);
     };
@@ -101,15 +108,19 @@ pub(crate) fn since_from_mark(entry: Option<&SourceState>, lag: Duration) -> Res
         return Ok(Some(mark.to_string()));
     }
     let trimmed = mark.trim_end_matches('Z');
-    let parsed = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| chrono::NaiveDateTime::parse_from_str(trimmed, f).ok())
-        .ok_or_else(|| {
-            ExtractError::Config(format!(
-                "--lag: the stored mark {mark:?} is not a timestamp, so no lag can be taken \
+    let parsed = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+    ]
+    .iter()
+    .find_map(|f| chrono::NaiveDateTime::parse_from_str(trimmed, f).ok())
+    .ok_or_else(|| {
+        ExtractError::Config(format!(
+            "--lag: the stored mark {mark:?} is not a timestamp, so no lag can be taken \
                  from it"
-            ))
-        })?;
+        ))
+    })?;
     let lag = chrono::Duration::from_std(lag)
         .map_err(|_| ExtractError::Config(format!("--lag {lag:?} is too large")))?;
     let since = parsed
@@ -142,19 +153,28 @@ mod tests {
 
     #[test]
     fn since_is_mark_minus_lag() {
-        assert_eq!(since_from_mark(None, Duration::from_secs(60)).unwrap(), None);
+        assert_eq!(
+            since_from_mark(None, Duration::from_secs(60)).unwrap(),
+            None
+        );
         let e = entry(Some("2026-11-30T12:00:00.000"), None);
         assert_eq!(
-            since_from_mark(Some(&e), Duration::ZERO).unwrap().as_deref(),
+            since_from_mark(Some(&e), Duration::ZERO)
+                .unwrap()
+                .as_deref(),
             Some("2026-11-30T12:00:00.000")
         );
         assert_eq!(
-            since_from_mark(Some(&e), Duration::from_secs(3 * 3600)).unwrap().as_deref(),
+            since_from_mark(Some(&e), Duration::from_secs(3 * 3600))
+                .unwrap()
+                .as_deref(),
             Some("2026-11-30T09:00:00.000")
         );
         let z = entry(Some("2026-11-30T00:30:00Z"), None);
         assert_eq!(
-            since_from_mark(Some(&z), Duration::from_secs(3600)).unwrap().as_deref(),
+            since_from_mark(Some(&z), Duration::from_secs(3600))
+                .unwrap()
+                .as_deref(),
             Some("2026-11-29T23:30:00.000")
         );
         let words = entry(Some("batch 17"), None);

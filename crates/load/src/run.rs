@@ -65,9 +65,9 @@ pub async fn run(
     // The state moves only after the loads it covers succeeded; a failure to write it fails
     // the task (exit 1), and Cloud Run's retry redoes the idempotent loads, then the write.
     let advanced = advance_state(config, &expected, &results, task).await;
-    let report = report::finish(plan.objects_total, plan.items_total, results)?;
+    let done = report::finish(plan.objects_total, plan.items_total, results)?;
     advanced?;
-    Ok(report)
+    Ok(done)
 }
 
 /// `docs/state.md`: with `--manifests` input and without `--no-state` / `--dry-run`.

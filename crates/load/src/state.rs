@@ -73,7 +73,6 @@ struct Source {
     /// Largest upper bound of its items.
     to: Option<String>,
     version: Option<SourceVersion>,
-    items: usize,
     failed: bool,
     objects: Vec<String>,
     execution: Option<String>,
@@ -108,7 +107,6 @@ fn collect(manifests: &[TaskManifest]) -> Sources {
                     execution: manifest.execution.clone(),
                     ..Source::default()
                 });
-            source.items += 1;
             source.failed |= item.status == ItemStatus::Failed;
             match &cursor.from {
                 None => source.full_pull = true,
@@ -418,7 +416,6 @@ mod tests {
             from: from.map(str::to_string),
             full_pull: from.is_none(),
             to: Some(to.into()),
-            items: 1,
             ..Source::default()
         }
     }
@@ -428,7 +425,12 @@ mod tests {
         let key = "d/s".to_string();
         let mut state = StateFile::new("d");
         let first = source(None, "2026-11-30T00:00:00");
-        let changes = apply(&mut state, &[(&key, &first)], Some("l1"), "2026-12-01T00:00:00Z");
+        let changes = apply(
+            &mut state,
+            &[(&key, &first)],
+            Some("l1"),
+            "2026-12-01T00:00:00Z",
+        );
         assert_eq!(changes[0].old, "(none)");
         assert_eq!(changes[0].new, "2026-11-30T00:00:00");
         // Older data (a late retry of an old load) never moves it back.
@@ -441,7 +443,12 @@ mod tests {
         assert!(apply(&mut state, &[(&key, &gap)], None, "2026-12-01T00:00:00Z").is_empty());
         // A pull from at or before the mark (lag) moves it.
         let next = source(Some("2026-11-29T23:00:00"), "2026-12-01T00:00:00");
-        let changes = apply(&mut state, &[(&key, &next)], Some("l2"), "2026-12-02T00:00:00Z");
+        let changes = apply(
+            &mut state,
+            &[(&key, &next)],
+            Some("l2"),
+            "2026-12-02T00:00:00Z",
+        );
         assert_eq!(changes.len(), 1);
         let entry = &state.sources["d/s"];
         assert_eq!(entry.mark.as_deref(), Some("2026-12-01T00:00:00"));
