@@ -1,5 +1,5 @@
 //! The incremental state (`{dest}/_state/{dataset}.json`, `docs/state.md`) on fake-gcs-server
-//! + bqemulator: load advances it only after the table's load succeeded, never backwards,
+//! and bqemulator: load advances it only after the table's load succeeded, never backwards,
 //! a rerun changes nothing, and loads racing on it all end in the max.
 
 mod support;
