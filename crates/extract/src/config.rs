@@ -32,6 +32,11 @@ pub struct ExtractConfig {
     pub max_bad_rows: Option<u64>,
     /// Skip items whose recorded source version (ETag / Last-Modified / size) still matches.
     pub skip_existing: bool,
+    /// `--since auto`: per-source windows from the stored state `{dest}/_state/{dataset}.json`
+    /// (`docs/state.md`). A literal `--since` (`socrata_options.since`) overrides it.
+    pub since_auto: bool,
+    /// `--lag`: with `--since auto`, re-read this much before each stored mark.
+    pub lag: Duration,
     pub shard_strategy: ShardStrategy,
     /// Decompress gzip/zip inputs (default). `false` copies bytes exactly as served.
     pub decompress: bool,
@@ -57,6 +62,8 @@ impl ExtractConfig {
             bad_rows: BadRows::Fail,
             max_bad_rows: None,
             skip_existing: false,
+            since_auto: false,
+            lag: Duration::ZERO,
             shard_strategy: ShardStrategy::default(),
             decompress: true,
             csv: CsvOptions::default(),

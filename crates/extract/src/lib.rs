@@ -32,6 +32,7 @@ mod redact;
 mod run;
 mod sink;
 mod source;
+mod state;
 
 pub use config::{
     BadRows, Compression, CsvOptions, Encoding, ExtractConfig, HttpOptions, OutputFormat,

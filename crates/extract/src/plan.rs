@@ -22,6 +22,7 @@ use crate::source::socrata::{self, SocrataResource};
 use crate::source::socrata_pin::{PinScope, pinned_plan};
 use crate::source::socrata_query::CURSOR_COLUMN;
 use crate::source::{Origin, PageInfo, WorkItem};
+use crate::state::{self, StateReader};
 
 /// Largest manifest or schema file read into memory.
 const SMALL_FILE: u64 = 16 * 1024 * 1024;
@@ -146,6 +147,9 @@ pub(crate) async fn plan_pinned(
         ));
     }
 
+    // `--since auto` without a literal `--since`: Socrata windows from the stored state.
+    let mut states = (config.since_auto && config.socrata_options.since.is_none())
+        .then(|| StateReader::new(&config.dest, store));
     let mut schemas: HashMap<String, Arc<SchemaOverride>> = HashMap::new();
     let mut items = Vec::new();
     // Names are settled per entry (all pages of a Socrata source share one); `owners[i]` is
@@ -246,28 +250,34 @@ pub(crate) async fn plan_pinned(
                     resource.base,
                     resource.identity_query.join("&")
                 ));
-                // The window's lower bound: `--since` for now (stored state will resolve one
-                // per source).
-                let since = config.socrata_options.since.as_deref();
+                let name = sanitize(entry.name.as_deref().unwrap_or(&resource.id));
+                // The window's lower bound: `--since TS`, or with `--since auto` the stored
+                // mark minus `--lag` (none stored: a full pull).
+                let since = match &mut states {
+                    Some(states) => {
+                        let stored = states.entry(&dataset_of(&name), &name).await?;
+                        state::since_from_mark(stored.as_ref(), config.lag)?
+                    }
+                    None => config.socrata_options.since.clone(),
+                };
                 let want_types = format == OutputFormat::Parquet;
                 let plan = pinned_plan(
                     pins,
                     &identity,
                     config.socrata_options.page_size.max(1),
-                    since,
+                    since.as_deref(),
                     socrata::plan(
                         client,
                         &base,
                         &resource,
                         &config.socrata_options,
-                        since,
+                        since.as_deref(),
                         want_types,
                     ),
                 )
                 .await?;
                 let pages = plan.pages(&resource);
                 let version = plan.version(&resource);
-                let name = sanitize(entry.name.as_deref().unwrap_or(&resource.id));
                 tracing::info!(
                     resource = %redact_url(&resource.base),
                     rows = plan.rows,
@@ -335,10 +345,20 @@ pub(crate) async fn plan_pinned(
     disambiguate(&mut names);
     for (item, &owner) in items.iter_mut().zip(&owners) {
         item.name = names[owner].name.clone();
-        if let Some(cursor) = &mut item.cursor
-            && cursor.state_key.is_empty()
-        {
-            cursor.state_key = format!("{}/{}", item.dataset, item.name);
+        // The state key follows the final name. Files under `--since auto` are compared by
+        // version only (no cursor column, no window).
+        let key = state::state_key(&item.dataset, &item.name);
+        match &mut item.cursor {
+            Some(cursor) => cursor.state_key = key,
+            None if config.since_auto && item.page.is_none() => {
+                item.cursor = Some(sluice_manifest::CursorRecord {
+                    state_key: key,
+                    column: None,
+                    from: None,
+                    to: None,
+                });
+            }
+            None => {}
         }
     }
     check_unique(&items, &owners, &names)?;

@@ -26,6 +26,7 @@ use crate::sink::SinkFactory;
 use crate::source::http::{HttpClient, SourceVersion};
 use crate::source::socrata_pin::PinScope;
 use crate::source::{self, Origin, WorkItem};
+use crate::state::{self, StateReader};
 
 /// Item-level attempts (each attempt's requests are retried on their own as well).
 const ITEM_ATTEMPTS: u32 = 4;
@@ -69,6 +70,8 @@ struct Shared {
     task: TaskContext,
     cancel: CancellationToken,
     claims: Arc<KeyClaims>,
+    /// `--since auto`: the stored state, for files whose version it records.
+    states: Option<tokio::sync::Mutex<StateReader>>,
 }
 
 /// Runs this task's share of the extraction.
@@ -103,6 +106,7 @@ pub async fn run_with_hooks(
             StorageError::InvalidLocation { .. } => ExtractError::Config(format!("--dest: {e}")),
             other => ExtractError::Storage(other),
         })?;
+    let dest_prefix = prefix.clone();
     let prefix = Layout::new(&prefix, None).prefix;
     let partition = match &config.partition {
         Some(spec) => {
@@ -154,6 +158,24 @@ pub async fn run_with_hooks(
         remove_expired_pins(store.as_ref(), &layout.prefix, started_at).await?;
     }
 
+    // `--since auto`: the state of every dataset with files in the share, read before any
+    // work, so a broken state file stops the task (exit 2) instead of failing items.
+    let states = match config.since_auto {
+        true => {
+            let mut reader = StateReader::with_store(store.clone(), &dest_prefix);
+            let datasets: std::collections::BTreeSet<&str> = share
+                .iter()
+                .filter(|i| i.cursor.as_ref().is_some_and(|c| c.column.is_none()))
+                .map(|i| i.dataset.as_str())
+                .collect();
+            for dataset in datasets {
+                reader.preload(dataset).await?;
+            }
+            Some(tokio::sync::Mutex::new(reader))
+        }
+        false => None,
+    };
+
     let hub = ProgressHub::new(config.progress.clone());
     let reporter_stop = CancellationToken::new();
     let reporter = hub.spawn_reporter(reporter_stop.clone());
@@ -172,6 +194,7 @@ pub async fn run_with_hooks(
         task: task.clone(),
         cancel: cancel.clone(),
         claims: Arc::new(KeyClaims::default()),
+        states,
     });
 
     let mut items: Vec<ItemRecord> = futures::stream::iter(share)
@@ -407,6 +430,12 @@ async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
         return failed(e.to_string(), 0);
     }
 
+    if let Some(states) = &shared.states
+        && let Some(record) = skip_unchanged(&shared, &item, states).await
+    {
+        return record;
+    }
+
     match existing(&shared, &item, &receipt_key).await {
         Ok(Some(record)) => {
             // Kept objects are this task's outputs too: nothing else may overwrite them.
@@ -533,6 +562,57 @@ async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
         human_bytes((record.source.bytes as f64 / secs) as u64),
     );
     record
+}
+
+/// `--since auto` for a file: `Skipped` with no objects when the source's current version
+/// (HEAD, file metadata) matches the one the state records as loaded. Anything that cannot
+/// tell (no entry, no version, HEAD failing) pulls it.
+async fn skip_unchanged(
+    shared: &Shared,
+    item: &WorkItem,
+    states: &tokio::sync::Mutex<StateReader>,
+) -> Option<ItemRecord> {
+    let cursor = item.cursor.as_ref()?;
+    if cursor.column.is_some() || item.page.is_some() {
+        return None;
+    }
+    let stored = match states.lock().await.entry(&item.dataset, &item.name).await {
+        Ok(stored) => stored?,
+        Err(e) => {
+            tracing::warn!(item = %item.display, error = %e, "{}: cannot read the stored state; extracting: {e}", label(item));
+            return None;
+        }
+    };
+    let current = match item.current_version(&shared.client).await {
+        Ok(current) => current?,
+        Err(e) => {
+            tracing::warn!(item = %item.display, error = %e, "{}: cannot check the source's version; extracting: {e}", label(item));
+            return None;
+        }
+    };
+    if !state::unchanged(Some(&stored), &current) {
+        return None;
+    }
+    tracing::info!(
+        item = %item.display,
+        state_key = %cursor.state_key,
+        "{}: unchanged since the load recorded in the state ({}), skipped",
+        label(item),
+        stored.advanced_at
+    );
+    Some(ItemRecord {
+        key: item.shard_key(),
+        name: item.name.clone(),
+        dataset: item.dataset.clone(),
+        source: source_record(item, current, 0),
+        status: ItemStatus::Skipped,
+        error: None,
+        objects: Vec::new(),
+        resumes: 0,
+        attempts: 0,
+        execution: shared.task.execution.clone(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+    })
 }
 
 /// What one successful attempt produced.

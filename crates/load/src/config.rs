@@ -249,6 +249,9 @@ pub struct LoadConfig {
     pub order_by: Option<String>,
     /// Append one row per load to `{dataset}._sluice_loads` (`--no-lineage` turns it off).
     pub lineage: bool,
+    /// `--no-state`: do not advance `{dest}/_state/{dataset}.json` after a successful load
+    /// (`docs/state.md`).
+    pub no_state: bool,
 }
 
 impl LoadConfig {
@@ -287,6 +290,7 @@ impl LoadConfig {
             merge_keys: Vec::new(),
             order_by: None,
             lineage: true,
+            no_state: false,
         }
     }
 

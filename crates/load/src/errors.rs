@@ -50,6 +50,9 @@ pub enum LoadError {
         /// A load job of a complete table that failed as well.
         also: Option<Box<LoadError>>,
     },
+    /// The incremental state file (`docs/state.md`) could not be read or advanced.
+    #[error("state {url}: {reason}")]
+    State { url: String, reason: String },
     #[error("{url} is listed in manifest {manifest} but does not exist")]
     MissingObject { url: String, manifest: String },
     #[error(

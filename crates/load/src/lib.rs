@@ -28,6 +28,7 @@ mod report;
 mod run;
 mod schema;
 mod spec;
+mod state;
 mod template;
 
 pub use bq_error::{BqError, ErrorClass};

@@ -19,7 +19,7 @@ use crate::client::Credentials;
 use crate::config::{Input, LoadConfig};
 use crate::errors::LoadError;
 use crate::report::{self, LoadReport};
-use crate::{execute, inputs, plan, prepare};
+use crate::{execute, inputs, plan, prepare, state};
 
 /// Runs this task's share of the load.
 pub async fn run(
@@ -71,13 +71,37 @@ pub async fn run(
     )
     .await?;
 
+    let expected = state::Expected::of(prepared.iter().map(|p| &p.item));
     let results = match &api {
         None => execute::dry_run(config, &prepared),
         Some(api) => execute::execute(config, api, prepared, task).await?,
     };
+    // The state moves only after the loads it covers succeeded (never for a skipped table: its
+    // objects were not loaded); a failure to write it fails the task (exit 1), and Cloud Run's
+    // retry redoes the idempotent loads, then the write.
+    let advanced = advance_state(config, &expected, &results, task).await;
     let report = report::finish(plan.objects_total, plan.items_total, results);
-    // `report.loaded_tables()` are the tables loaded by now; skipped ones are never among them.
-    report::conclude(report, skipped, config.on_incomplete)
+    let done = report::conclude(report, skipped, config.on_incomplete)?;
+    advanced?;
+    Ok(done)
+}
+
+/// `docs/state.md`: with `--manifests` input and without `--no-state` / `--dry-run`.
+async fn advance_state(
+    config: &LoadConfig,
+    expected: &state::Expected,
+    results: &[Result<report::JobReport, LoadError>],
+    task: &TaskContext,
+) -> Result<(), LoadError> {
+    let Input::Manifests(manifests) = &config.input else {
+        return Ok(());
+    };
+    if config.no_state || config.dry_run {
+        return Ok(());
+    }
+    state::advance(config, manifests, &expected.loaded(results), task)
+        .await
+        .map(|_| ())
 }
 
 /// With Application Default Credentials, makes sure a token can be had before any work, so

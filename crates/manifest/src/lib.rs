@@ -13,6 +13,7 @@
 
 mod list;
 mod records;
+mod state;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +23,7 @@ pub use records::{
     ColumnRecord, CursorRecord, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt,
     RejectsRecord, SourceRecord, SourceVersion, TaskManifest, Totals,
 };
+pub use state::{STATE_KIND, STATE_VERSION, SourceState, StateFile, compare_marks};
 
 /// The `kind` of a task manifest.
 pub const TASK_MANIFEST_KIND: &str = "sluice.extract.task-manifest";

@@ -59,6 +59,10 @@ pub enum StorageError {
     NotFound { url: String },
     #[error("{url}: already exists (create-only-if-absent)")]
     AlreadyExists { url: String },
+    /// [`ObjectStore::write_if_generation`]: the object is no longer at the generation the
+    /// caller read (another writer got there first; re-read and try again).
+    #[error("{url}: changed since it was read (expected generation {expected}; 0 = absent)")]
+    PreconditionFailed { url: String, expected: i64 },
     #[error("{url}: crc32c mismatch: wrote {local:08x}, store reports {remote:08x}")]
     ChecksumMismatch {
         url: String,
@@ -102,6 +106,7 @@ impl sluice_runtime::ExitStatus for StorageError {
             }
             StorageError::NotFound { .. }
             | StorageError::AlreadyExists { .. }
+            | StorageError::PreconditionFailed { .. }
             | StorageError::ChecksumMismatch { .. }
             | StorageError::Cancelled { .. }
             | StorageError::Io { .. } => sluice_runtime::ExitCode::TaskFailed,
@@ -133,6 +138,20 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Deletes an object; absent is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Writes a small object in one request, only if the object at `key` is still at
+    /// `generation` as [`ObjectStore::head`] reported it (`0`: only if there is none): GCS's
+    /// `ifGenerationMatch`. Otherwise [`StorageError::PreconditionFailed`] and nothing changes.
+    /// For read-modify-write of small shared files (`head`, read, change, write, and on a
+    /// precondition failure start over). Local directories do the same under a lock file, and
+    /// report a generation for objects written this way (`docs/storage.md`).
+    async fn write_if_generation(
+        &self,
+        key: &str,
+        data: Bytes,
+        generation: i64,
+        options: WriteOptions,
+    ) -> Result<ObjectMeta>;
 }
 
 #[async_trait::async_trait]

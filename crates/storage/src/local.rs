@@ -52,6 +52,10 @@ struct Sidecar {
     metadata: BTreeMap<String, String>,
     #[serde(default)]
     content_type: Option<String>,
+    /// Set only by [`ObjectStore::write_if_generation`], which needs one to compare against;
+    /// objects written by ordinary writers have none (and report none, as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<i64>,
 }
 
 fn io_err(url: &str, operation: &'static str, source: std::io::Error) -> StorageError {
@@ -218,6 +222,7 @@ fn stat_object(key: &str, path: &Path) -> std::io::Result<Option<ObjectMeta>> {
         Ok(raw) => match serde_json::from_slice::<Sidecar>(&raw) {
             Ok(sidecar) if sidecar.size == file.len() => {
                 meta.crc32c = Some(sidecar.crc32c);
+                meta.generation = sidecar.generation;
                 meta.metadata = sidecar.metadata;
                 meta.content_type = sidecar.content_type;
             }
@@ -505,6 +510,115 @@ impl ObjectStore for LocalStore {
         })
         .await
     }
+
+    async fn write_if_generation(
+        &self,
+        key: &str,
+        data: Bytes,
+        generation: i64,
+        options: WriteOptions,
+    ) -> Result<ObjectMeta> {
+        let path = self.checked_path(key)?;
+        let url = self.url_of(key);
+        if self.cancel.is_cancelled() {
+            return Err(StorageError::Cancelled {
+                url,
+                operation: "write",
+            });
+        }
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_err(&url, "create parent directories", e))?;
+        }
+        let owner = self.temp_owner.clone();
+        let (owned_key, error_url) = (key.to_string(), url.clone());
+        let outcome = blocking(&url, "conditional write", move || {
+            swap_locked(
+                &owned_key,
+                &path,
+                &data,
+                generation,
+                &options,
+                owner.as_deref(),
+            )
+        })
+        .await?;
+        outcome.ok_or(StorageError::PreconditionFailed {
+            url: error_url,
+            expected: generation,
+        })
+    }
+}
+
+/// Blocking: [`ObjectStore::write_if_generation`] for a directory. An exclusive `flock` on
+/// the hidden `.{name}.sluice-tmp-lock` serialises writers of this key across processes
+/// (the kernel drops it if one dies); under it the current generation is compared and the
+/// object replaced by the same temp + sidecar + rename steps as every commit. `None`: the
+/// precondition failed, nothing was written.
+fn swap_locked(
+    key: &str,
+    path: &Path,
+    data: &[u8],
+    expected: i64,
+    options: &WriteOptions,
+    owner: Option<&str>,
+) -> std::io::Result<Option<ObjectMeta>> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let lock_path = path.with_file_name(format!(".{name}{LOCAL_TMP_MARKER}lock"));
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)?;
+    lock.lock()?;
+    let current = stat_object(key, path)?;
+    let matches = match (&current, expected) {
+        (None, 0) => true,
+        (Some(meta), n) => n != 0 && meta.generation == Some(n),
+        (None, _) => false,
+    };
+    if !matches {
+        return Ok(None);
+    }
+    // Like GCS: a new generation is larger than any before it (microseconds since the epoch).
+    let now = chrono::Utc::now().timestamp_micros();
+    let generation = current
+        .and_then(|m| m.generation)
+        .map_or(now, |previous| now.max(previous + 1));
+    let mut crc = Crc32c::new();
+    crc.update(data);
+    let sidecar = Sidecar {
+        size: data.len() as u64,
+        crc32c: crc.value(),
+        metadata: options.metadata.clone(),
+        content_type: options.content_type.clone(),
+        generation: Some(generation),
+    };
+    let tmp = temp_path(path, owner);
+    let written = (|| {
+        let mut file = create_locked(&tmp)?;
+        std::io::Write::write_all(&mut file, data)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    commit_files(path, &tmp, &sidecar, false, owner)?;
+    let updated = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| to_utc(m.modified()));
+    drop(lock);
+    Ok(Some(ObjectMeta {
+        key: key.to_string(),
+        size: sidecar.size,
+        generation: Some(generation),
+        crc32c: Some(sidecar.crc32c),
+        metadata: sidecar.metadata,
+        content_type: sidecar.content_type,
+        updated,
+    }))
 }
 
 struct LocalWriter {
@@ -579,6 +693,7 @@ impl LocalWriter {
             crc32c: self.crc.value(),
             metadata: metadata.clone(),
             content_type: self.options.content_type.clone(),
+            generation: None,
         };
         let path = self.path.clone();
         let if_absent = self.options.if_absent;

@@ -11,6 +11,7 @@ use sluice_extract::{
     BadRows, Compression, Encoding, ExtractConfig, OutputFormat, PartitionSpec, ProgressMode,
     parse_encoding, parse_rate,
 };
+use sluice_runtime::duration::parse as parse_duration;
 use sluice_runtime::duration::parse_positive as parse_positive_duration;
 use sluice_runtime::{ExitCode, Secret, ShardStrategy};
 
@@ -33,8 +34,14 @@ pub struct Args {
     socrata: Vec<String>,
 
     /// Socrata: only rows with :updated_at after this floating timestamp (2026-11-01T00:00:00).
-    #[arg(long, env = "SLUICE_SINCE", value_name = "TIMESTAMP")]
+    /// `auto`: per source from the state load keeps in {dest}/_state/ (Socrata: after the
+    /// stored mark; files: skipped while unchanged); first run = full pull (docs/state.md).
+    #[arg(long, env = "SLUICE_SINCE", value_name = "TIMESTAMP|auto")]
     since: Option<String>,
+
+    /// With --since auto: re-read this much before each stored mark (10m, 2h, 1d).
+    #[arg(long, env = "SLUICE_EXTRACT_LAG", default_value = "0s", value_parser = parse_duration)]
+    lag: std::time::Duration,
 
     /// Socrata: rows per page ($limit); one object per page.
     #[arg(long, env = "SLUICE_SOCRATA_PAGE_SIZE", default_value_t = 50_000)]
@@ -212,7 +219,11 @@ fn config(args: Args, context: &Context) -> anyhow::Result<ExtractConfig> {
     config.urls = split_values(args.urls);
     config.manifest = args.manifest;
     config.socrata = split_values(args.socrata);
-    config.socrata_options.since = args.since;
+    match args.since.as_deref().map(str::trim) {
+        Some(auto) if auto.eq_ignore_ascii_case("auto") => config.since_auto = true,
+        _ => config.socrata_options.since = args.since,
+    }
+    config.lag = args.lag;
     config.socrata_options.page_size = args.socrata_page_size.max(1);
     config.socrata_options.app_token = ["SLUICE_SOCRATA_APP_TOKEN", "SOCRATA_APP_TOKEN"]
         .iter()

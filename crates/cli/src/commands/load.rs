@@ -246,6 +246,11 @@ pub struct Args {
     /// allows 1,500 load jobs per table per day).
     #[arg(long, env = "SLUICE_JOB_PER_OBJECT")]
     job_per_object: bool,
+
+    /// With --manifests: do not advance the incremental state ({dest}/_state/{dataset}.json)
+    /// after a successful load (docs/state.md).
+    #[arg(long, env = "SLUICE_LOAD_NO_STATE")]
+    no_state: bool,
 }
 
 fn usage(message: impl Into<String>) -> anyhow::Error {
@@ -360,6 +365,7 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
         Incomplete::Skip => OnIncomplete::Skip,
     };
     config.job_per_object = args.job_per_object;
+    config.no_state = args.no_state;
     config.bigquery = bigquery_client(args.bigquery_endpoint.as_deref());
     config.store = context.store_config();
     config.labels = job_labels(context);

@@ -13,6 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use google_cloud_storage::client::Storage;
 use google_cloud_storage::model_ext::ReadRange;
@@ -301,8 +302,47 @@ impl ObjectStore for GcsStore {
             options,
             chunk_size: self.chunk_size,
             buffers: self.buffers.clone(),
+            if_generation_match: None,
         };
         Ok(Box::new(upload::GcsWriter::new(ctx, &self.client.cancel)))
+    }
+
+    async fn write_if_generation(
+        &self,
+        key: &str,
+        data: Bytes,
+        generation: i64,
+        options: WriteOptions,
+    ) -> Result<ObjectMeta> {
+        let url = self.checked(key)?;
+        if self.client.cancel.is_cancelled() {
+            return Err(StorageError::Cancelled {
+                url,
+                operation: "write",
+            });
+        }
+        let ctx = upload::UploadCtx {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            url,
+            options,
+            chunk_size: self.chunk_size,
+            buffers: self.buffers.clone(),
+            if_generation_match: Some(generation),
+        };
+        let mut crc = crate::crc::Crc32c::new();
+        crc.update(&data);
+        // One multipart request: the precondition is checked atomically with the write (and
+        // fake-gcs-server honours `ifGenerationMatch` on multipart uploads only).
+        upload::upload_small(
+            &ctx,
+            data,
+            crc.value(),
+            &std::collections::BTreeMap::new(),
+            &self.client.cancel,
+        )
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -156,6 +156,9 @@ pub(crate) struct UploadCtx {
     pub options: WriteOptions,
     pub chunk_size: usize,
     pub buffers: Arc<BufferCounter>,
+    /// `ifGenerationMatch` for a one-request conditional overwrite
+    /// (`ObjectStore::write_if_generation`); `None` for ordinary writers.
+    pub if_generation_match: Option<i64>,
 }
 
 impl UploadCtx {
@@ -747,7 +750,7 @@ async fn query_session(
 
 /// One multipart upload (metadata + bytes in one request) for objects that fit in one chunk:
 /// one round trip, and the emulator honours `ifGenerationMatch` on it.
-async fn upload_small(
+pub(crate) async fn upload_small(
     ctx: &UploadCtx,
     data: Bytes,
     crc: u32,
@@ -768,9 +771,11 @@ async fn upload_small(
     let total = data.len() as u64;
     let sent = client
         .retrying("GCS multipart upload", cancel, |_| async {
-            let mut query = vec![("uploadType", "multipart")];
-            if ctx.options.if_absent {
-                query.push(("ifGenerationMatch", "0"));
+            let mut query = vec![("uploadType", "multipart".to_string())];
+            if let Some(generation) = ctx.if_generation_match {
+                query.push(("ifGenerationMatch", generation.to_string()));
+            } else if ctx.options.if_absent {
+                query.push(("ifGenerationMatch", "0".to_string()));
             }
             // A stream of the three parts, so the payload is not copied into one buffer.
             let parts: Vec<std::io::Result<Bytes>> =
@@ -828,8 +833,14 @@ async fn finalize_failed(
                     return Ok(meta);
                 }
             }
-            Err(StorageError::AlreadyExists {
-                url: ctx.url.clone(),
+            Err(match ctx.if_generation_match {
+                Some(expected) => StorageError::PreconditionFailed {
+                    url: ctx.url.clone(),
+                    expected,
+                },
+                None => StorageError::AlreadyExists {
+                    url: ctx.url.clone(),
+                },
             })
         }
         Some(400) if failure.message().to_ascii_lowercase().contains("crc32c") => {
