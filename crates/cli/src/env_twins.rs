@@ -180,7 +180,7 @@ mod tests {
         );
 
         let mut args = LOAD.to_vec();
-        args.extend(["--format", "avro"]);
+        args.extend(["--format", "json"]);
         let n = notices_for(&args, &[("SLUICE_FORMAT", "csv")]);
         assert!(n[0].message.contains("because --format is given"), "{n:?}");
 
