@@ -74,7 +74,13 @@ fn a_shared_extract_schema_no_longer_reaches_load() {
                 "--write",
                 "truncate",
             ])
-            .args(["--create-dataset", "--location", "US"])
+            // bqemulator reads `dt=` directories as Hive partitions (docs/local-stack.md).
+            .args([
+                "--hive-partitioning",
+                "--create-dataset",
+                "--location",
+                "US",
+            ])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap()

@@ -154,7 +154,7 @@ fn one_dead_source_does_not_block_the_other_tables() {
     let out = text(&extract);
     assert_eq!(extract.status.code(), Some(1), "extract: {out}");
     assert!(
-        out.contains("1 of 3 item(s) failed") && out.contains("lakes/lakes"),
+        out.contains("1 of 3 items failed") && out.contains("lakes/lakes"),
         "the exit error names the failed item: {out}"
     );
     assert!(

@@ -84,8 +84,9 @@ pub enum ExtractError {
     /// Some items of the task's share failed. The others were still done (one dead source
     /// does not stop the rest) and the task manifest records both; this names every failure.
     #[error(
-        "{failed} of {total} item(s) failed (the others are done; the task manifest {manifest} \
-         records every item):{}",
+        "{failed} of {total} {} failed ({}the task manifest {manifest} records every item):{}",
+        if *.total == 1 { "item" } else { "items" },
+        if *.failed < *.total { "the others are done; " } else { "" },
         list_failed(.items, *.failed)
     )]
     ItemsFailed {
@@ -414,7 +415,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "25 of 40 item(s) failed (the others are done; the task manifest \
+            "25 of 40 items failed (the others are done; the task manifest \
              gs://b/raw/_manifests/task-00000.json records every item):"
         );
         // A cause that names its URL is not told the URL again; one that does not is.

@@ -367,7 +367,7 @@ async fn tampered_run(
 
 fn assert_check_failed(err: &str, manifest: &TaskManifest, url: &str, found: &str) {
     assert!(!url.is_empty());
-    assert!(err.contains("1 of 1 items failed"), "{err}");
+    assert!(err.contains("1 of 1 item failed"), "{err}");
     assert!(err.contains("end-of-task check"), "{err}");
     assert!(err.contains(url), "{err}");
     assert!(err.contains("the manifest records size"), "{err}");

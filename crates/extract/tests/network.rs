@@ -181,7 +181,7 @@ async fn permanent_errors_fail_at_once_with_the_redacted_url_and_status() {
     );
     // The exit error names every failed item with its (redacted) source and cause.
     let message = err.to_string();
-    assert!(message.starts_with("2 of 3 item(s) failed"), "{message}");
+    assert!(message.starts_with("2 of 3 items failed"), "{message}");
     assert!(
         message.contains("HTTP 404") && message.contains("HTTP 403"),
         "{message}"
