@@ -143,10 +143,10 @@ fn table_rows(bq: &BigQueryEmulator) -> Vec<Vec<Option<String>>> {
         .expect("query the table");
     // Numbers come back as BigQuery renders them; compare as the source wrote them.
     for row in &mut rows {
-        if let Some(Some(cost)) = row.get_mut(2) {
-            if let Some(stripped) = cost.strip_suffix(".0") {
-                *cost = stripped.to_string();
-            }
+        if let Some(Some(cost)) = row.get_mut(2)
+            && let Some(stripped) = cost.strip_suffix(".0")
+        {
+            *cost = stripped.to_string();
         }
     }
     rows.sort();

@@ -242,8 +242,12 @@ pub struct LoadConfig {
     pub on_incomplete: OnIncomplete,
     /// One load job per object instead of per destination (append only).
     pub job_per_object: bool,
-    /// `--write merge`: the columns that identify a row (at least one).
+    /// `--write merge`: the columns that identify a row, for every table without an entry in
+    /// [`LoadConfig::merge_keys_by_table`].
     pub merge_keys: Vec<String>,
+    /// `--write merge --key TABLE=COL[,COL]`: keys per table id (one load job filling
+    /// `{dataset}` tables whose rows have different identities).
+    pub merge_keys_by_table: std::collections::BTreeMap<String, Vec<String>>,
     /// `--write merge`: the column whose greatest value wins among rows of one key in a batch;
     /// default: the cursor column extract recorded in the manifests, if any.
     pub order_by: Option<String>,
@@ -288,6 +292,7 @@ impl LoadConfig {
             on_incomplete: OnIncomplete::Fail,
             job_per_object: false,
             merge_keys: Vec::new(),
+            merge_keys_by_table: std::collections::BTreeMap::new(),
             order_by: None,
             lineage: true,
             no_state: false,
@@ -389,11 +394,22 @@ impl LoadConfig {
 }
 
 impl LoadConfig {
+    /// The merge keys of one table (its id without project, dataset or decorator): its own
+    /// `--key TABLE=...` entry, else the keys for every table (empty: none given).
+    pub(crate) fn merge_keys_for(&self, table: &str) -> &[String] {
+        self.merge_keys_by_table
+            .get(table)
+            .unwrap_or(&self.merge_keys)
+    }
+
     /// `--write merge` needs `--key`; `--key`/`--order-by` mean nothing without it.
     fn validate_merge(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
         if self.write != WriteMode::Merge {
-            if !self.merge_keys.is_empty() || self.order_by.is_some() {
+            if !self.merge_keys.is_empty()
+                || !self.merge_keys_by_table.is_empty()
+                || self.order_by.is_some()
+            {
                 return err(format!(
                     "--key and --order-by apply to --write merge only; got --write {}",
                     self.write.flag_name()
@@ -401,30 +417,44 @@ impl LoadConfig {
             }
             return Ok(());
         }
-        if self.merge_keys.is_empty() {
+        if self.merge_keys.is_empty() && self.merge_keys_by_table.is_empty() {
             return err(
-                "--write merge needs --key COL[,COL]: the columns that identify a row".into(),
+                "--write merge needs --key COL[,COL] (or --key TABLE=COL[,COL] per table): the \
+                 columns that identify a row"
+                    .into(),
             );
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for key in &self.merge_keys {
-            if key.trim().is_empty() {
-                return err("--key: empty column name".into());
-            }
-            if !seen.insert(key.to_ascii_lowercase()) {
-                return err(format!("--key names column `{key}` twice"));
-            }
-        }
-        if let Some(order) = &self.order_by
-            && self
-                .merge_keys
+        let lists = std::iter::once(("", &self.merge_keys)).chain(
+            self.merge_keys_by_table
                 .iter()
-                .any(|k| k.eq_ignore_ascii_case(order))
-        {
-            return err(format!(
-                "--order-by `{order}` is a --key column; rows of one key all share it, so it \
-                 cannot pick the latest"
-            ));
+                .map(|(t, k)| (t.as_str(), k)),
+        );
+        for (table, keys) in lists {
+            let label = if table.is_empty() {
+                "--key".to_string()
+            } else {
+                format!("--key {table}=")
+            };
+            if !table.is_empty() && keys.is_empty() {
+                return err(format!("{label}: no columns for table `{table}`"));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for key in keys {
+                if key.trim().is_empty() {
+                    return err(format!("{label}: empty column name"));
+                }
+                if !seen.insert(key.to_ascii_lowercase()) {
+                    return err(format!("{label} names column `{key}` twice"));
+                }
+            }
+            if let Some(order) = &self.order_by
+                && keys.iter().any(|k| k.eq_ignore_ascii_case(order))
+            {
+                return err(format!(
+                    "--order-by `{order}` is a --key column; rows of one key all share it, so it \
+                     cannot pick the latest"
+                ));
+            }
         }
         if self.table.has_decorator() {
             return err(format!(

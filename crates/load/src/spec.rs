@@ -276,8 +276,19 @@ fn merge_spec(
             (cursors.into_iter().next().map(str::to_string), false)
         }
     };
+    let keys = config.merge_keys_for(&item.destination.table);
+    if keys.is_empty() {
+        return Err(LoadError::Table {
+            table: item.destination.to_string(),
+            reason: format!(
+                "--write merge has no key for this table: add --key {}=COL[,COL] or a --key for \
+                 every table",
+                item.destination.table
+            ),
+        });
+    }
     let spec = MergeSpec {
-        keys: config.merge_keys.clone(),
+        keys: keys.to_vec(),
         order_by,
     };
     match schema {
@@ -736,6 +747,17 @@ mod tests {
         let item = group(vec![gone], &c.table).unwrap().remove(0);
         let spec = build_spec(&c, &item, Some(&parquet_schema())).unwrap();
         assert_eq!(spec.merge.unwrap().order_by, None);
+        // A table's own keys win over the keys for every table; a table with neither is
+        // refused, naming the flag that would fix it.
+        c.merge_keys_by_table.insert("t".into(), vec!["ID2".into()]);
+        let err = build_spec(&c, &item, Some(&parquet_schema())).unwrap_err();
+        assert!(err.to_string().contains("`ID2`"), "{err}");
+        c.merge_keys_by_table.clear();
+        c.merge_keys_by_table
+            .insert("other".into(), vec!["id".into()]);
+        c.merge_keys.clear();
+        let err = build_spec(&c, &item, Some(&parquet_schema())).unwrap_err();
+        assert!(err.to_string().contains("--key t=COL"), "{err}");
     }
 
     #[test]

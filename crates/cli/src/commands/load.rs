@@ -86,11 +86,12 @@ pub struct Args {
     #[arg(long, env = "SLUICE_WRITE", value_enum, default_value = "append")]
     write: Write,
 
-    /// --write merge: the columns that identify a row (comma-separated).
+    /// --write merge: the columns that identify a row (comma-separated), for every table; or
+    /// TABLE=COL[,COL] for one table (repeat the flag per table).
     #[arg(
         long = "key",
         env = "SLUICE_LOAD_KEY",
-        value_name = "COL[,COL]",
+        value_name = "[TABLE=]COL[,COL]",
         value_delimiter = ','
     )]
     key: Vec<String>,
@@ -319,12 +320,7 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
         Write::Empty => WriteMode::Empty,
         Write::Merge => WriteMode::Merge,
     };
-    config.merge_keys = args
-        .key
-        .into_iter()
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-        .collect();
+    (config.merge_keys, config.merge_keys_by_table) = merge_keys(args.key)?;
     config.order_by = args.order_by.filter(|c| !c.trim().is_empty());
     config.lineage = !args.no_lineage;
     config.create_dataset = args.create_dataset;
@@ -375,6 +371,47 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
 
 /// Labels on every load job, so BigQuery's job list shows which task submitted it. Values are
 /// lowercased and cut to BigQuery's label rules.
+/// `--key` values, split at commas by clap: `COL` tokens before any `TABLE=COL` are the keys of
+/// every table; a `TABLE=COL` token starts that table's list and the bare tokens after it
+/// continue it (`--key airports=iata --key iowa=year,source`).
+type MergeKeys = (Vec<String>, BTreeMap<String, Vec<String>>);
+
+fn merge_keys(tokens: Vec<String>) -> anyhow::Result<MergeKeys> {
+    let mut every = Vec::new();
+    let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for token in tokens.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        match token.split_once('=') {
+            Some((table, column)) => {
+                let table = table.trim();
+                if table.is_empty() {
+                    return Err(usage(format!("--key {token}: no table before `=`")));
+                }
+                if by_table.contains_key(table) {
+                    return Err(usage(format!("--key names table `{table}` twice")));
+                }
+                let column = column.trim();
+                by_table.insert(
+                    table.to_string(),
+                    (!column.is_empty())
+                        .then(|| column.to_string())
+                        .into_iter()
+                        .collect(),
+                );
+                current = Some(table.to_string());
+            }
+            None => match &current {
+                Some(table) => by_table
+                    .get_mut(table)
+                    .expect("inserted above")
+                    .push(token.to_string()),
+                None => every.push(token.to_string()),
+            },
+        }
+    }
+    Ok((every, by_table))
+}
+
 fn job_labels(context: &Context) -> BTreeMap<String, String> {
     let clean = |v: &str| -> String {
         v.to_ascii_lowercase()
@@ -516,6 +553,33 @@ mod tests {
         assert!(err.contains("--write merge needs --key"), "{err}");
         let err = build(&["--key=id"]).unwrap_err().to_string();
         assert!(err.contains("--write merge only"), "{err}");
+
+        // Keys per table: a `TABLE=` token starts a table's list, bare tokens continue it.
+        let c = build(&[
+            "--write=merge",
+            "--key=id",
+            "--key=airports=iata",
+            "--key",
+            "iowa=year,source",
+        ])
+        .unwrap();
+        assert_eq!(c.merge_keys, ["id"]);
+        assert_eq!(c.merge_keys_by_table["airports"], ["iata"]);
+        assert_eq!(c.merge_keys_by_table["iowa"], ["year", "source"]);
+        let c = build(&["--write=merge", "--key=airports=iata"]).unwrap();
+        assert!(c.merge_keys.is_empty());
+        let err = build(&["--write=merge", "--key=a=x", "--key=a=y"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names table `a` twice"), "{err}");
+        let err = build(&["--write=merge", "--key==x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no table before"), "{err}");
+        let err = build(&["--write=merge", "--key=a="])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no columns for table `a`"), "{err}");
     }
 
     #[test]
