@@ -5,7 +5,9 @@
 //! task is retried at every step and nothing changes; the stored mark never runs ahead of what
 //! was loaded.
 
-use std::process::{Command, Output};
+mod process_support;
+
+use process_support::{sluice, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs, Soda, TestServer};
 
@@ -13,25 +15,6 @@ const BUCKET: &str = "lake";
 const PROJECT: &str = "demo-project";
 const TABLE: &str = "raw.permits";
 const STATE: &str = "raw/_state/permits.json";
-
-fn sluice(args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env_remove("BIGQUERY_EMULATOR_HOST")
-        .env_remove("STORAGE_EMULATOR_HOST")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("SLUICE_LOG_FORMAT", "json")
-        .output()
-        .expect("run sluice")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    )
-}
 
 struct Day<'a> {
     gcs: &'a FakeGcs,

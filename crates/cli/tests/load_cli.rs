@@ -2,31 +2,14 @@
 //! demo pipeline runs: `sluice extract --format parquet` writes Parquet + task manifests to
 //! fake-gcs-server, two `sluice load` tasks load them into a partitioned bqemulator table.
 
-use std::process::{Command, Output};
+mod process_support;
+
+use process_support::{sluice, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs};
 
 const BUCKET: &str = "lake";
 const PROJECT: &str = "demo-project";
-
-fn sluice(args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env_remove("BIGQUERY_EMULATOR_HOST")
-        .env_remove("STORAGE_EMULATOR_HOST")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("SLUICE_LOG_FORMAT", "json")
-        .output()
-        .expect("run sluice")
-}
-
-fn stderr_and_stdout(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    )
-}
 
 #[test]
 fn configuration_errors_exit_2_with_the_reason() {
@@ -78,7 +61,7 @@ fn configuration_errors_exit_2_with_the_reason() {
         ),
     ] {
         let out = sluice(&args, &[]);
-        let text = stderr_and_stdout(&out);
+        let text = text(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
         assert!(
             text.contains(needle),
@@ -93,7 +76,7 @@ fn configuration_errors_exit_2_with_the_reason() {
             ("SLUICE_SCHEMA_UPDATE", "allow-field-relaxation".into()),
         ],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr_and_stdout(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]
@@ -135,11 +118,7 @@ fn loads_what_extract_wrote_into_a_partitioned_table() {
         ],
         &env,
     );
-    assert!(
-        extract.status.success(),
-        "extract: {}",
-        stderr_and_stdout(&extract)
-    );
+    assert!(extract.status.success(), "extract: {}", text(&extract));
 
     let load_args = [
         "load",
@@ -162,7 +141,7 @@ fn loads_what_extract_wrote_into_a_partitioned_table() {
         task_env.push(("CLOUD_RUN_TASK_INDEX", index.to_string()));
         task_env.push(("CLOUD_RUN_TASK_COUNT", "2".into()));
         let out = sluice(&load_args, &task_env);
-        let text = stderr_and_stdout(&out);
+        let text = text(&out);
         assert!(out.status.success(), "load task {index}: {text}");
         logs.push_str(&text);
     }

@@ -6,32 +6,16 @@
 //! writing its manifest): the datasets the present task held still load, thanks to the
 //! manifests' `planned_items`.
 
-use std::process::{Command, Output};
+mod process_support;
+
+use std::process::Output;
+
+use process_support::{sluice, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs, ServedFile, TestServer};
 
 const BUCKET: &str = "lake";
 const PROJECT: &str = "demo-project";
-
-fn sluice(args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env_remove("BIGQUERY_EMULATOR_HOST")
-        .env_remove("STORAGE_EMULATOR_HOST")
-        .env_remove("SLUICE_LOAD_ON_INCOMPLETE")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("SLUICE_LOG_FORMAT", "json")
-        .output()
-        .expect("run sluice")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    )
-}
 
 /// `count` rows of `name,value`.
 fn csv(count: usize) -> String {
