@@ -1,7 +1,8 @@
 //! Day after day (issue 15) through the real binaries, on fake-gcs-server + bqemulator + a
 //! SODA server on loopback: day 1 is a full pull merged into a new table; the source then
 //! updates some rows and adds others; day 2 (`--since auto`) pulls only the changes and the
-//! merge leaves the table equal to the source, value for value, with no duplicate keys. Every
+//! merge leaves the table equal to the source, value for value, with no duplicate keys; day 3
+//! finds nothing new and load succeeds without `--allow-empty`. Every
 //! task is retried at every step and nothing changes; the stored mark never runs ahead of what
 //! was loaded.
 
@@ -260,5 +261,30 @@ fn day_two_pulls_only_the_changes_and_the_table_equals_the_source() {
         bq.query_scalar_i64("select count(*) from raw._sluice_loads")
             .unwrap(),
         2
+    );
+
+    // Day 3: nothing changed at the source. Extract finds an empty window and load succeeds
+    // without --allow-empty (a quiet day is not an error); nothing moves.
+    let day3 = Day {
+        gcs: &gcs,
+        bq: &bq,
+        resource: &resource,
+        date: "2026-12-03",
+    };
+    day3.extract();
+    assert!(
+        gcs.list(BUCKET, "raw/permits/dt=2026-12-03/")
+            .expect("list day 3")
+            .is_empty(),
+        "nothing to write on a quiet day"
+    );
+    day3.load();
+    assert_eq!(table_rows(&bq), source_rows(&soda), "day 3 table = source");
+    assert_eq!(stored_mark(&gcs).map(|(_, m)| m), Some(mark2));
+    assert_eq!(
+        bq.query_scalar_i64("select count(*) from raw._sluice_loads")
+            .unwrap(),
+        2,
+        "no load, no lineage row"
     );
 }

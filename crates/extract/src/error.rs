@@ -288,6 +288,19 @@ impl ExtractError {
         }
     }
 
+    /// A failure of the source itself (HTTP status, connection, an answer that is not what
+    /// the protocol promises), as opposed to our configuration, storage or a cancellation:
+    /// what isolates one source from the others.
+    pub fn is_source_failure(&self) -> bool {
+        matches!(
+            self,
+            ExtractError::Http { .. }
+                | ExtractError::Transport { .. }
+                | ExtractError::Decode { .. }
+                | ExtractError::SourceChanged { .. }
+        )
+    }
+
     pub fn is_cancelled(&self) -> bool {
         matches!(
             self,

@@ -237,6 +237,7 @@ pub(crate) async fn plan_pinned(
                     decompress,
                     planned_version: None,
                     cursor: None,
+                    planning_error: None,
                 });
             }
             EntryKind::Socrata => {
@@ -276,6 +277,39 @@ pub(crate) async fn plan_pinned(
                     ),
                 )
                 .await?;
+                let plan = match plan {
+                    Ok(plan) => plan,
+                    Err(cause) => {
+                        // One failed item for the whole source; the others go on.
+                        owners.push(names.len());
+                        names.push(EntryName::new(
+                            dataset_of(&name),
+                            name.clone(),
+                            identity,
+                            entry.name.is_some(),
+                            redact_url(&entry.url),
+                        ));
+                        items.push(WorkItem {
+                            dataset: dataset_of(&name),
+                            name,
+                            display: base.display().to_string(),
+                            origin: Origin::Http(Box::new(base)),
+                            data_ext: "csv".into(),
+                            compression_ext: String::new(),
+                            format,
+                            page: None,
+                            csv,
+                            schema_override,
+                            soda_types: None,
+                            members: None,
+                            decompress,
+                            planned_version: None,
+                            cursor: None,
+                            planning_error: Some(format!("planning the Socrata pull: {cause}")),
+                        });
+                        continue;
+                    }
+                };
                 let pages = plan.pages(&resource);
                 let version = plan.version(&resource);
                 tracing::info!(
@@ -337,6 +371,7 @@ pub(crate) async fn plan_pinned(
                         decompress,
                         planned_version: Some(version.clone()),
                         cursor: cursor.clone(),
+                        planning_error: None,
                     });
                 }
             }

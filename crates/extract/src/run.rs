@@ -422,6 +422,10 @@ async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
         execution: shared.task.execution.clone(),
         finished_at: chrono::Utc::now().to_rfc3339(),
     };
+    if let Some(cause) = &item.planning_error {
+        tracing::error!(item = %item.display, error = %cause, "{}: failed: {cause}", label(&item));
+        return failed(cause.clone(), 0);
+    }
     if shared.cancel.is_cancelled() {
         return failed("cancelled before it started".into(), 0);
     }

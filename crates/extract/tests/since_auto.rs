@@ -123,6 +123,71 @@ async fn files_are_pulled_first_then_skipped_while_unchanged() {
     );
 }
 
+/// Many servers (static file servers, Python's http.server, some portals) send no ETag: the
+/// version is then Last-Modified plus the size from the HEAD's Content-Length.
+#[tokio::test]
+async fn without_an_etag_last_modified_and_size_decide() {
+    let server = TestServer::start();
+    let plain = |body: &'static str, modified: &str| ServedFile {
+        etag: None,
+        last_modified: Some(modified.into()),
+        ..ServedFile::new(body)
+    };
+    let a = server.serve("a.csv", plain("x\n1\n", "Mon, 30 Nov 2026 06:00:00 GMT"));
+    let b = server.serve("b.csv", plain("x\n2\n", "Mon, 30 Nov 2026 06:00:00 GMT"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.urls = vec![a, b];
+    cfg.dataset = Some("d".into());
+    cfg.since_auto = true;
+    let day1 = run(cfg.clone(), &task(0, 1)).await.unwrap();
+    let mut state = StateFile::new("d");
+    for item in &day1.manifest.items {
+        assert_eq!(
+            item.source.version.size,
+            Some(4),
+            "{:?}",
+            item.source.version
+        );
+        state.sources.insert(
+            format!("d/{}", item.name),
+            SourceState {
+                column: None,
+                mark: None,
+                source_version: Some(item.source.version.clone()),
+                extracted_by: item.execution.clone(),
+                advanced_by: Some("load-1".into()),
+                advanced_at: "2026-12-01T06:00:00Z".into(),
+            },
+        );
+    }
+    std::fs::create_dir_all(dir.path().join("_state")).unwrap();
+    std::fs::write(dir.path().join("_state/d.json"), state.to_bytes()).unwrap();
+
+    // Day 2: `b` republished (new Last-Modified), `a` untouched.
+    server.serve("b.csv", plain("x\n2\n", "Tue, 01 Dec 2026 06:00:00 GMT"));
+    let day2 = TaskContext {
+        execution: Some("extract-test-day2".into()),
+        ..task(0, 1)
+    };
+    let outcome = run(cfg, &day2).await.unwrap();
+    let statuses: Vec<(&str, ItemStatus)> = outcome
+        .manifest
+        .items
+        .iter()
+        .map(|i| (i.name.as_str(), i.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("a", ItemStatus::Skipped), ("b", ItemStatus::Extracted)]
+    );
+    assert_eq!(
+        gets(&server, "a.csv"),
+        1,
+        "a skipped file is not downloaded"
+    );
+}
+
 #[tokio::test]
 async fn a_broken_state_file_is_refused_by_name() {
     let server = TestServer::start();

@@ -60,6 +60,10 @@ pub(crate) struct Discovered {
     pub(crate) from_manifests: bool,
     /// Which datasets of the extract execution are whole (always, for a glob).
     pub(crate) completeness: Completeness,
+    /// Task manifests whose every item was `skipped` (unchanged since the last pull), or that
+    /// list no item (every Socrata window empty): how many items. Zero objects is then the
+    /// normal outcome of a day with nothing new, not a wrong input.
+    pub(crate) unchanged_items: Option<usize>,
 }
 
 /// Open stores by bucket.
@@ -131,21 +135,25 @@ fn is_hidden(key: &str) -> bool {
 /// The objects of `config.input`. An empty input is an error unless `--allow-empty`.
 pub(crate) async fn discover(config: &LoadConfig) -> Result<Discovered, LoadError> {
     let mut stores = Stores::new(config.store.clone());
-    let (input, objects, completeness, from_manifests) = match &config.input {
+    let (input, objects, completeness, unchanged_items) = match &config.input {
         Input::Glob(url) => (
             url,
             list_glob(url, &mut stores).await?,
             Completeness::default(),
-            false,
+            None,
         ),
         Input::Manifests(url) => {
-            let (objects, completeness) = read_manifests(url, &mut stores).await?;
-            (url, objects, completeness, true)
+            let read = read_manifests(url, &mut stores).await?;
+            (url, read.objects, read.completeness, read.unchanged_items)
         }
     };
     // An extract whose every item failed wrote no objects: that is reported as skipped tables,
-    // not as an empty input.
-    if objects.is_empty() && !config.allow_empty && completeness.is_complete() {
+    // not as an empty input. One whose every item was unchanged has nothing new to load.
+    if objects.is_empty()
+        && !config.allow_empty
+        && completeness.is_complete()
+        && unchanged_items.is_none()
+    {
         return Err(LoadError::NoObjects {
             input: input.clone(),
         });
@@ -153,8 +161,9 @@ pub(crate) async fn discover(config: &LoadConfig) -> Result<Discovered, LoadErro
     Ok(Discovered {
         objects,
         stores,
-        from_manifests,
+        from_manifests: matches!(config.input, Input::Manifests(_)),
         completeness,
+        unchanged_items,
     })
 }
 
@@ -191,10 +200,15 @@ async fn list_glob(url: &str, stores: &mut Stores) -> Result<Vec<SourceObject>, 
     Ok(objects)
 }
 
-async fn read_manifests(
-    url: &str,
-    stores: &mut Stores,
-) -> Result<(Vec<SourceObject>, Completeness), LoadError> {
+/// What a set of task manifests lists.
+struct ReadManifests {
+    objects: Vec<SourceObject>,
+    completeness: Completeness,
+    /// Every item `skipped` (unchanged since the last pull), or none at all: how many; else `None`.
+    unchanged_items: Option<usize>,
+}
+
+async fn read_manifests(url: &str, stores: &mut Stores) -> Result<ReadManifests, LoadError> {
     let (bucket, prefix) = split_gs_url(url)?;
     let store = stores.bucket(&bucket).await?;
     let manifests: Vec<_> = store
@@ -217,6 +231,7 @@ async fn read_manifests(
     let mut objects = Vec::new();
     let mut origins = Vec::new();
     let mut facts = Vec::new();
+    let (mut items_seen, mut items_unchanged) = (0usize, 0usize);
     for manifest in manifests {
         let manifest_url = store.url_of(&manifest.key);
         let bytes =
@@ -227,6 +242,12 @@ async fn read_manifests(
             match sluice_manifest::parse_any(&bytes, &manifest_url)? {
                 AnyManifest::Task(task) => {
                     facts.push(manifest_facts(&task, &manifest_url));
+                    items_seen += task.items.len();
+                    items_unchanged += task
+                        .items
+                        .iter()
+                        .filter(|item| item.status == ItemStatus::Skipped)
+                        .count();
                     origins.push(ManifestOrigin {
                         url: manifest_url.clone(),
                         execution: task.execution.clone(),
@@ -269,7 +290,14 @@ async fn read_manifests(
         Some(task_count) => Completeness::judge(task_count, &facts),
         None => Completeness::default(),
     };
-    Ok((objects, completeness))
+    // No item at all is the same news: every Socrata window was empty.
+    let unchanged_items =
+        (!origins.is_empty() && items_unchanged == items_seen).then_some(items_seen);
+    Ok(ReadManifests {
+        objects,
+        completeness,
+        unchanged_items,
+    })
 }
 
 /// `task-00003.json` directly under the manifest prefix (not the per-item receipts in subdirectories).

@@ -89,6 +89,19 @@ pub(crate) fn log_nothing_to_do(input: &str) {
     tracing::info!("no objects to load in {input}; nothing to do (--allow-empty)");
 }
 
+/// `--manifests` of an extract whose every item was unchanged since the last pull.
+pub(crate) fn log_nothing_new(input: &str, items: usize) {
+    tracing::info!(
+        unchanged_items = items,
+        "nothing new to load in {input}: {} since the last pull",
+        if items == 0 {
+            "the extract found no new rows".to_string()
+        } else {
+            format!("all {items} item(s) of the extract were unchanged")
+        }
+    );
+}
+
 /// The split: how much there is and how much of it is this task's.
 pub(crate) fn log_share(
     objects_total: usize,

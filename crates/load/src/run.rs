@@ -40,7 +40,10 @@ pub async fn run(
         .block(discovered.objects.iter().map(|o| &o.vars), &config.table);
     if discovered.objects.is_empty() && discovered.completeness.is_complete() {
         let (Input::Glob(input) | Input::Manifests(input)) = &config.input;
-        report::log_nothing_to_do(input);
+        match discovered.unchanged_items {
+            Some(items) => report::log_nothing_new(input, items),
+            None => report::log_nothing_to_do(input),
+        }
         return Ok(LoadReport::default());
     }
 

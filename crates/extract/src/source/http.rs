@@ -314,7 +314,14 @@ impl HttpClient {
             .await;
         match result {
             Ok(response) => {
-                let version = version_from_headers(response.headers(), response.content_length());
+                // The header, not `content_length()`: reqwest reports the (empty) body's length
+                // for a HEAD, so the size would never match the stored one.
+                let size = response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let version = version_from_headers(response.headers(), size);
                 Ok(version.is_known().then_some(version))
             }
             Err(e) if e.is_cancelled() => Err(ExtractError::Cancelled),

@@ -70,6 +70,9 @@ pub struct WorkItem {
     /// The incremental window this item covers, recorded in the manifest for `load` to
     /// advance the source's stored mark (`docs/state.md`).
     pub cursor: Option<sluice_manifest::CursorRecord>,
+    /// Set when the source could not be planned (a Socrata count query that failed): the item
+    /// stands for the whole source and is recorded `failed` with this cause, without a request.
+    pub planning_error: Option<String>,
 }
 
 impl WorkItem {

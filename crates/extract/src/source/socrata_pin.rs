@@ -14,6 +14,13 @@
 //! "page_size", "boundaries": [{"updated_at", "id"}], "truth", "types"}}`. Task 0 removes it
 //! with the execution date pin after 8 days. Without an execution (a local run of one task)
 //! nothing is pinned.
+//!
+//! A source that cannot be planned (its count query fails after the client's retries) is
+//! pinned too, as `"failed": "<cause>"` instead of `"plan"`: every task of the execution then
+//! agrees that the source has one failed item and nothing else, so the other sources' items
+//! are split the same way by every task and load can keep just this source's dataset out.
+//! The execution does not try that source again (a retry of the task sees the failure pin);
+//! the next execution does, from the same stored state.
 
 use std::future::Future;
 
@@ -45,8 +52,15 @@ struct PlanPin {
     pinned_at: DateTime<Utc>,
     pinned_by_task: u32,
     pinned_by_attempt: u32,
-    plan: SocrataPlan,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<SocrataPlan>,
+    /// Why the source could not be planned (then there is no `plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
 }
+
+/// The execution's verdict on one Socrata source: its plan, or why it has none.
+pub(crate) type Planned = std::result::Result<SocrataPlan, String>;
 
 /// `{prefix}_manifests/executions/{execution}/socrata-{hash}.json`
 pub(crate) fn pin_key(prefix: &str, execution: &str, identity: &str, page_size: u64) -> String {
@@ -55,27 +69,29 @@ pub(crate) fn pin_key(prefix: &str, execution: &str, identity: &str, page_size: 
 }
 
 /// The execution's plan of the source `identity`: read from its pin, or made by `plan_now`
-/// and pinned. Without a scope or an execution, `plan_now`'s.
+/// and pinned. Without a scope or an execution, `plan_now`'s. A source failure of `plan_now`
+/// (`ExtractError::is_source_failure`) is the inner `Err` (pinned like a plan); anything else
+/// (storage, cancellation) fails the task.
 pub(crate) async fn pinned_plan<F>(
     scope: Option<&PinScope<'_>>,
     identity: &str,
     page_size: u64,
     since: Option<&str>,
     plan_now: F,
-) -> Result<SocrataPlan>
+) -> Result<Planned>
 where
     F: Future<Output = Result<SocrataPlan>>,
 {
     let Some((scope, execution)) = scope.and_then(|s| s.task.execution.as_deref().map(|e| (s, e)))
     else {
-        return plan_now.await;
+        return source_outcome(plan_now.await);
     };
     let key = pin_key(scope.prefix, execution, identity, page_size);
     let url = scope.store.url_of(&key);
     if let Some(pin) = read_pin(scope.store, &key, &url).await? {
-        return Ok(use_pin(pin, since, &url));
+        return use_pin(pin, since, &url);
     }
-    let plan = plan_now.await?;
+    let planned = source_outcome(plan_now.await)?;
     let pin = PlanPin {
         kind: PIN_KIND.into(),
         execution: execution.to_string(),
@@ -83,7 +99,8 @@ where
         pinned_at: Utc::now(),
         pinned_by_task: scope.task.index,
         pinned_by_attempt: scope.task.attempt,
-        plan,
+        plan: planned.as_ref().ok().cloned(),
+        failed: planned.as_ref().err().cloned(),
     };
     let mut body = serde_json::to_vec_pretty(&pin)
         .map_err(|e| ExtractError::internal_source(format!("serializing {url}"), e))?;
@@ -95,19 +112,28 @@ where
     };
     match sluice_storage::write_bytes(scope.store, &key, body.into(), options).await {
         Ok(_) => {
-            tracing::info!(
-                execution,
-                pin = %url,
-                rows = pin.plan.rows,
-                upper = pin.plan.upper.as_deref().unwrap_or(""),
-                "pinned the plan of {identity} for execution {execution} at {url}"
-            );
-            Ok(pin.plan)
+            match &planned {
+                Ok(plan) => tracing::info!(
+                    execution,
+                    pin = %url,
+                    rows = plan.rows,
+                    upper = plan.upper.as_deref().unwrap_or(""),
+                    "pinned the plan of {identity} for execution {execution} at {url}"
+                ),
+                Err(cause) => tracing::error!(
+                    execution,
+                    pin = %url,
+                    error = %cause,
+                    "Socrata source {identity} cannot be planned: {cause}; pinned as failed for \
+                     execution {execution} at {url} (the other sources go on)"
+                ),
+            }
+            Ok(planned)
         }
         // Another task of this execution pinned it between our read and our write: theirs
-        // wins, ours is dropped.
+        // wins (a plan or a failure), ours is dropped.
         Err(StorageError::AlreadyExists { .. }) => match read_pin(scope.store, &key, &url).await? {
-            Some(pin) => Ok(use_pin(pin, since, &url)),
+            Some(pin) => use_pin(pin, since, &url),
             None => Err(ExtractError::Internal(format!(
                 "{url}: creating the Socrata plan pin failed because it exists, yet it cannot be read"
             ))),
@@ -116,18 +142,43 @@ where
     }
 }
 
-fn use_pin(pin: PlanPin, since: Option<&str>, url: &str) -> SocrataPlan {
-    if pin.plan.since.as_deref() != since {
+/// A source failure becomes the source's verdict; any other error stays the task's.
+fn source_outcome(result: Result<SocrataPlan>) -> Result<Planned> {
+    match result {
+        Ok(plan) => Ok(Ok(plan)),
+        Err(e) if e.is_source_failure() => Ok(Err(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+fn use_pin(pin: PlanPin, since: Option<&str>, url: &str) -> Result<Planned> {
+    let plan = match (pin.plan, pin.failed) {
+        (Some(plan), None) => plan,
+        (None, Some(cause)) => {
+            return Ok(Err(format!(
+                "{cause} (pinned as failed for this execution by task {} at {url}; the next \
+                 execution tries again)",
+                pin.pinned_by_task
+            )));
+        }
+        _ => {
+            return Err(ExtractError::Config(format!(
+                "{url}: a Socrata plan pin must have exactly one of `plan` and `failed`; delete \
+                 it to let the execution plan again"
+            )));
+        }
+    };
+    if plan.since.as_deref() != since {
         tracing::warn!(
             pin = %url,
             "this task's window starts at {:?} but the execution's pinned plan at {:?}; \
              using the pinned plan so every task reads the same pages",
             since,
-            pin.plan.since
+            plan.since
         );
     }
     tracing::debug!(pin = %url, "using the execution's pinned Socrata plan {url}");
-    pin.plan
+    Ok(Ok(plan))
 }
 
 async fn read_pin(store: &dyn ObjectStore, key: &str, url: &str) -> Result<Option<PlanPin>> {
@@ -191,6 +242,7 @@ mod tests {
             Ok(plan(5))
         })
         .await
+        .unwrap()
         .unwrap();
         assert_eq!(first.rows, 5);
         let t1 = task(1, Some("x-1"));
@@ -203,6 +255,7 @@ mod tests {
             panic!("must not plan again")
         })
         .await
+        .unwrap()
         .unwrap();
         assert_eq!(second, first);
         let key = pin_key("raw/", "x-1", "https://h/resource/a", 10);
@@ -226,6 +279,7 @@ mod tests {
             Ok(plan(7))
         })
         .await
+        .unwrap()
         .unwrap();
         assert_eq!(other.rows, 7);
         let local = task(0, None);
@@ -238,8 +292,75 @@ mod tests {
             Ok(plan(9))
         })
         .await
+        .unwrap()
         .unwrap();
         assert_eq!(direct.rows, 9);
         assert_eq!(store.list("raw/_manifests/").await.unwrap().len(), 2);
+    }
+
+    fn dead_portal() -> ExtractError {
+        ExtractError::Http {
+            url: "https://h/resource/a.json".into(),
+            status: 503,
+            retry_after: None,
+            message: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_failure_is_pinned_and_every_task_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path(), Default::default());
+        let t0 = task(0, Some("x-1"));
+        let scope = PinScope {
+            store: &store,
+            prefix: "raw/",
+            task: &t0,
+        };
+        let first = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
+            Err(dead_portal())
+        })
+        .await
+        .unwrap();
+        let cause = first.unwrap_err();
+        assert!(cause.contains("HTTP 503"), "{cause}");
+        // Task 1 would plan fine now, but the execution already decided: same verdict.
+        let t1 = task(1, Some("x-1"));
+        let scope = PinScope {
+            store: &store,
+            prefix: "raw/",
+            task: &t1,
+        };
+        let second = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
+            Ok(plan(5))
+        })
+        .await
+        .unwrap();
+        let cause = second.unwrap_err();
+        assert!(
+            cause.contains("HTTP 503") && cause.contains("pinned as failed"),
+            "{cause}"
+        );
+        // A storage or configuration error is the task's, not the source's: nothing pinned.
+        let t2 = task(0, Some("x-2"));
+        let scope = PinScope {
+            store: &store,
+            prefix: "raw/",
+            task: &t2,
+        };
+        let err = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
+            Err(ExtractError::Config("bad".into()))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ExtractError::Config(_)));
+        assert_eq!(
+            store
+                .list("raw/_manifests/executions/x-2/")
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
     }
 }
