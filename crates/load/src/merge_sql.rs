@@ -148,13 +148,19 @@ fn deduplicated_source(spec: &MergeSpec, staging: &str) -> String {
     )
 }
 
-/// The one MERGE: update every non-key column of matched rows, insert the others.
+/// The one MERGE: update every non-key column of matched rows whose values changed, insert
+/// the others. "Changed" leaves out `unchanged_by` (the time-partitioning column: a row that
+/// is the same but for the day it was pulled keeps its partition, so a partition holds the
+/// rows that changed that day). Rows of types `IS DISTINCT FROM` cannot compare (RECORD,
+/// REPEATED, JSON, GEOGRAPHY) make every matched row an update, as before.
 pub(crate) fn merge_statement(
     spec: &MergeSpec,
     target: &str,
     staging: &str,
-    columns: &[String],
+    fields: &[Field],
+    unchanged_by: Option<&str>,
 ) -> String {
+    let columns: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
     let is_key = |c: &String| spec.keys.iter().any(|k| k.eq_ignore_ascii_case(c));
     let on = spec
         .keys
@@ -167,6 +173,18 @@ pub(crate) fn merge_statement(
         .filter(|c| !is_key(c))
         .map(|c| format!("{0} = S.{0}", ident(c)))
         .collect();
+    let compared: Vec<&Field> = fields
+        .iter()
+        .filter(|f| !is_key(&f.name))
+        .filter(|f| unchanged_by.is_none_or(|p| !p.eq_ignore_ascii_case(&f.name)))
+        .collect();
+    let changed = (!compared.is_empty() && compared.iter().all(|f| comparable(f))).then(|| {
+        compared
+            .iter()
+            .map(|f| format!("T.{0} IS DISTINCT FROM S.{0}", ident(&f.name)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    });
     let names: Vec<String> = columns.iter().map(|c| ident(c)).collect();
     let values: Vec<String> = columns.iter().map(|c| format!("S.{}", ident(c))).collect();
     let mut sql = format!(
@@ -176,7 +194,8 @@ pub(crate) fn merge_statement(
     // All columns are keys: a matched row is already what the batch holds.
     if !updates.is_empty() {
         sql.push_str(&format!(
-            "WHEN MATCHED THEN UPDATE SET {}\n",
+            "WHEN MATCHED{} THEN UPDATE SET {}\n",
+            changed.map(|c| format!(" AND ({c})")).unwrap_or_default(),
             updates.join(", ")
         ));
     }
@@ -317,14 +336,21 @@ mod tests {
         assert_eq!(r.order_by, None);
     }
 
+    fn scalar_fields(names: &[&str]) -> Vec<Field> {
+        names
+            .iter()
+            .map(|n| Field::new(*n, "STRING", Mode::Nullable))
+            .collect()
+    }
+
     #[test]
-    fn merge_updates_non_keys_and_inserts_all_columns() {
-        let columns: Vec<String> = ["ID", "region", "updated"].map(String::from).to_vec();
+    fn merge_updates_changed_rows_and_inserts_all_columns() {
         let sql = merge_statement(
             &spec(&["ID"], Some("updated")),
             "`p.d.t`",
             "`p.d._sluice_stage_t_x`",
-            &columns,
+            &fields()[..3],
+            None,
         );
         assert!(sql.starts_with("MERGE `p.d.t` AS T\nUSING ("), "{sql}");
         assert!(
@@ -334,7 +360,8 @@ mod tests {
         assert!(sql.contains("ON T.`ID` = S.`ID`\n"), "{sql}");
         assert!(
             sql.contains(
-                "WHEN MATCHED THEN UPDATE SET `region` = S.`region`, `updated` = S.`updated`\n"
+                "WHEN MATCHED AND (T.`region` IS DISTINCT FROM S.`region` OR T.`updated` IS DISTINCT FROM S.`updated`) \
+                 THEN UPDATE SET `region` = S.`region`, `updated` = S.`updated`\n"
             ),
             "{sql}"
         );
@@ -349,7 +376,8 @@ mod tests {
             &spec(&["a", "b"], None),
             "`t`",
             "`s`",
-            &["a".to_string(), "b".to_string()],
+            &scalar_fields(&["a", "b"]),
+            None,
         );
         assert!(!sql.contains("WHEN MATCHED"), "{sql}");
         assert!(sql.contains("ON T.`a` = S.`a` AND T.`b` = S.`b`"), "{sql}");
@@ -357,6 +385,26 @@ mod tests {
             sql.contains("ORDER BY TO_JSON_STRING(_sluice_staged) DESC"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn the_partition_column_alone_is_no_change_and_arrays_update_always() {
+        let sql = merge_statement(
+            &spec(&["k"], None),
+            "`t`",
+            "`s`",
+            &scalar_fields(&["k", "v", "dt"]),
+            Some("DT"),
+        );
+        assert!(
+            sql.contains(
+                "WHEN MATCHED AND (T.`v` IS DISTINCT FROM S.`v`) THEN UPDATE SET `v` = S.`v`, `dt` = S.`dt`\n"
+            ),
+            "{sql}"
+        );
+        // A REPEATED column cannot be compared: every matched row is updated.
+        let sql = merge_statement(&spec(&["ID"], None), "`t`", "`s`", &fields(), None);
+        assert!(sql.contains("WHEN MATCHED THEN UPDATE SET"), "{sql}");
     }
 
     #[test]

@@ -162,11 +162,12 @@ async fn day_two_merges_updates_and_new_rows_and_reruns_change_nothing_body() {
         "staging dropped"
     );
 
-    // Day 2: 2 updated, 3 updated twice in the batch (the later wins), 5 and 6 new; 1 and 4
-    // are not in the batch and stay as they were.
+    // Day 2: 2 updated, 3 updated twice in the batch (the later wins), 5 and 6 new; 1 comes
+    // again unchanged (no update); 4 is not in the batch and stays as it was.
     gcs.put(
         "raw/people/2/part-0.parquet",
         people(&[
+            (1, "a", 0),
             (2, "b2", 24),
             (3, "c-late", 30),
             (5, "e", 24),
@@ -201,6 +202,14 @@ async fn day_two_merges_updates_and_new_rows_and_reruns_change_nothing_body() {
 
     // One lineage row per load, with what it loaded.
     assert_eq!(lineage_count(&emu), 2);
+    let merged = emu
+        .query_rows("select merged_rows from `test-project.raw._sluice_loads` order by file_rows")
+        .unwrap();
+    assert_eq!(
+        merged,
+        [vec![Some("4".to_string())], vec![Some("4".to_string())]],
+        "day 2 merged 2 updates and 2 inserts; the unchanged row 1 is no update"
+    );
     let lineage = emu
         .query_rows(
             "select write_mode, target_table, file_count, file_rows, row_count, objects, \
@@ -233,7 +242,7 @@ async fn day_two_merges_updates_and_new_rows_and_reruns_change_nothing_body() {
     assert_eq!(day1_row[10].as_deref(), Some("0"));
     assert_eq!(day1_row[11].as_deref(), Some("true"));
     assert_eq!(day1_row[12].as_deref(), Some("true"));
-    assert_eq!(lineage[1][3].as_deref(), Some("5"), "day 2 staged 5 rows");
+    assert_eq!(lineage[1][3].as_deref(), Some("6"), "day 2 staged 6 rows");
     assert_eq!(
         lineage[1][7].as_deref(),
         Some(report.jobs[0].job_id.as_str())

@@ -115,11 +115,20 @@ pub(super) async fn run_merge(
     ))
     .await?;
 
-    let columns: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
+    let partition_column = config
+        .partitioning
+        .as_ref()
+        .and_then(|p| p.field.as_deref());
     let statement = QueryJob {
         what: "merge",
         table: &table,
-        sql: merge_sql::merge_statement(&merge_spec, &target_path, &staged_path, &columns),
+        sql: merge_sql::merge_statement(
+            &merge_spec,
+            &target_path,
+            &staged_path,
+            &fields,
+            partition_column,
+        ),
         parameters: Vec::new(),
     };
     let (done, ours) =
