@@ -13,15 +13,15 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_runtime::TaskContext;
-use sluice_storage::{ObjectStore, StorageError, WriteOptions};
+use sluice_storage::ObjectStore;
 
-use crate::error::{ExtractError, Result};
+use crate::error::Result;
+use crate::pin::{self, Pin, Pinned};
 
 const PIN_KIND: &str = "sluice.extract.execution-date";
 /// Pins older than this are removed by task 0: Cloud Run's longest task timeout is 7 days, so
 /// no attempt of an execution can start after its pin is this old.
 const PIN_RETENTION: chrono::Duration = chrono::Duration::days(8);
-const PIN_LIMIT: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ExecutionPin {
@@ -50,9 +50,8 @@ pub(crate) async fn execution_date(
         return Ok(now.date_naive());
     };
     let key = pin_key(prefix, execution);
-    let url = store.url_of(&key);
     // Reading first keeps retries (the common case after the first task) to one request.
-    if let Some(pin) = read_pin(store, &key, &url).await? {
+    if let Some(pin) = pin::read::<ExecutionPin>(store, &key).await? {
         return Ok(pin.date);
     }
     let pin = ExecutionPin {
@@ -63,48 +62,23 @@ pub(crate) async fn execution_date(
         pinned_by_task: task.index,
         pinned_by_attempt: task.attempt,
     };
-    let mut body = serde_json::to_vec_pretty(&pin)
-        .map_err(|e| ExtractError::internal_source(format!("serializing {url}"), e))?;
-    body.push(b'\n');
-    let options = WriteOptions {
-        if_absent: true,
-        metadata: Default::default(),
-        content_type: Some("application/json".into()),
-    };
-    match sluice_storage::write_bytes(store, &key, body.into(), options).await {
-        Ok(_) => {
+    match pin::create_or_read(store, &key, pin).await? {
+        Pinned::Ours(pin) => {
+            let url = store.url_of(&key);
             tracing::info!(execution, date = %pin.date, pin = %url, "pinned the execution date {} at {url}", pin.date);
             Ok(pin.date)
         }
-        // Another task of this execution pinned it between our read and our write.
-        Err(StorageError::AlreadyExists { .. }) => match read_pin(store, &key, &url).await? {
-            Some(pin) => Ok(pin.date),
-            None => Err(ExtractError::Internal(format!(
-                "{url}: creating the execution date pin failed because it exists, yet it cannot be read"
-            ))),
-        },
-        Err(e) => Err(e.into()),
+        Pinned::Theirs(pin) => Ok(pin.date),
     }
 }
 
-async fn read_pin(store: &dyn ObjectStore, key: &str, url: &str) -> Result<Option<ExecutionPin>> {
-    let bytes = match sluice_storage::read_to_bytes(store, key, PIN_LIMIT).await {
-        Ok(bytes) => bytes,
-        Err(StorageError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let pin: ExecutionPin = serde_json::from_slice(&bytes).map_err(|e| {
-        ExtractError::Config(format!(
-            "{url}: not a valid execution date pin ({e}); delete it to let the execution pin its date again"
-        ))
-    })?;
-    if pin.kind != PIN_KIND {
-        return Err(ExtractError::Config(format!(
-            "{url}: kind is {:?}, expected {PIN_KIND:?}",
-            pin.kind
-        )));
+impl Pin for ExecutionPin {
+    const KIND: &'static str = PIN_KIND;
+    const WHAT: &'static str = "execution date pin";
+    const LIMIT: u64 = 64 * 1024;
+    fn kind(&self) -> &str {
+        &self.kind
     }
-    Ok(Some(pin))
 }
 
 /// Task 0's housekeeping: removes pins of executions that can no longer run.

@@ -24,6 +24,7 @@ mod decode;
 mod error;
 mod execution_date;
 mod naming;
+mod pin;
 mod pipeline;
 mod plan;
 mod progress;

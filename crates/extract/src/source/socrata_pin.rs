@@ -27,13 +27,13 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_runtime::TaskContext;
-use sluice_storage::{ObjectStore, StorageError, WriteOptions};
+use sluice_storage::ObjectStore;
 
 use crate::error::{ExtractError, Result};
+use crate::pin::{self, Pin, Pinned};
 use crate::source::socrata::SocrataPlan;
 
 const PIN_KIND: &str = "sluice.extract.socrata-plan";
-const PIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Where and for whom plans are pinned.
 pub(crate) struct PinScope<'a> {
@@ -88,7 +88,7 @@ where
     };
     let key = pin_key(scope.prefix, execution, identity, page_size);
     let url = scope.store.url_of(&key);
-    if let Some(pin) = read_pin(scope.store, &key, &url).await? {
+    if let Some(pin) = pin::read::<PlanPin>(scope.store, &key).await? {
         return use_pin(pin, since, &url);
     }
     let planned = source_outcome(plan_now.await)?;
@@ -102,16 +102,8 @@ where
         plan: planned.as_ref().ok().cloned(),
         failed: planned.as_ref().err().cloned(),
     };
-    let mut body = serde_json::to_vec_pretty(&pin)
-        .map_err(|e| ExtractError::internal_source(format!("serializing {url}"), e))?;
-    body.push(b'\n');
-    let options = WriteOptions {
-        if_absent: true,
-        metadata: Default::default(),
-        content_type: Some("application/json".into()),
-    };
-    match sluice_storage::write_bytes(scope.store, &key, body.into(), options).await {
-        Ok(_) => {
+    match pin::create_or_read(scope.store, &key, pin).await? {
+        Pinned::Ours(_) => {
             match &planned {
                 Ok(plan) => tracing::info!(
                     execution,
@@ -130,15 +122,17 @@ where
             }
             Ok(planned)
         }
-        // Another task of this execution pinned it between our read and our write: theirs
-        // wins (a plan or a failure), ours is dropped.
-        Err(StorageError::AlreadyExists { .. }) => match read_pin(scope.store, &key, &url).await? {
-            Some(pin) => use_pin(pin, since, &url),
-            None => Err(ExtractError::Internal(format!(
-                "{url}: creating the Socrata plan pin failed because it exists, yet it cannot be read"
-            ))),
-        },
-        Err(e) => Err(e.into()),
+        // Theirs wins (a plan or a failure); ours is dropped.
+        Pinned::Theirs(theirs) => use_pin(theirs, since, &url),
+    }
+}
+
+impl Pin for PlanPin {
+    const KIND: &'static str = PIN_KIND;
+    const WHAT: &'static str = "Socrata plan pin";
+    const LIMIT: u64 = 16 * 1024 * 1024;
+    fn kind(&self) -> &str {
+        &self.kind
     }
 }
 
@@ -179,26 +173,6 @@ fn use_pin(pin: PlanPin, since: Option<&str>, url: &str) -> Result<Planned> {
     }
     tracing::debug!(pin = %url, "using the execution's pinned Socrata plan {url}");
     Ok(Ok(plan))
-}
-
-async fn read_pin(store: &dyn ObjectStore, key: &str, url: &str) -> Result<Option<PlanPin>> {
-    let bytes = match sluice_storage::read_to_bytes(store, key, PIN_LIMIT).await {
-        Ok(bytes) => bytes,
-        Err(StorageError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let pin: PlanPin = serde_json::from_slice(&bytes).map_err(|e| {
-        ExtractError::Config(format!(
-            "{url}: not a valid Socrata plan pin ({e}); delete it to let the execution plan again"
-        ))
-    })?;
-    if pin.kind != PIN_KIND {
-        return Err(ExtractError::Config(format!(
-            "{url}: kind is {:?}, expected {PIN_KIND:?}",
-            pin.kind
-        )));
-    }
-    Ok(Some(pin))
 }
 
 #[cfg(test)]
