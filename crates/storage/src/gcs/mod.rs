@@ -98,6 +98,33 @@ pub struct GcsStore {
 }
 
 impl GcsStore {
+    /// One upload of `key` (refused once the store is cancelled), optionally under
+    /// `ifGenerationMatch`: the streaming writer and the one-request conditional write share it.
+    fn upload_ctx(
+        &self,
+        key: &str,
+        options: WriteOptions,
+        if_generation_match: Option<i64>,
+    ) -> Result<upload::UploadCtx> {
+        let url = self.checked(key)?;
+        if self.client.cancel.is_cancelled() {
+            return Err(StorageError::Cancelled {
+                url,
+                operation: "write",
+            });
+        }
+        Ok(upload::UploadCtx {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            url,
+            options,
+            chunk_size: self.chunk_size,
+            buffers: self.buffers.clone(),
+            if_generation_match,
+        })
+    }
+
     /// Builds the clients (no request is made; credentials are resolved lazily).
     pub async fn connect(bucket: &str, options: GcsOptions) -> Result<Self> {
         let root = format!("gs://{bucket}");
@@ -287,23 +314,7 @@ impl ObjectStore for GcsStore {
     }
 
     async fn writer(&self, key: &str, options: WriteOptions) -> Result<Box<dyn ObjectWriter>> {
-        let url = self.checked(key)?;
-        if self.client.cancel.is_cancelled() {
-            return Err(StorageError::Cancelled {
-                url,
-                operation: "write",
-            });
-        }
-        let ctx = upload::UploadCtx {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-            url,
-            options,
-            chunk_size: self.chunk_size,
-            buffers: self.buffers.clone(),
-            if_generation_match: None,
-        };
+        let ctx = self.upload_ctx(key, options, None)?;
         Ok(Box::new(upload::GcsWriter::new(ctx, &self.client.cancel)))
     }
 
@@ -314,23 +325,7 @@ impl ObjectStore for GcsStore {
         generation: i64,
         options: WriteOptions,
     ) -> Result<ObjectMeta> {
-        let url = self.checked(key)?;
-        if self.client.cancel.is_cancelled() {
-            return Err(StorageError::Cancelled {
-                url,
-                operation: "write",
-            });
-        }
-        let ctx = upload::UploadCtx {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-            url,
-            options,
-            chunk_size: self.chunk_size,
-            buffers: self.buffers.clone(),
-            if_generation_match: Some(generation),
-        };
+        let ctx = self.upload_ctx(key, options, Some(generation))?;
         let mut crc = crate::crc::Crc32c::new();
         crc.update(&data);
         // One multipart request: the precondition is checked atomically with the write (and
