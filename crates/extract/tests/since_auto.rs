@@ -19,6 +19,27 @@ fn gets(server: &TestServer, path: &str) -> usize {
         .count()
 }
 
+/// What `load` stores for dataset `d` after loading `items` (their source versions).
+fn store_loaded_state(dest: &std::path::Path, items: &[sluice_extract::ItemRecord]) -> StateFile {
+    let mut state = StateFile::new("d");
+    for item in items {
+        state.sources.insert(
+            format!("d/{}", item.name),
+            SourceState {
+                column: None,
+                mark: None,
+                source_version: Some(item.source.version.clone()),
+                extracted_by: item.execution.clone(),
+                advanced_by: Some("load-1".into()),
+                advanced_at: "2026-12-01T06:00:00Z".into(),
+            },
+        );
+    }
+    std::fs::create_dir_all(dest.join("_state")).unwrap();
+    std::fs::write(dest.join("_state/d.json"), state.to_bytes()).unwrap();
+    state
+}
+
 #[tokio::test]
 async fn files_are_pulled_first_then_skipped_while_unchanged() {
     let server = TestServer::start();
@@ -53,22 +74,7 @@ async fn files_are_pulled_first_then_skipped_while_unchanged() {
     );
 
     // What `load` stores after loading day 1.
-    let mut state = StateFile::new("d");
-    for item in items {
-        state.sources.insert(
-            format!("d/{}", item.name),
-            SourceState {
-                column: None,
-                mark: None,
-                source_version: Some(item.source.version.clone()),
-                extracted_by: item.execution.clone(),
-                advanced_by: Some("load-1".into()),
-                advanced_at: "2026-12-01T06:00:00Z".into(),
-            },
-        );
-    }
-    std::fs::create_dir_all(dir.path().join("_state")).unwrap();
-    std::fs::write(dir.path().join("_state/d.json"), state.to_bytes()).unwrap();
+    let state = store_loaded_state(dir.path(), items);
 
     // Day 2: `b` changed (new ETag), `a` did not.
     server.serve("b.csv", ServedFile::new("x\n2\n3\n"));
@@ -141,7 +147,6 @@ async fn without_an_etag_last_modified_and_size_decide() {
     cfg.dataset = Some("d".into());
     cfg.since_auto = true;
     let day1 = run(cfg.clone(), &task(0, 1)).await.unwrap();
-    let mut state = StateFile::new("d");
     for item in &day1.manifest.items {
         assert_eq!(
             item.source.version.size,
@@ -149,20 +154,8 @@ async fn without_an_etag_last_modified_and_size_decide() {
             "{:?}",
             item.source.version
         );
-        state.sources.insert(
-            format!("d/{}", item.name),
-            SourceState {
-                column: None,
-                mark: None,
-                source_version: Some(item.source.version.clone()),
-                extracted_by: item.execution.clone(),
-                advanced_by: Some("load-1".into()),
-                advanced_at: "2026-12-01T06:00:00Z".into(),
-            },
-        );
     }
-    std::fs::create_dir_all(dir.path().join("_state")).unwrap();
-    std::fs::write(dir.path().join("_state/d.json"), state.to_bytes()).unwrap();
+    store_loaded_state(dir.path(), &day1.manifest.items);
 
     // Day 2: `b` republished (new Last-Modified), `a` untouched.
     server.serve("b.csv", plain("x\n2\n", "Tue, 01 Dec 2026 06:00:00 GMT"));

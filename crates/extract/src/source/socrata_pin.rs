@@ -190,6 +190,14 @@ mod tests {
         }
     }
 
+    fn raw_scope<'a>(store: &'a LocalStore, task: &'a TaskContext) -> PinScope<'a> {
+        PinScope {
+            store,
+            prefix: "raw/",
+            task,
+        }
+    }
+
     fn plan(rows: u64) -> SocrataPlan {
         SocrataPlan {
             since: None,
@@ -207,11 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path(), Default::default());
         let t0 = task(0, Some("x-1"));
-        let scope = PinScope {
-            store: &store,
-            prefix: "raw/",
-            task: &t0,
-        };
+        let scope = raw_scope(&store, &t0);
         let first = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             Ok(plan(5))
         })
@@ -220,11 +224,7 @@ mod tests {
         .unwrap();
         assert_eq!(first.rows, 5);
         let t1 = task(1, Some("x-1"));
-        let scope = PinScope {
-            store: &store,
-            prefix: "raw/",
-            task: &t1,
-        };
+        let scope = raw_scope(&store, &t1);
         let second = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             panic!("must not plan again")
         })
@@ -244,11 +244,7 @@ mod tests {
         );
         // Another execution plans for itself; no execution pins nothing.
         let t2 = task(0, Some("x-2"));
-        let scope = PinScope {
-            store: &store,
-            prefix: "raw/",
-            task: &t2,
-        };
+        let scope = raw_scope(&store, &t2);
         let other = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             Ok(plan(7))
         })
@@ -257,11 +253,7 @@ mod tests {
         .unwrap();
         assert_eq!(other.rows, 7);
         let local = task(0, None);
-        let scope = PinScope {
-            store: &store,
-            prefix: "raw/",
-            task: &local,
-        };
+        let scope = raw_scope(&store, &local);
         let direct = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             Ok(plan(9))
         })
@@ -286,11 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path(), Default::default());
         let t0 = task(0, Some("x-1"));
-        let scope = PinScope {
-            store: &store,
-            prefix: "raw/",
-            task: &t0,
-        };
+        let scope = raw_scope(&store, &t0);
         let first = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             Err(dead_portal())
         })
@@ -300,11 +288,7 @@ mod tests {
         assert!(cause.contains("HTTP 503"), "{cause}");
         // Task 1 would plan fine now, but the execution already decided: same verdict.
         let t1 = task(1, Some("x-1"));
-        let scope = PinScope {
-            store: &store,
-            prefix: "raw/",
-            task: &t1,
-        };
+        let scope = raw_scope(&store, &t1);
         let second = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             Ok(plan(5))
         })
@@ -317,11 +301,7 @@ mod tests {
         );
         // A storage or configuration error is the task's, not the source's: nothing pinned.
         let t2 = task(0, Some("x-2"));
-        let scope = PinScope {
-            store: &store,
-            prefix: "raw/",
-            task: &t2,
-        };
+        let scope = raw_scope(&store, &t2);
         let err = pinned_plan(Some(&scope), "https://h/resource/a", 10, None, async {
             Err(ExtractError::Config("bad".into()))
         })
