@@ -126,7 +126,9 @@ fn collect(manifests: &[TaskManifest]) -> Sources {
             {
                 source.to = Some(to.clone());
             }
-            if cursor.column.is_none() && item.source.version.is_known() {
+            // Files (with or without a cursor column) store their version: an unchanged file
+            // is skipped by it, a changed one filtered by the mark. Socrata pages do not.
+            if item.source.page.is_none() && item.source.version.is_known() {
                 source.version = Some(item.source.version.clone());
             }
             source
@@ -220,9 +222,9 @@ fn apply(
             (_, Some(to)) => Some(to.clone()),
             (old, None) => old.clone(),
         };
-        let version = match (&source.column, &source.version) {
-            (None, Some(v)) => Some(v.clone()),
-            _ => old.as_ref().and_then(|o| o.source_version.clone()),
+        let version = match &source.version {
+            Some(v) => Some(v.clone()),
+            None => old.as_ref().and_then(|o| o.source_version.clone()),
         };
         if mark.is_none() && version.is_none() {
             continue;

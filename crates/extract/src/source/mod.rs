@@ -70,6 +70,8 @@ pub struct WorkItem {
     /// The incremental window this item covers, recorded in the manifest for `load` to
     /// advance the source's stored mark (`docs/state.md`).
     pub cursor: Option<sluice_manifest::CursorRecord>,
+    /// `--cursor COL` (files): the column and the stored mark rows must be after.
+    pub cursor_spec: Option<Arc<crate::convert::cursor::CursorSpec>>,
 }
 
 impl WorkItem {
