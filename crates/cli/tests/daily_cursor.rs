@@ -64,8 +64,19 @@ impl Day<'_> {
         let partition = format!("dt={}", self.date);
         let dest = format!("gs://{BUCKET}/raw");
         let args = [
-            "extract", "--url", self.url, "--since", "auto", "--dataset", "orders", "--dest",
-            &dest, "--format", "parquet", "--partition", &partition,
+            "extract",
+            "--url",
+            self.url,
+            "--since",
+            "auto",
+            "--dataset",
+            "orders",
+            "--dest",
+            &dest,
+            "--format",
+            "parquet",
+            "--partition",
+            &partition,
         ];
         for attempt in 0..2 {
             let out = sluice(&args, &self.env("extract", 0, 1, attempt));
@@ -88,8 +99,19 @@ impl Day<'_> {
         let manifests = format!("gs://{BUCKET}/raw/_manifests/");
         let table = format!("{PROJECT}.raw.{{dataset}}");
         let args = [
-            "load", "--manifests", &manifests, "--table", &table, "--write", "merge", "--key",
-            "id", "--hive-partitioning", "--create-dataset", "--location", "US",
+            "load",
+            "--manifests",
+            &manifests,
+            "--table",
+            &table,
+            "--write",
+            "merge",
+            "--key",
+            "id",
+            "--hive-partitioning",
+            "--create-dataset",
+            "--location",
+            "US",
         ];
         for attempt in 0..2 {
             let out = sluice(&args, &self.env("load", 0, 1, attempt));
@@ -136,8 +158,14 @@ fn stored(gcs: &FakeGcs) -> Option<(String, String, bool)> {
     let entry = &state["sources"]["orders/orders"];
     assert!(entry.is_object(), "{state}");
     Some((
-        entry["mark"].as_str().unwrap_or_else(|| panic!("{state}")).into(),
-        entry["column"].as_str().unwrap_or_else(|| panic!("{state}")).into(),
+        entry["mark"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{state}"))
+            .into(),
+        entry["column"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{state}"))
+            .into(),
         entry["source_version"].is_object(),
     ))
 }
@@ -172,11 +200,18 @@ fn a_growing_csv_day_after_day_by_its_cursor_column() {
     let day1 = day("2026-12-01");
     let manifest = day1.extract();
     assert_eq!(rows_written(&manifest), (5, 5, 0));
-    assert_eq!(stored(&gcs), None, "extract alone must not advance the state");
+    assert_eq!(
+        stored(&gcs),
+        None,
+        "extract alone must not advance the state"
+    );
     day1.load();
     assert_eq!(table_rows(&bq), csv_rows(DAY1), "day 1 table = CSV");
     let mark1 = "2026-11-29T10:00:00.000000Z".to_string();
-    assert_eq!(stored(&gcs), Some((mark1.clone(), "updated_at".into(), true)));
+    assert_eq!(
+        stored(&gcs),
+        Some((mark1.clone(), "updated_at".into(), true))
+    );
 
     // Day 2: rows 6 and 7 new, row 3 updated (with a later `updated_at`). Only those 3 rows
     // are written; the merge updates 3 and inserts 6 and 7.

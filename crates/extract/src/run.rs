@@ -697,7 +697,9 @@ async fn extract_once(
                 version,
                 resumes,
                 source_bytes: progress.bytes.load(Ordering::Relaxed),
-                cursor: tracker.zip(item.cursor.as_ref()).map(|(t, c)| t.record(&c.state_key)),
+                cursor: tracker
+                    .zip(item.cursor.as_ref())
+                    .map(|(t, c)| t.record(&c.state_key)),
             })
         }
         Err(e) => {

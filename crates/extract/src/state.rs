@@ -60,9 +60,10 @@ impl StateReader {
     /// The state file of `dataset`, for messages.
     pub(crate) fn file_url(&self, dataset: &str) -> String {
         match &self.opened {
-            Some((store, prefix)) => {
-                store.url_of(&sluice_storage::join_key(prefix, &format!("_state/{dataset}.json")))
-            }
+            Some((store, prefix)) => store.url_of(&sluice_storage::join_key(
+                prefix,
+                &format!("_state/{dataset}.json"),
+            )),
             None => format!("{}/_state/{dataset}.json", self.dest.trim_end_matches('/')),
         }
     }

@@ -141,7 +141,10 @@ async fn a_growing_csv_is_pulled_by_its_cursor_column() {
     assert_eq!(cursor.from, None, "a full pull has no lower bound");
     assert_eq!(cursor.to.as_deref(), Some("2026-11-29T10:00:00.000000Z"));
     assert_eq!((cursor.read_rows, cursor.filtered_rows), (Some(5), Some(0)));
-    assert!(!dest.join("_state").exists(), "extract never writes the state");
+    assert!(
+        !dest.join("_state").exists(),
+        "extract never writes the state"
+    );
     advance(dest, item);
 
     // Day 2: the file grew. Only rows 6 and 7 are written; row 2 (changed without a later
@@ -183,16 +186,30 @@ async fn a_growing_csv_is_pulled_by_its_cursor_column() {
 
     // Load stores day 2; day 3 the file is unchanged: skipped by version, not downloaded.
     advance(dest, &item);
-    let gets_before = server.requests_to("orders.csv").iter().filter(|r| r.method == "GET").count();
+    let gets_before = server
+        .requests_to("orders.csv")
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
     let day3 = run(cfg.clone(), &on("x-day3", 0)).await.unwrap();
     let skipped = only_item(&day3);
-    assert_eq!((skipped.status, skipped.objects.len()), (ItemStatus::Skipped, 0));
-    let gets_after = server.requests_to("orders.csv").iter().filter(|r| r.method == "GET").count();
+    assert_eq!(
+        (skipped.status, skipped.objects.len()),
+        (ItemStatus::Skipped, 0)
+    );
+    let gets_after = server
+        .requests_to("orders.csv")
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
     assert_eq!(gets_after, gets_before);
 
     // Day 4: changed (row 1 edited in place) but nothing after the mark: one object, 0 rows,
     // and `to` stays at the mark.
-    server.serve("orders.csv", ServedFile::new(DAY2.replace("1,2026-11-25 10:00:00,10", "1,2026-11-25 10:00:00,11")));
+    server.serve(
+        "orders.csv",
+        ServedFile::new(DAY2.replace("1,2026-11-25 10:00:00,10", "1,2026-11-25 10:00:00,11")),
+    );
     let day4 = run(cfg.clone(), &on("x-day4", 0)).await.unwrap();
     let empty = only_item(&day4);
     assert_eq!(empty.status, ItemStatus::Extracted);
@@ -216,8 +233,17 @@ async fn a_bad_mark_fails_the_item_by_name_and_misuse_is_a_usage_error() {
 
     // A mark that is not a timestamp: the item fails naming state file, source, column, value.
     set_mark(dest, "last tuesday");
-    let err = run(cfg.clone(), &on("y-bad", 0)).await.unwrap_err().to_string();
-    for part in ["_state/shop.json", "shop/orders", "--cursor updated_at", "\"last tuesday\"", "TIMESTAMP"] {
+    let err = run(cfg.clone(), &on("y-bad", 0))
+        .await
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "_state/shop.json",
+        "shop/orders",
+        "--cursor updated_at",
+        "\"last tuesday\"",
+        "TIMESTAMP",
+    ] {
         assert!(err.contains(part), "{part:?} not in: {err}");
     }
 
@@ -230,8 +256,14 @@ async fn a_bad_mark_fails_the_item_by_name_and_misuse_is_a_usage_error() {
     assert!(err.is_config(), "{err:?}");
     assert!(err.to_string().contains("\"updated_at\""), "{err}");
     std::fs::remove_file(dest.join("_state/shop.json")).unwrap();
-    let err = run(missing, &on("y-col2", 0)).await.unwrap_err().to_string();
-    assert!(err.contains("orders.csv") && err.contains("--cursor changed_at: no such column"), "{err}");
+    let err = run(missing, &on("y-col2", 0))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("orders.csv") && err.contains("--cursor changed_at: no such column"),
+        "{err}"
+    );
 
     // Usage errors naming the flag: passthrough, no `--since auto`, a Socrata source.
     let mut passthrough = cfg.clone();
@@ -241,9 +273,16 @@ async fn a_bad_mark_fails_the_item_by_name_and_misuse_is_a_usage_error() {
     let mut socrata = cfg.clone();
     socrata.urls.clear();
     socrata.socrata = vec!["https://data.example.gov/resource/abcd-1234".to_string()];
-    for (what, bad) in [("passthrough", passthrough), ("since", literal), ("socrata", socrata)] {
+    for (what, bad) in [
+        ("passthrough", passthrough),
+        ("since", literal),
+        ("socrata", socrata),
+    ] {
         let err = run(bad, &on("y-usage", 0)).await.unwrap_err();
         assert!(err.is_config(), "{what}: {err:?}");
-        assert!(err.to_string().contains("--cursor updated_at"), "{what}: {err}");
+        assert!(
+            err.to_string().contains("--cursor updated_at"),
+            "{what}: {err}"
+        );
     }
 }

@@ -422,7 +422,13 @@ mod tests {
 
     #[test]
     fn integers_compare_as_numbers_not_text() {
-        let values: ArrayRef = Arc::new(Int64Array::from(vec![Some(8), Some(9), Some(10), None, Some(100)]));
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(8),
+            Some(9),
+            Some(10),
+            None,
+            Some(100),
+        ]));
         let (kept, out) = run(ColumnType::Int64, &spec("c", Some("9"), 0), values.clone());
         assert_eq!(kept, vec![2, 4]);
         assert_eq!(out.from.as_deref(), Some("9"));
@@ -446,11 +452,22 @@ mod tests {
             day("2026-11-30"),
             day("2026-12-01"),
         ]));
-        let (kept, out) = run(ColumnType::Date, &spec("c", Some("2026-11-30"), 0), dates.clone());
+        let (kept, out) = run(
+            ColumnType::Date,
+            &spec("c", Some("2026-11-30"), 0),
+            dates.clone(),
+        );
         assert_eq!((kept, out.max.as_deref()), (vec![2], Some("2026-12-01")));
         // A lag of part of a day takes a whole day off a date mark.
-        let (kept, out) = run(ColumnType::Date, &spec("c", Some("2026-11-30"), 7200), dates);
-        assert_eq!((kept, out.from.as_deref()), (vec![1, 2], Some("2026-11-29")));
+        let (kept, out) = run(
+            ColumnType::Date,
+            &spec("c", Some("2026-11-30"), 7200),
+            dates,
+        );
+        assert_eq!(
+            (kept, out.from.as_deref()),
+            (vec![1, 2], Some("2026-11-29"))
+        );
 
         let ts = |s: &str| lossless::timestamp_micros(s).unwrap();
         let times: ArrayRef = Arc::new(
@@ -477,7 +494,12 @@ mod tests {
         assert_eq!(kept, vec![1, 2]);
         assert_eq!(out.from.as_deref(), Some("2026-11-30T11:00:00.000000Z"));
 
-        let text: ArrayRef = Arc::new(StringArray::from(vec![Some("a9"), None, Some("b1"), Some("a10")]));
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a9"),
+            None,
+            Some("b1"),
+            Some("a10"),
+        ]));
         let (kept, out) = run(ColumnType::String, &spec("c", Some("a9"), 0), text);
         assert_eq!((kept, out.max.as_deref()), (vec![2], Some("b1")));
         assert_eq!(out.filtered, 3);
@@ -485,34 +507,75 @@ mod tests {
 
     #[test]
     fn bad_mark_missing_column_and_lag_on_numbers_are_errors() {
-        let err = CursorFilter::new(&spec("c", Some("yesterday"), 0), &columns(ColumnType::Date), "s.csv")
-            .unwrap_err()
-            .to_string();
-        for part in ["gs://b/raw/_state/d.json", "d/s", "--cursor c", "\"yesterday\"", "DATE", "s.csv"] {
+        let err = CursorFilter::new(
+            &spec("c", Some("yesterday"), 0),
+            &columns(ColumnType::Date),
+            "s.csv",
+        )
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "gs://b/raw/_state/d.json",
+            "d/s",
+            "--cursor c",
+            "\"yesterday\"",
+            "DATE",
+            "s.csv",
+        ] {
             assert!(err.contains(part), "{part} not in {err}");
         }
         let err = CursorFilter::new(&spec("nope", None, 0), &columns(ColumnType::Int64), "s.csv")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("s.csv") && err.contains("--cursor nope") && err.contains("id, c"), "{err}");
-        let err = CursorFilter::new(&spec("c", Some("5"), 3600), &columns(ColumnType::Int64), "s.csv")
-            .unwrap_err()
-            .to_string();
+        assert!(
+            err.contains("s.csv") && err.contains("--cursor nope") && err.contains("id, c"),
+            "{err}"
+        );
+        let err = CursorFilter::new(
+            &spec("c", Some("5"), 3600),
+            &columns(ColumnType::Int64),
+            "s.csv",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--lag 1h") && err.contains("INT64"), "{err}");
-        assert!(CursorFilter::new(&spec("c", None, 0), &columns(ColumnType::Bool), "s.csv").is_err());
+        assert!(
+            CursorFilter::new(&spec("c", None, 0), &columns(ColumnType::Bool), "s.csv").is_err()
+        );
     }
 
     #[test]
     fn the_record_spans_members_and_never_goes_below_the_mark() {
         let t = CursorTracker::new(Arc::new(spec("c", Some("50"), 0)));
-        t.add(&CursorOutcome { from: Some("50".into()), max: Some("9".into()), read: 1, filtered: 1 });
+        t.add(&CursorOutcome {
+            from: Some("50".into()),
+            max: Some("9".into()),
+            read: 1,
+            filtered: 1,
+        });
         // A file whose values all lie below the mark: `to` stays at the mark.
         assert_eq!(t.record("d/s").to.as_deref(), Some("50"));
-        t.add(&CursorOutcome { from: Some("50".into()), max: Some("120".into()), read: 2, filtered: 0 });
+        t.add(&CursorOutcome {
+            from: Some("50".into()),
+            max: Some("120".into()),
+            read: 2,
+            filtered: 0,
+        });
         let r = t.record("d/s");
-        assert_eq!((r.from.as_deref(), r.to.as_deref(), r.column.as_deref()), (Some("50"), Some("120"), Some("c")));
+        assert_eq!(
+            (r.from.as_deref(), r.to.as_deref(), r.column.as_deref()),
+            (Some("50"), Some("120"), Some("c"))
+        );
         let full = CursorTracker::new(Arc::new(spec("c", None, 0)));
-        full.add(&CursorOutcome { from: None, max: None, read: 0, filtered: 0 });
-        assert_eq!((full.record("d/s").from, full.record("d/s").to), (None, None));
+        full.add(&CursorOutcome {
+            from: None,
+            max: None,
+            read: 0,
+            filtered: 0,
+        });
+        assert_eq!(
+            (full.record("d/s").from, full.record("d/s").to),
+            (None, None)
+        );
     }
 }
