@@ -456,4 +456,35 @@ mod tests {
         assert_eq!(entry.mark.as_deref(), Some("2026-12-01T00:00:00"));
         assert_eq!(entry.advanced_by.as_deref(), Some("l2"));
     }
+
+    /// `--cursor COL` files: the entry holds the file's version and the column's mark.
+    #[test]
+    fn a_file_with_a_cursor_keeps_its_version_and_its_mark() {
+        let key = "d/orders".to_string();
+        let version = |etag: &str| SourceVersion {
+            etag: Some(etag.into()),
+            last_modified: None,
+            size: None,
+        };
+        let file = |from: Option<&str>, to: &str, etag: &str| Source {
+            column: Some("updated_at".into()),
+            version: Some(version(etag)),
+            ..source(from, to)
+        };
+        let mut state = StateFile::new("d");
+        let day1 = file(None, "2026-11-29T10:00:00.000000Z", "a");
+        apply(&mut state, &[(&key, &day1)], None, "2026-12-01T00:00:00Z");
+        let entry = &state.sources["d/orders"];
+        assert_eq!(entry.column.as_deref(), Some("updated_at"));
+        assert_eq!(entry.mark.as_deref(), Some("2026-11-29T10:00:00.000000Z"));
+        assert_eq!(entry.source_version, Some(version("a")));
+        // Changed, nothing after the mark (`to` = the mark): the version moves, the mark stays.
+        let mark = "2026-11-29T10:00:00.000000Z";
+        let same = file(Some(mark), mark, "b");
+        let changes = apply(&mut state, &[(&key, &same)], None, "2026-12-02T00:00:00Z");
+        assert_eq!(changes.len(), 1);
+        let entry = &state.sources["d/orders"];
+        assert_eq!(entry.mark.as_deref(), Some(mark));
+        assert_eq!(entry.source_version, Some(version("b")));
+    }
 }

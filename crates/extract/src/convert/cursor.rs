@@ -26,7 +26,7 @@ use super::columns::{Column, ColumnType};
 use super::lossless;
 use crate::error::{ExtractError, Result};
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+const MICROS_PER_DAY: u128 = 86_400_000_000;
 
 /// What the plan knows about an item's cursor: the column, the stored mark and where it came
 /// from (for messages).
@@ -155,7 +155,7 @@ impl CursorFilter {
     /// column, and for a bad mark the state file and the value.
     pub(crate) fn new(spec: &CursorSpec, columns: &[Column], src: &str) -> Result<CursorFilter> {
         let col = &spec.column;
-        let Some(index) = columns.iter().position(|c| &c.name == col) else {
+        let Some(index) = columns.iter().position(|c| c.name == *col) else {
             let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
             return Err(ExtractError::Config(format!(
                 "{src}: --cursor {col}: no such column (the file's columns: {})",
@@ -268,11 +268,13 @@ fn minus_lag(value: Value, lag: Duration) -> Option<Value> {
     if lag.is_zero() {
         return Some(value);
     }
-    let micros = i64::try_from(lag.as_micros()).ok()?;
     match value {
-        Value::Timestamp(t) => t.checked_sub(micros).map(Value::Timestamp),
+        Value::Timestamp(t) => {
+            let micros = i64::try_from(lag.as_micros()).ok()?;
+            t.checked_sub(micros).map(Value::Timestamp)
+        }
         Value::Date(d) => {
-            let days = i32::try_from((micros + MICROS_PER_DAY - 1) / MICROS_PER_DAY).ok()?;
+            let days = i32::try_from(lag.as_micros().div_ceil(MICROS_PER_DAY)).ok()?;
             d.checked_sub(days).map(Value::Date)
         }
         other => Some(other),
