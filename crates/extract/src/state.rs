@@ -164,12 +164,14 @@ pub(crate) fn check_cursor(
     }
     if socrata {
         return refuse(format!(
-            "applies to CSV files; the Socrata source {source} is incremental by its              :updated_at already (extract it in a run without --cursor)"
+            "applies to CSV files; the Socrata source {source} is incremental by its \
+             :updated_at already (extract it in a run without --cursor)"
         ));
     }
     if format != OutputFormat::Parquet {
         return refuse(format!(
-            "filters rows while converting to Parquet, and {source} is extracted as              {format} (use --format parquet)"
+            "filters rows while converting to Parquet, and {source} is extracted as \
+             {format} (use --format parquet)"
         ));
     }
     Ok(())
@@ -192,7 +194,8 @@ pub(crate) async fn cursor_spec(
         && entry.as_ref().is_some_and(|e| e.mark.is_some())
     {
         return Err(ExtractError::Config(format!(
-            "state {state_url}: source {key}: the stored mark is for column {stored:?}, not              --cursor {column}; delete the entry (a full pull follows) or use --cursor {stored}"
+            "state {state_url}: source {key}: the stored mark is for column {stored:?}, not \
+             --cursor {column}; delete the entry (a full pull follows) or use --cursor {stored}"
         )));
     }
     Ok(CursorSpec {
