@@ -37,6 +37,9 @@ pub struct ExtractConfig {
     pub since_auto: bool,
     /// `--lag`: with `--since auto`, re-read this much before each stored mark.
     pub lag: Duration,
+    /// `--cursor COL`: with `--since auto`, write only the CSV rows whose COL is after the
+    /// stored mark minus `lag` (files converted to Parquet; `docs/state.md`).
+    pub cursor: Option<String>,
     pub shard_strategy: ShardStrategy,
     /// Decompress gzip/zip inputs (default). `false` copies bytes exactly as served.
     pub decompress: bool,
@@ -64,6 +67,7 @@ impl ExtractConfig {
             skip_existing: false,
             since_auto: false,
             lag: Duration::ZERO,
+            cursor: None,
             shard_strategy: ShardStrategy::default(),
             decompress: true,
             csv: CsvOptions::default(),

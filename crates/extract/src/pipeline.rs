@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicU64;
 use flate2::bufread::MultiGzDecoder;
 
 use crate::config::{BadRows, OutputFormat, ParquetOptions};
+use crate::convert::cursor::CursorTracker;
 use crate::convert::parquet::{CsvToParquet, csv_to_parquet};
 use crate::convert::records::Dialect;
 use crate::convert::{passthrough, passthrough_chunks, read_error};
@@ -41,6 +42,8 @@ pub(crate) struct PipelineCtx {
     pub rows: Arc<AtomicU64>,
     /// The keys this task writes: a key another source has claimed fails the item.
     pub claims: Arc<KeyClaims>,
+    /// `--cursor COL`: the filter's spec, and what the item's members read (`cursor.to`).
+    pub cursor: Option<Arc<CursorTracker>>,
 }
 
 /// One member on its way to becoming an object.
@@ -354,6 +357,7 @@ fn convert_text(
                 max_bad_rows: ctx.max_bad_rows,
                 footer_metadata: footer,
                 rows_counter: &ctx.rows,
+                cursor: ctx.cursor.as_ref().map(|t| t.spec.as_ref()),
             };
             // `sluice-rows`: the converter counts every row into `ctx.rows` before it commits.
             let sink = ctx
@@ -370,6 +374,21 @@ fn convert_text(
                     .with_rows(RowCount::Lines)
             };
             let converted = csv_to_parquet(input, &job, sink, &mut open_rejects)?;
+            if let (Some(tracker), Some(outcome)) = (&ctx.cursor, &converted.cursor) {
+                tracker.add(outcome);
+                tracing::info!(
+                    source = %src,
+                    column = %tracker.spec.column,
+                    read = outcome.read,
+                    written = converted.rows,
+                    filtered = outcome.filtered,
+                    "{src}: --cursor {}: {} of {} rows after {}",
+                    tracker.spec.column,
+                    converted.rows,
+                    outcome.read,
+                    outcome.from.as_deref().unwrap_or("(full pull)")
+                );
+            }
             let Some(object) = converted.object else {
                 tracing::warn!(source = %src, "{src}: empty input (not even a header); nothing written");
                 return Ok(None);

@@ -158,6 +158,12 @@ pub(crate) async fn plan_pinned(
     let mut owners: Vec<usize> = Vec::new();
     for entry in &entries {
         let format = entry.format.unwrap_or(config.format);
+        state::check_cursor(
+            config,
+            matches!(entry.kind, EntryKind::Socrata),
+            format,
+            &redact_url(&entry.url),
+        )?;
         let csv = csv_options(&config.csv, &entry.options)?;
         let schema_override = match &csv.schema_file {
             Some(location) if format == OutputFormat::Parquet => {
@@ -238,6 +244,7 @@ pub(crate) async fn plan_pinned(
                     planned_version: None,
                     cursor: None,
                     planning_error: None,
+                    cursor_spec: None,
                 });
             }
             EntryKind::Socrata => {
@@ -306,6 +313,7 @@ pub(crate) async fn plan_pinned(
                             planned_version: None,
                             cursor: None,
                             planning_error: Some(format!("planning the Socrata pull: {cause}")),
+                            cursor_spec: None,
                         });
                         continue;
                     }
@@ -337,6 +345,8 @@ pub(crate) async fn plan_pinned(
                         column: Some(CURSOR_COLUMN.to_string()),
                         from: plan.since.clone(),
                         to: Some(upper.clone()),
+                        read_rows: None,
+                        filtered_rows: None,
                     });
                 let types = plan.types.map(Arc::new);
                 let entry_index = names.len();
@@ -372,6 +382,7 @@ pub(crate) async fn plan_pinned(
                         planned_version: Some(version.clone()),
                         cursor: cursor.clone(),
                         planning_error: None,
+                        cursor_spec: None,
                     });
                 }
             }
@@ -386,11 +397,20 @@ pub(crate) async fn plan_pinned(
         match &mut item.cursor {
             Some(cursor) => cursor.state_key = key,
             None if config.since_auto && item.page.is_none() => {
+                // `--cursor COL`: the stored mark the rows are filtered by (`convert::cursor`).
+                if let (Some(column), Some(states)) = (&config.cursor, &mut states) {
+                    let spec =
+                        state::cursor_spec(states, &item.dataset, &item.name, column, config.lag)
+                            .await?;
+                    item.cursor_spec = Some(Arc::new(spec));
+                }
                 item.cursor = Some(sluice_manifest::CursorRecord {
                     state_key: key,
-                    column: None,
+                    column: config.cursor.clone(),
                     from: None,
                     to: None,
+                    read_rows: None,
+                    filtered_rows: None,
                 });
             }
             None => {}

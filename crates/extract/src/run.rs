@@ -11,6 +11,7 @@ use sluice_runtime::{CancellationToken, RetryDecision, RetryPolicy, TaskContext}
 use sluice_storage::{ObjectStore, StorageError, StoreConfig, WriteOptions};
 
 use crate::config::{ExtractConfig, OutputFormat, PartitionValue};
+use crate::convert::cursor::CursorTracker;
 use crate::decode::ChannelReader;
 use crate::error::{ExtractError, FailedItem, MAX_LISTED_FAILURES, Result};
 use crate::execution_date::{execution_date, remove_expired_pins};
@@ -525,11 +526,14 @@ async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
     };
 
     let secs = progress.elapsed().as_secs_f64().max(1e-3);
+    let mut source = source_record(&item, extracted.version, extracted.source_bytes);
+    // `--cursor`: the window and the largest value are known only after the rows were read.
+    source.cursor = extracted.cursor.or(source.cursor);
     let record = ItemRecord {
         key: item.shard_key(),
         name: item.name.clone(),
         dataset: item.dataset.clone(),
-        source: source_record(&item, extracted.version, extracted.source_bytes),
+        source,
         status: ItemStatus::Extracted,
         error: None,
         objects: extracted.objects,
@@ -577,7 +581,8 @@ async fn skip_unchanged(
     states: &tokio::sync::Mutex<StateReader>,
 ) -> Option<ItemRecord> {
     let cursor = item.cursor.as_ref()?;
-    if cursor.column.is_some() || item.page.is_some() {
+    // Files only (with or without `--cursor`); Socrata pages have their window.
+    if item.page.is_some() {
         return None;
     }
     let stored = match states.lock().await.entry(&item.dataset, &item.name).await {
@@ -625,6 +630,8 @@ struct Extracted {
     version: SourceVersion,
     resumes: u32,
     source_bytes: u64,
+    /// `--cursor`: the item's window and the largest value read.
+    cursor: Option<sluice_manifest::CursorRecord>,
 }
 
 fn object_metadata(
@@ -675,7 +682,12 @@ async fn extract_once(
         parquet: shared.config.parquet.clone(),
         rows: progress.rows.clone(),
         claims: shared.claims.clone(),
+        cursor: item
+            .cursor_spec
+            .clone()
+            .map(|spec| Arc::new(CursorTracker::new(spec))),
     };
+    let tracker = ctx.cursor.clone();
     let (tx, reader) = ChannelReader::channel();
     let pump = tokio::spawn(opened.pump(tx, progress.bytes.clone()));
     let outcome = tokio::task::spawn_blocking(move || pipeline::run(reader, &ctx))
@@ -689,6 +701,9 @@ async fn extract_once(
                 version,
                 resumes,
                 source_bytes: progress.bytes.load(Ordering::Relaxed),
+                cursor: tracker
+                    .zip(item.cursor.as_ref())
+                    .map(|(t, c)| t.record(&c.state_key)),
             })
         }
         Err(e) => {

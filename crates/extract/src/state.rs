@@ -5,6 +5,8 @@
 //! - Socrata: pull rows with `:updated_at` after `mark - lag`; no entry = full pull.
 //! - Files (HTTP, local): skip the source when its current version (HEAD / file metadata)
 //!   matches the stored one (`SourceVersion::matches`, as `--skip-existing` compares).
+//! - Files with `--cursor COL`: the same skip; a changed file is pulled and only its rows with
+//!   COL after `mark - lag` are written (`convert::cursor`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use std::time::Duration;
 use sluice_manifest::{SourceState, SourceVersion, StateFile};
 use sluice_storage::{ObjectStore, StoreConfig};
 
+use crate::config::{ExtractConfig, OutputFormat};
+use crate::convert::cursor::CursorSpec;
 use crate::error::{ExtractError, Result};
 
 /// State files are small; a larger one is not ours.
@@ -51,6 +55,17 @@ impl StateReader {
     pub(crate) async fn entry(&mut self, dataset: &str, name: &str) -> Result<Option<SourceState>> {
         let state = self.dataset(dataset).await?;
         Ok(state.sources.get(&state_key(dataset, name)).cloned())
+    }
+
+    /// The state file of `dataset`, for messages.
+    pub(crate) fn file_url(&self, dataset: &str) -> String {
+        match &self.opened {
+            Some((store, prefix)) => store.url_of(&sluice_storage::join_key(
+                prefix,
+                &format!("_state/{dataset}.json"),
+            )),
+            None => format!("{}/_state/{dataset}.json", self.dest.trim_end_matches('/')),
+        }
     }
 
     /// Reads `dataset`'s state now, so a broken file stops the task (exit 2) before any work.
@@ -127,6 +142,69 @@ pub(crate) fn since_from_mark(
         .checked_sub_signed(lag)
         .ok_or_else(|| ExtractError::Config(format!("--lag reaches before year 1 from {mark}")))?;
     Ok(Some(since.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()))
+}
+
+/// `--cursor COL` is for CSV files converted to Parquet under `--since auto`: anything else
+/// is a usage error naming the flag (exit 2).
+pub(crate) fn check_cursor(
+    config: &ExtractConfig,
+    socrata: bool,
+    format: OutputFormat,
+    source: &str,
+) -> Result<()> {
+    let Some(column) = &config.cursor else {
+        return Ok(());
+    };
+    let refuse = |why: String| Err(ExtractError::Config(format!("--cursor {column}: {why}")));
+    if column.trim().is_empty() {
+        return refuse("empty column name".into());
+    }
+    if !config.since_auto {
+        return refuse("needs --since auto (the mark it filters by is the stored state)".into());
+    }
+    if socrata {
+        return refuse(format!(
+            "applies to CSV files; the Socrata source {source} is incremental by its \
+             :updated_at already (extract it in a run without --cursor)"
+        ));
+    }
+    if format != OutputFormat::Parquet {
+        return refuse(format!(
+            "filters rows while converting to Parquet, and {source} is extracted as \
+             {format} (use --format parquet)"
+        ));
+    }
+    Ok(())
+}
+
+/// The cursor of file `dataset/name` under `--cursor column`: the stored mark, if any. A mark
+/// stored for another column is refused (exit 2): it cannot be compared with this one.
+pub(crate) async fn cursor_spec(
+    reader: &mut StateReader,
+    dataset: &str,
+    name: &str,
+    column: &str,
+    lag: Duration,
+) -> Result<CursorSpec> {
+    let key = state_key(dataset, name);
+    let entry = reader.entry(dataset, name).await?;
+    let state_url = reader.file_url(dataset);
+    if let Some(stored) = entry.as_ref().and_then(|e| e.column.as_deref())
+        && stored != column
+        && entry.as_ref().is_some_and(|e| e.mark.is_some())
+    {
+        return Err(ExtractError::Config(format!(
+            "state {state_url}: source {key}: the stored mark is for column {stored:?}, not \
+             --cursor {column}; delete the entry (a full pull follows) or use --cursor {stored}"
+        )));
+    }
+    Ok(CursorSpec {
+        column: column.to_string(),
+        mark: entry.and_then(|e| e.mark),
+        lag,
+        state_url,
+        state_key: key,
+    })
 }
 
 /// For a file source: the stored version when the current one still matches it (skip).

@@ -126,7 +126,9 @@ fn collect(manifests: &[TaskManifest]) -> Sources {
             {
                 source.to = Some(to.clone());
             }
-            if cursor.column.is_none() && item.source.version.is_known() {
+            // Files (with or without a cursor column) store their version: an unchanged file
+            // is skipped by it, a changed one filtered by the mark. Socrata pages do not.
+            if item.source.page.is_none() && item.source.version.is_known() {
                 source.version = Some(item.source.version.clone());
             }
             source
@@ -220,9 +222,9 @@ fn apply(
             (_, Some(to)) => Some(to.clone()),
             (old, None) => old.clone(),
         };
-        let version = match (&source.column, &source.version) {
-            (None, Some(v)) => Some(v.clone()),
-            _ => old.as_ref().and_then(|o| o.source_version.clone()),
+        let version = match &source.version {
+            Some(v) => Some(v.clone()),
+            None => old.as_ref().and_then(|o| o.source_version.clone()),
         };
         if mark.is_none() && version.is_none() {
             continue;
@@ -453,5 +455,36 @@ mod tests {
         let entry = &state.sources["d/s"];
         assert_eq!(entry.mark.as_deref(), Some("2026-12-01T00:00:00"));
         assert_eq!(entry.advanced_by.as_deref(), Some("l2"));
+    }
+
+    /// `--cursor COL` files: the entry holds the file's version and the column's mark.
+    #[test]
+    fn a_file_with_a_cursor_keeps_its_version_and_its_mark() {
+        let key = "d/orders".to_string();
+        let version = |etag: &str| SourceVersion {
+            etag: Some(etag.into()),
+            last_modified: None,
+            size: None,
+        };
+        let file = |from: Option<&str>, to: &str, etag: &str| Source {
+            column: Some("updated_at".into()),
+            version: Some(version(etag)),
+            ..source(from, to)
+        };
+        let mut state = StateFile::new("d");
+        let day1 = file(None, "2026-11-29T10:00:00.000000Z", "a");
+        apply(&mut state, &[(&key, &day1)], None, "2026-12-01T00:00:00Z");
+        let entry = &state.sources["d/orders"];
+        assert_eq!(entry.column.as_deref(), Some("updated_at"));
+        assert_eq!(entry.mark.as_deref(), Some("2026-11-29T10:00:00.000000Z"));
+        assert_eq!(entry.source_version, Some(version("a")));
+        // Changed, nothing after the mark (`to` = the mark): the version moves, the mark stays.
+        let mark = "2026-11-29T10:00:00.000000Z";
+        let same = file(Some(mark), mark, "b");
+        let changes = apply(&mut state, &[(&key, &same)], None, "2026-12-02T00:00:00Z");
+        assert_eq!(changes.len(), 1);
+        let entry = &state.sources["d/orders"];
+        assert_eq!(entry.mark.as_deref(), Some(mark));
+        assert_eq!(entry.source_version, Some(version("b")));
     }
 }

@@ -65,6 +65,8 @@ async fn extract_run(gcs: &Gcs, run: &str, execution: &str, sources: Vec<Src<'_>
             column: src.column.map(str::to_string),
             from: None,
             to: src.to.map(str::to_string),
+            read_rows: None,
+            filtered_rows: None,
         });
         item.objects.clear();
         for (key, rows) in src.objects {

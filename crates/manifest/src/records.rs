@@ -142,6 +142,14 @@ pub struct CursorRecord {
     /// stored mark only after the load that consumes this item succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// `--cursor COL` (files): data rows read from the source (after bad rows were set
+    /// aside). The rows written are the objects' `rows`; the difference is `filtered_rows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_rows: Option<u64>,
+    /// `--cursor COL` (files): rows read but not written because their COL was not after
+    /// `from` (already loaded) or was null in an incremental pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtered_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

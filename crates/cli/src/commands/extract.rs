@@ -43,6 +43,12 @@ pub struct Args {
     #[arg(long, env = "SLUICE_EXTRACT_LAG", default_value = "0s", value_parser = parse_duration)]
     lag: std::time::Duration,
 
+    /// With --since auto and --format parquet: of each CSV file that changed, write only the
+    /// rows whose column COL is after the stored mark (minus --lag); load then stores max(COL)
+    /// as the new mark (docs/state.md).
+    #[arg(long, env = "SLUICE_EXTRACT_CURSOR", value_name = "COL")]
+    cursor: Option<String>,
+
     /// Socrata: rows per page ($limit); one object per page.
     #[arg(long, env = "SLUICE_SOCRATA_PAGE_SIZE", default_value_t = 50_000)]
     socrata_page_size: u64,
@@ -224,6 +230,7 @@ fn config(args: Args, context: &Context) -> anyhow::Result<ExtractConfig> {
         _ => config.socrata_options.since = args.since,
     }
     config.lag = args.lag;
+    config.cursor = args.cursor.filter(|c| !c.trim().is_empty());
     config.socrata_options.page_size = args.socrata_page_size.max(1);
     config.socrata_options.app_token = ["SLUICE_SOCRATA_APP_TOKEN", "SOCRATA_APP_TOKEN"]
         .iter()

@@ -5,6 +5,7 @@
 //!   [`schema`] (inference and overrides) and [`columns`] (typed Arrow arrays).
 
 pub(crate) mod columns;
+pub(crate) mod cursor;
 pub(crate) mod lossless;
 pub(crate) mod parquet;
 pub(crate) mod records;

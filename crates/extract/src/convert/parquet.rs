@@ -28,6 +28,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
 use super::columns::{BatchBuilder, Built, Column, NullMarkers, Problem};
+use super::cursor::{CursorFilter, CursorOutcome, CursorSpec};
 use super::read_error;
 use super::records::{Dialect, Flaw, RecordReader, Records, utf8_bom_len};
 use super::schema::{SchemaOverride, apply_overrides, describe, infer};
@@ -57,6 +58,8 @@ pub(crate) struct CsvToParquet<'a> {
     pub footer_metadata: Vec<(String, String)>,
     /// Rows converted so far (progress).
     pub rows_counter: &'a AtomicU64,
+    /// `--cursor COL`: write only the rows after the stored mark (`super::cursor`).
+    pub cursor: Option<&'a CursorSpec>,
 }
 
 /// What one conversion produced.
@@ -69,6 +72,8 @@ pub(crate) struct Converted {
     pub rejects: Option<Committed>,
     pub columns: Vec<Column>,
     pub row_groups: usize,
+    /// What `--cursor` kept and dropped (`rows` counts only the rows written).
+    pub cursor: Option<CursorOutcome>,
 }
 
 pub(crate) fn writer_properties(
@@ -180,6 +185,7 @@ fn convert(
                 rejects: None,
                 columns: Vec::new(),
                 row_groups: 0,
+                cursor: None,
             });
         }
         return Err(ExtractError::BadRecord {
@@ -208,6 +214,10 @@ fn convert(
         describe(&columns)
     );
     drop(sampled);
+    let filter = job
+        .cursor
+        .map(|spec| CursorFilter::new(spec, &columns, src))
+        .transpose()?;
     let builder = BatchBuilder::new(columns.clone(), NullMarkers::new(job.null_values));
     let schema = builder.schema().clone();
     let props = writer_properties(job.parquet, &job.footer_metadata);
@@ -244,6 +254,7 @@ fn convert(
                 encoder: &tx,
             },
             open_rejects,
+            filter,
         );
         if reader.blank_lines() > 0 {
             tracing::info!(source = %src, "{src}: skipped {} empty lines", reader.blank_lines());
@@ -256,7 +267,7 @@ fn convert(
                 let _ = join(encoder);
                 Err(ExtractError::Internal("CSV typing thread panicked".into()))
             }
-            Ok((rows, rejected, rejects)) => {
+            Ok((rows, rejected, rejects, filter)) => {
                 // The rejects object first: once the data object is visible, its rejects are too.
                 let rejects = match rejects {
                     Some(mut r) => Some(r.commit()?),
@@ -267,6 +278,10 @@ fn convert(
                 }
                 drop(tx);
                 let (object, row_groups) = join(encoder)?;
+                let cursor = match (filter, job.cursor) {
+                    (Some(filter), Some(spec)) => Some(filter.finish(spec, src)),
+                    _ => None,
+                };
                 Ok(Converted {
                     object: Some(object),
                     rows,
@@ -274,6 +289,7 @@ fn convert(
                     rejects,
                     columns,
                     row_groups,
+                    cursor,
                 })
             }
             Err(e) => {
@@ -315,7 +331,7 @@ fn join(
         .map_err(|_| ExtractError::Internal("parquet encoder thread panicked".into()))?
 }
 
-type Parsed = (u64, u64, Option<ObjectSink>);
+type Parsed = (u64, u64, Option<ObjectSink>, Option<CursorFilter>);
 
 /// Records for a typing worker: batch number `seq` of the input, `skip` leading records
 /// (the header) not data.
@@ -372,6 +388,7 @@ fn parse_loop(
     job: &CsvToParquet<'_>,
     stages: Stages<'_>,
     open_rejects: &mut dyn FnMut() -> ObjectSink,
+    filter: Option<CursorFilter>,
 ) -> Result<Parsed> {
     let src = job.source_name;
     let Stages {
@@ -391,6 +408,7 @@ fn parse_loop(
         rows: 0,
         rejected: 0,
         rejects: None,
+        filter,
     };
     let mut sent = 0u64;
     let mut header_pending = job.has_header;
@@ -441,7 +459,7 @@ fn parse_loop(
         order.take(t)?;
     }
     read_result?;
-    Ok((order.rows, order.rejected, order.rejects))
+    Ok((order.rows, order.rejected, order.rejects, order.filter))
 }
 
 /// Puts typed batches back in input order and handles each in turn.
@@ -457,6 +475,7 @@ struct InOrder<'a, 'j> {
     rows: u64,
     rejected: u64,
     rejects: Option<ObjectSink>,
+    filter: Option<CursorFilter>,
 }
 
 impl InOrder<'_, '_> {
@@ -512,10 +531,15 @@ impl InOrder<'_, '_> {
                 }
             }
         }
-        let batch_rows = built.batch.num_rows() as u64;
+        // `--cursor`: only rows after the mark go on (and count as written).
+        let batch = match &mut self.filter {
+            Some(filter) => filter.apply(built.batch, src)?,
+            None => built.batch,
+        };
+        let batch_rows = batch.num_rows() as u64;
         if batch_rows > 0 {
             self.encoder
-                .send(Msg::Batch(built.batch))
+                .send(Msg::Batch(batch))
                 .map_err(|_| ExtractError::Internal(ENCODER_GONE.into()))?;
         }
         self.rows += batch_rows;
@@ -810,6 +834,7 @@ mod tests {
                 max_bad_rows: None,
                 footer_metadata: vec![("sluice.source".into(), "test.csv".into())],
                 rows_counter: &counter,
+                cursor: None,
             };
             let sink = self.sinks.open("out.parquet", Default::default(), "x");
             let mut open_rejects = || {

@@ -73,6 +73,8 @@ pub struct WorkItem {
     /// Set when the source could not be planned (a Socrata count query that failed): the item
     /// stands for the whole source and is recorded `failed` with this cause, without a request.
     pub planning_error: Option<String>,
+    /// `--cursor COL` (files): the column and the stored mark rows must be after.
+    pub cursor_spec: Option<Arc<crate::convert::cursor::CursorSpec>>,
 }
 
 impl WorkItem {
