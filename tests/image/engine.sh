@@ -1,0 +1,168 @@
+# shellcheck shell=bash
+# The image suite's checks on a real Docker engine; sourced by tests/image/run, which provides
+# run(), $WORK, $ROOT and in_ci(). The engine is scripts/dockerd's private one (layer cache in
+# $HOME/.cache/sluice/docker, kept between runs); it is stopped at the end unless it was
+# already running. On a fresh private emulator stack ($WORK/stack):
+#
+#   engine     scripts/dockerd start (installs docker.io/debootstrap with apt when missing)
+#   build      scripts/image-build: stand-in bases, then the repository's Dockerfile with
+#              CARGO_PROFILE=static-check and the demo's dbt project; times and layer sizes
+#   container  `--version` shows the git sha; the configured user and `id` are uid 10001;
+#              start-up times of --version and `sluice dbt -- --version`
+#   demo       scripts/demo --docker: the open-data pipeline through `sluice-trigger local
+#              --docker`; demo_summary.py checks every table holds exactly its CSV's rows and
+#              dbt passed (the same checks tests/pipeline makes for process mode)
+#   readonly   extract -> load -> dbt, each `docker run --read-only --tmpfs /tmp` as uid 10001:
+#              exact row count in the emulator, dbt build passes and uploads its artifacts
+#   stop       `docker stop` mid-extract (slow source): exit code 143, no object under the
+#              destination prefix
+
+IMAGE_TAG="${SLUICE_IMAGE_TAG:-sluice:test}"
+ENGINE_STARTED_HERE=false
+
+# The EXIT trap of tests/image/run: the checks run in subshells, so what they started is
+# found by its fixed place ($WORK/stack), not by variables they set.
+engine_stop() {
+  if [ -d "$WORK/stack" ]; then SLUICE_STACK_DIR="$WORK/stack" "$ROOT/scripts/stack" stop >/dev/null 2>&1 || true; fi
+  if $ENGINE_STARTED_HERE; then "$ROOT/scripts/dockerd" stop || true; fi
+}
+
+check_engine() {
+  "$ROOT/scripts/dockerd" start
+  eval "$("$ROOT/scripts/dockerd" env)"
+  docker version --format 'client {{.Client.Version}}, engine {{.Server.Version}} (API {{.Server.APIVersion}})'
+  echo "layer cache: $("$ROOT/scripts/dockerd" du) in ${SLUICE_DOCKER_DIR:-$HOME/.cache/sluice/docker}"
+}
+
+check_build() {
+  local start=$SECONDS
+  SLUICE_IMAGE_TAG="$IMAGE_TAG" "$ROOT/scripts/image-build" --profile static-check \
+    --dbt-project examples/open-data/dbt > "$WORK/build.out" 2> "$WORK/build.log" ||
+    { tail -60 "$WORK/build.log"; echo "scripts/image-build failed"; return 1; }
+  grep -E '^Step [0-9]+/|Using cache|scripts/image-(bases|build):' "$WORK/build.log" |
+    grep -v 'Using cache' | tail -40
+  echo "cached steps: $(grep -c 'Using cache' "$WORK/build.log" || true)"
+  echo "build: $((SECONDS - start)) s"
+  echo "image $IMAGE_TAG: $(docker image inspect --format '{{.Size}}' "$IMAGE_TAG" | numfmt --to=iec)"
+  echo "layers over 1 MB (docker history):"
+  docker history --no-trunc --format '{{.Size}}\t{{.CreatedBy}}' "$IMAGE_TAG" |
+    awk -F'\t' '$1 ~ /MB|GB/ { printf "  %8s  %s\n", $1, substr($2, 1, 110) }'
+}
+
+check_container() {
+  local out sha user uid t0
+  sha="$(git rev-parse --short=12 HEAD)"
+  t0=$(date +%s%N)
+  out="$(docker run --rm "$IMAGE_TAG" --version)"
+  echo "docker run $IMAGE_TAG --version: $out ($(( ($(date +%s%N) - t0) / 1000000 )) ms)"
+  grep -qE "^sluice [0-9]+\.[0-9]+\.[0-9]+.* \($sha(-dirty)?\)$" <<<"$out" ||
+    { echo "expected 'sluice X.Y.Z ($sha)'"; return 1; }
+  user="$(docker image inspect --format '{{.Config.User}}' "$IMAGE_TAG")"
+  echo "configured user: $user"
+  [ "$user" = "10001:10001" ] || { echo "expected USER 10001:10001"; return 1; }
+  uid="$(docker run --rm --entrypoint id "$IMAGE_TAG" -u)"
+  echo "id -u in the container: $uid"
+  [ "$uid" = 10001 ] || { echo "the container runs as uid $uid, not 10001"; return 1; }
+  t0=$(date +%s%N)
+  out="$(docker run --rm --read-only --tmpfs /tmp "$IMAGE_TAG" dbt -- --version 2>&1)" ||
+    { echo "$out"; echo "sluice dbt -- --version failed"; return 1; }
+  echo "docker run $IMAGE_TAG dbt -- --version: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  grep -E 'installed:|bigquery:' <<<"$out"
+  grep -qE 'bigquery: +1\.11\.' <<<"$out" || { echo "$out"; echo "bigquery adapter 1.11 not reported"; return 1; }
+}
+
+# A private stack for the demo and the checks after it; the demo starts it (idempotent).
+stack_env() {
+  export SLUICE_STACK_DIR="$WORK/stack"
+  eval "$("$ROOT/scripts/stack" env)"
+  [ -n "${STORAGE_EMULATOR_HOST:-}" ] && [ -n "${BIGQUERY_EMULATOR_HOST:-}" ] ||
+    { echo "the stack is not running (the demo check starts it)"; return 1; }
+}
+
+check_demo() {
+  export SLUICE_STACK_DIR="$WORK/stack"
+  SLUICE_IMAGE_TAG="$IMAGE_TAG" "$ROOT/scripts/demo" --docker > "$WORK/demo.log" 2>&1 ||
+    { tail -80 "$WORK/demo.log"; echo "scripts/demo --docker failed"; return 1; }
+  sed -n '/== summary/,$p' "$WORK/demo.log"
+  # Every task really ran in a container: the reports name none as a process.
+  grep -q 'all row counts match the source CSVs; dbt build passed' "$WORK/demo.log" ||
+    { echo "demo summary did not confirm the counts"; return 1; }
+}
+
+# serve DIR DELAY: demo_http.py on a free port; sets http_port.
+serve() {
+  http_port=$("$ROOT/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$ROOT/.venv/bin/python" "$ROOT/scripts/demo_http.py" "$http_port" "$1" --delay-per-chunk "$2" \
+    > "$WORK/http-$http_port.log" 2>&1 &
+  http_pid=$!
+  # The checks run in subshells: the server ends with the check.
+  trap 'kill "$http_pid" 2>/dev/null || true' EXIT
+  local _
+  for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$http_port/" 2>/dev/null && return 0; sleep 0.1; done
+  echo "demo_http.py did not start on $http_port"; return 1
+}
+
+objects() { # PREFIX: object names under gs://sluice-demo/PREFIX
+  curl -fsS "$STORAGE_EMULATOR_HOST/storage/v1/b/sluice-demo/o?prefix=$1" |
+    "$ROOT/.venv/bin/python" -c 'import json,sys; [print(o["name"]) for o in json.load(sys.stdin).get("items", [])]'
+}
+
+# ro ARGS...: the image as a Cloud Run job runs it, with a read-only root and /tmp in memory.
+ro() {
+  docker run --rm --network host --read-only --tmpfs /tmp \
+    -e STORAGE_EMULATOR_HOST -e BIGQUERY_EMULATOR_HOST -e RUST_LOG=info "$@"
+}
+
+check_readonly() {
+  stack_env
+  local www="$SLUICE_STACK_DIR/demo/www" csv=seattle-weather.csv expected rows
+  [ -f "$www/$csv" ] || { echo "no $www/$csv: the demo check did not run"; return 1; }
+  expected=$(($(wc -l < "$www/$csv") - 1))
+  serve "$www" 0
+  ro "$IMAGE_TAG" extract --log-format text --url "http://127.0.0.1:$http_port/$csv" \
+    --dest gs://sluice-demo/readonly --dataset ro_weather --format parquet 2>&1 | tail -5
+  echo "objects: $(objects readonly/ | tr '\n' ' ')"
+  objects readonly/ | grep -q '\.parquet$' || { echo "extract wrote no Parquet object"; return 1; }
+  ro "$IMAGE_TAG" load --log-format text --manifests gs://sluice-demo/readonly/_manifests/ \
+    --table "$SLUICE_STACK_PROJECT.readonly.{dataset}" --create-dataset --location US 2>&1 | tail -5
+  rows="$(curl -fsS "$BIGQUERY_EMULATOR_HOST/bigquery/v2/projects/$SLUICE_STACK_PROJECT/queries" \
+    -H 'Content-Type: application/json' \
+    -d "{\"query\": \"select count(*) from \`$SLUICE_STACK_PROJECT.readonly.ro_weather\`\", \"useLegacySql\": false}" |
+    "$ROOT/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["f"][0]["v"])')"
+  echo "readonly.ro_weather: $rows rows (CSV: $expected)"
+  [ "$rows" = "$expected" ] || { echo "row count mismatch"; return 1; }
+  # dbt with the project baked into the image (DBT_PROJECT_DIR, read-only), on the tables the
+  # demo loaded; the env is the demo spec's dbt job env.
+  local out
+  out="$(ro -e SLUICE_DBT_ARTIFACTS=gs://sluice-demo/readonly-dbt -e SLUICE_DBT_BIGQUERY_PROJECT="$SLUICE_STACK_PROJECT" \
+    -e SLUICE_DBT_BIGQUERY_DATASET=analytics -e SLUICE_DBT_BIGQUERY_LOCATION=US -e SLUICE_DBT_THREADS=2 \
+    "$IMAGE_TAG" dbt --log-format text -- build 2>&1)" || { echo "$out" | tail -40; echo "sluice dbt -- build failed"; return 1; }
+  grep -E 'Done\. PASS=' <<<"$out" || true
+  grep -qE 'Done\. PASS=[1-9][0-9]* WARN=[0-9]+ ERROR=0' <<<"$out" || { echo "$out" | tail -30; echo "dbt build did not pass"; return 1; }
+  objects readonly-dbt/ | grep -q 'run_results.json' || { echo "no dbt artifacts uploaded"; return 1; }
+  echo "dbt artifacts: $(objects readonly-dbt/ | wc -l) objects"
+}
+
+check_stop() {
+  stack_env
+  local www="$SLUICE_STACK_DIR/demo/www" name="sluice-stop-$$" code running left
+  # ~16 KiB per 0.5 s: the download takes long enough to be stopped in the middle.
+  serve "$www" 0.5
+  docker run -d --name "$name" --network host --read-only --tmpfs /tmp -e STORAGE_EMULATOR_HOST \
+    "$IMAGE_TAG" extract --log-format text --url "http://127.0.0.1:$http_port/seattle-weather.csv" \
+    --dest gs://sluice-demo/stopped --dataset stopped --format parquet > /dev/null
+  sleep 2
+  running="$(docker inspect --format '{{.State.Running}}' "$name")"
+  echo "running after 2 s: $running"
+  docker stop --time 10 "$name" > /dev/null
+  code="$(docker inspect --format '{{.State.ExitCode}}' "$name")"
+  docker logs "$name" 2>&1 | tail -5
+  docker rm "$name" > /dev/null
+  kill "$http_pid" 2>/dev/null || true
+  [ "$running" = true ] || { echo "extract was not running when stopped (finished too early)"; return 1; }
+  echo "exit code after docker stop: $code"
+  [ "$code" = 143 ] || { echo "expected exit code 143 (SIGTERM)"; return 1; }
+  left="$(objects stopped/)"
+  echo "objects under gs://sluice-demo/stopped/: ${left:-none}"
+  [ -z "$left" ] || { echo "docker stop left objects behind"; return 1; }
+}
