@@ -64,7 +64,9 @@ check_container() {
   echo "id -u in the container: $uid"
   [ "$uid" = 10001 ] || { echo "the container runs as uid $uid, not 10001"; return 1; }
   t0=$(date +%s%N)
-  out="$(docker run --rm --read-only --tmpfs /tmp "$IMAGE_TAG" dbt -- --version 2>&1)" ||
+  # A profile is generated from these (any values: --version connects nowhere).
+  out="$(docker run --rm --read-only --tmpfs /tmp -e SLUICE_DBT_BIGQUERY_PROJECT=p \
+    -e SLUICE_DBT_BIGQUERY_DATASET=d "$IMAGE_TAG" dbt -- --version 2>&1)" ||
     { echo "$out"; echo "sluice dbt -- --version failed"; return 1; }
   echo "docker run $IMAGE_TAG dbt -- --version: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   grep -E 'installed:|bigquery:' <<<"$out"
