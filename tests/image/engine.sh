@@ -146,16 +146,27 @@ check_readonly() {
 }
 
 check_stop() {
-  stack_env
-  local www="$SLUICE_STACK_DIR/demo/www" name="sluice-stop-$$" code running left
-  # ~16 KiB per 0.5 s: the download takes long enough to be stopped in the middle.
-  serve "$www" 0.5
+  # Self-contained (runs alone with --only engine,stop): the stack is started if the demo did not.
+  export SLUICE_STACK_DIR="$WORK/stack"
+  "$ROOT/scripts/stack" start gcs >/dev/null
+  eval "$("$ROOT/scripts/stack" env)"
+  [ -n "${STORAGE_EMULATOR_HOST:-}" ] || { echo "fake-gcs-server is not running"; return 1; }
+  curl -fsS -o /dev/null -X POST "$STORAGE_EMULATOR_HOST/storage/v1/b?project=sluice-local" \
+    -H 'Content-Type: application/json' -d '{"name":"sluice-demo"}' 2>/dev/null || true
+  local www="$WORK/slow" name="sluice-stop-$$" code running left
+  mkdir -p "$www"
+  # ~600 KiB served 16 KiB per 0.2 s: ~8 s of download, stopped after the first rows arrive.
+  "$ROOT/.venv/bin/python" -c 'import sys
+print("id,city,temp")
+for i in range(20000): print(f"{i},city-{i % 97},{i % 40 - 5}.25")' > "$www/big.csv"
+  serve "$www" 0.2
   docker run -d --name "$name" --network host --read-only --tmpfs /tmp -e STORAGE_EMULATOR_HOST \
-    "$IMAGE_TAG" extract --log-format text --url "http://127.0.0.1:$http_port/seattle-weather.csv" \
+    "$IMAGE_TAG" extract --log-format text --url "http://127.0.0.1:$http_port/big.csv" \
     --dest gs://sluice-demo/stopped --dataset stopped --format parquet > /dev/null
-  sleep 2
+  for _ in $(seq 50); do docker logs "$name" 2>&1 | grep -q 'writing to' && break; sleep 0.2; done
+  sleep 1
   running="$(docker inspect --format '{{.State.Running}}' "$name")"
-  echo "running after 2 s: $running"
+  echo "running when stopped: $running"
   docker stop --time 10 "$name" > /dev/null
   code="$(docker inspect --format '{{.State.ExitCode}}' "$name")"
   docker logs "$name" 2>&1 | tail -5
