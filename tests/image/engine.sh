@@ -83,12 +83,23 @@ stack_env() {
 
 check_demo() {
   export SLUICE_STACK_DIR="$WORK/stack"
+  local since job want got
+  since=$(date +%s)
   SLUICE_IMAGE_TAG="$IMAGE_TAG" "$ROOT/scripts/demo" --docker > "$WORK/demo.log" 2>&1 ||
     { tail -80 "$WORK/demo.log"; echo "scripts/demo --docker failed"; return 1; }
   sed -n '/== summary/,$p' "$WORK/demo.log"
-  # Every task really ran in a container: the reports name none as a process.
   grep -q 'all row counts match the source CSVs; dbt build passed' "$WORK/demo.log" ||
     { echo "demo summary did not confirm the counts"; return 1; }
+  # Every task really ran in a container: the engine started sluice-JOB-xxxxx-TASK-ATTEMPT
+  # containers of the image, one per task (3 extract, 2 load, 1 dbt; no retries expected).
+  docker events --since "$since" --until "$(date +%s)" --filter type=container --filter event=start \
+    --filter "image=$IMAGE_TAG" --format '{{.Actor.Attributes.name}}' > "$WORK/containers"
+  for job in extract:3 load:2 dbt:1; do
+    want=${job#*:}; job=${job%:*}
+    got=$(grep -c "^sluice-$job-[a-z0-9]*-[0-9]*-0$" "$WORK/containers" || true)
+    echo "containers started for $job: $got (tasks: $want)"
+    [ "$got" = "$want" ] || { cat "$WORK/containers"; echo "expected $want $job containers"; return 1; }
+  done
 }
 
 # serve DIR DELAY: demo_http.py on a free port; sets http_port.
