@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The one image every Sluice Cloud Run Job runs: `sluice extract|load|dbt` (ENTRYPOINT sluice,
 # the job's args pick the subcommand) plus `sluice-trigger`. See docs/image.md.
 #
@@ -11,7 +9,11 @@
 #
 # Build args: SLUICE_GIT_SHA (shown by `sluice --version`), DBT_PROJECT_SRC (context path of
 # the dbt project to ship, default `dbt`; an absent path ships an empty project dir),
-# RUST_IMAGE / PYTHON_IMAGE (both Debian bookworm: same glibc for the static binaries' NSS).
+# RUST_IMAGE / PYTHON_IMAGE (both Debian bookworm: same glibc for the static binaries' NSS;
+# scripts/image-bases builds stand-ins when no registry is reachable), CARGO_PROFILE (default
+# release; the test suite builds with static-check: same flags, no LTO, a third of the CPU time).
+# No `# syntax=` line: the build must not pull a frontend image (classic builder or BuildKit
+# with its built-in frontend both work).
 
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -35,12 +37,13 @@ RUN mkdir -p /dbt-project \
 FROM chef AS builder
 COPY scripts/build-static scripts/build-static
 COPY --from=planner /recipe.json recipe.json
+ARG CARGO_PROFILE=release
 # Dependencies only: this layer is reused until Cargo.toml/Cargo.lock change.
-RUN scripts/build-static --target-dir /build/target --cook recipe.json
+RUN scripts/build-static --profile "${CARGO_PROFILE}" --target-dir /build/target --cook recipe.json
 COPY . .
 # Declared after the cook so a new commit does not invalidate the dependency layer.
 ARG SLUICE_GIT_SHA=unknown
-RUN scripts/build-static --target-dir /build/target --out /out
+RUN scripts/build-static --profile "${CARGO_PROFILE}" --target-dir /build/target --out /out
 
 FROM ${PYTHON_IMAGE} AS runtime
 # ca-certificates: the Rust binaries (rustls) and Python read the system bundle. Unpinned on

@@ -157,8 +157,13 @@ def check_dockerfile() -> None:
         build = [i for i in runs if "scripts/build-static" in i.rest and "--out" in i.rest]
         check(len(cook) == 1, "builder: one RUN scripts/build-static --cook (the cached dependency layer)")
         check(len(build) == 1, "builder: one RUN scripts/build-static --out (the binaries)")
-        check("--profile" not in " ".join(i.rest for i in cook + build),
-              "builder: the image builds with the default (release) profile")
+        # The profile is the build arg CARGO_PROFILE, default release (the shipped image);
+        # tests/image/run builds the CI image with static-check.
+        profile_arg = [i for i in builder[2] if i.cmd == "ARG" and i.rest.startswith("CARGO_PROFILE")]
+        check(len(profile_arg) == 1 and profile_arg[0].rest == "CARGO_PROFILE=release",
+              "builder: ARG CARGO_PROFILE=release expected (the shipped image builds with release)")
+        check(all('--profile "${CARGO_PROFILE}"' in i.rest for i in cook + build),
+              'builder: cook and build must both use --profile "${CARGO_PROFILE}" (same flags)')
         sha_arg = [i for i in builder[2] if i.cmd == "ARG" and i.rest.startswith("SLUICE_GIT_SHA")]
         if check(len(sha_arg) == 1 and cook and build, "builder: ARG SLUICE_GIT_SHA declared once"):
             check(cook[0].lineno < sha_arg[0].lineno < build[0].lineno,

@@ -633,6 +633,8 @@ pub struct LocalOptions {
     pub env: Vec<(String, String)>,
     pub docker: bool,
     pub engine: PathBuf,
+    /// `--image`: overrides the job's image in container mode.
+    pub image: Option<String>,
     pub sluice_bin: Option<PathBuf>,
     pub current_exe: Option<PathBuf>,
     pub log_mode: local::LogMode,
@@ -658,12 +660,16 @@ pub async fn local(
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| std::ffi::OsString::from(v));
     let launcher = if opts.docker {
-        let image = job.image.clone().ok_or_else(|| {
-            CommandError::usage(format!(
-                "job {:?}: --docker needs the job's image",
-                job.name
-            ))
-        })?;
+        let image = opts
+            .image
+            .clone()
+            .or_else(|| job.image.clone())
+            .ok_or_else(|| {
+                CommandError::usage(format!(
+                    "job {:?}: --docker needs an image (--image, or the job's image)",
+                    job.name
+                ))
+            })?;
         let engine =
             local::check_engine(&opts.engine, path_var.as_ref()).map_err(CommandError::usage)?;
         local::Launcher::Docker { engine, image }

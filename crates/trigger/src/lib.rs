@@ -19,6 +19,7 @@ mod config;
 mod duration;
 mod legacy_env;
 mod local;
+mod local_docker;
 mod render;
 mod report;
 mod run;

@@ -1,7 +1,8 @@
 //! `sluice-trigger local`: a job's tasks run on this machine the way Cloud Run runs them.
 //!
 //! - Each task is the container's command/args from the spec — the `sluice` binary directly,
-//!   any other command as written, or `docker run IMAGE` with `--docker` — with the spec's env,
+//!   any other command as written, or `docker run IMAGE` with `--docker` (`local_docker`: the
+//!   run line, which variables a container gets, the workdir mount) — with the spec's env,
 //!   the `[local]` env, and the task contract: `CLOUD_RUN_JOB`, `CLOUD_RUN_EXECUTION` (a fresh
 //!   `JOB-xxxxx` id), `CLOUD_RUN_TASK_INDEX`, `CLOUD_RUN_TASK_COUNT`, `CLOUD_RUN_TASK_ATTEMPT`.
 //! - At most `parallelism` tasks run at once; tasks start in index order.
@@ -17,6 +18,7 @@
 //!   JSON lines pass through untouched when they already carry labels); in text mode each line
 //!   is prefixed `[task 3/5 attempt 0]` (0-based, like the env contract).
 
+use crate::local_docker;
 use crate::report::{
     Counts, ExecutionReport, ExecutionState, Mode, TaskReport, TaskState, rfc3339,
 };
@@ -188,44 +190,6 @@ pub(crate) fn direct_argv(
     Ok(argv)
 }
 
-/// The argv of a task run in a container: env values travel in the engine's own environment
-/// (`-e NAME`), never on its command line where `ps` would show them.
-pub(crate) fn docker_argv(
-    engine: &Path,
-    image: &str,
-    container_name: &str,
-    job: &JobSpec,
-    args: &[String],
-    env_names: &[String],
-) -> Vec<String> {
-    let mut argv = vec![
-        engine.display().to_string(),
-        "run".into(),
-        "--rm".into(),
-        "--name".into(),
-        container_name.into(),
-        // Emulators on this machine listen on loopback.
-        "--network".into(),
-        "host".into(),
-        "--cpus".into(),
-        format!("{}", job.cpu.millis as f64 / 1000.0),
-        "--memory".into(),
-        format!("{}b", job.memory.bytes),
-    ];
-    for name in env_names {
-        argv.push("-e".into());
-        argv.push(name.clone());
-    }
-    if let Some(entry) = job.command.first() {
-        argv.push("--entrypoint".into());
-        argv.push(entry.clone());
-    }
-    argv.push(image.into());
-    argv.extend(job.command.iter().skip(1).cloned());
-    argv.extend(args.iter().cloned());
-    argv
-}
-
 /// Expands `${NAME}` and `${NAME:-default}` from `env`; `$$` is a literal `$`.
 pub(crate) fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
@@ -348,6 +312,8 @@ struct Exec {
     args: Vec<String>,
     spec: JobSpec,
     workdir: PathBuf,
+    /// What containers may inherit by name (`local_docker::env_names`).
+    parent_env: Vec<(String, String)>,
     log_mode: LogMode,
     out: Arc<dyn Output>,
     shutdown: Shutdown,
@@ -430,8 +396,17 @@ impl Exec {
         let argv = match &self.launcher {
             Launcher::Direct { .. } => self.argv_direct.clone().unwrap_or_default(),
             Launcher::Docker { engine, image } => {
-                let names: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
-                docker_argv(engine, image, &container, &self.spec, &self.args, &names)
+                let names = local_docker::env_names(&env, &self.parent_env, &self.spec);
+                local_docker::DockerTask {
+                    engine,
+                    image,
+                    container_name: &container,
+                    job: &self.spec,
+                    args: &self.args,
+                    env_names: &names,
+                    workdir: &self.workdir,
+                }
+                .argv()
             }
         };
         let mut cmd = Command::new(&argv[0]);
@@ -705,7 +680,9 @@ pub(crate) async fn run(
         argv_direct,
         args,
         spec: job.clone(),
-        workdir: run.workdir.clone(),
+        // Absolute: container mode mounts it at the same path.
+        workdir: std::fs::canonicalize(&run.workdir).unwrap_or_else(|_| run.workdir.clone()),
+        parent_env: run.parent_env.clone(),
         log_mode: run.log_mode,
         out,
         shutdown: shutdown.clone(),
@@ -832,24 +809,6 @@ mod tests {
             vec!["sh", "-c", "exit 0"]
         );
         assert!(direct_argv(&job(""), &[], None).is_err());
-    }
-
-    #[test]
-    fn docker_argv_passes_env_by_name_only() {
-        let j = job("command = [\"sluice\"]\nargs = [\"load\"]\ncpu = 2\nmemory = \"1Gi\"\n");
-        let argv = docker_argv(
-            Path::new("docker"),
-            "img:1",
-            "c1",
-            &j,
-            &j.args,
-            &["TOKEN".to_string()],
-        );
-        assert_eq!(
-            argv.join(" "),
-            "docker run --rm --name c1 --network host --cpus 2 --memory 1073741824b -e TOKEN \
-             --entrypoint sluice img:1 load"
-        );
     }
 
     #[test]

@@ -145,6 +145,9 @@ enum Command {
         /// Container engine for --docker.
         #[arg(long, env = "SLUICE_TRIGGER_ENGINE", default_value = "docker")]
         engine: PathBuf,
+        /// Image for --docker (default: the job's image), e.g. one built locally.
+        #[arg(long, env = "SLUICE_TRIGGER_IMAGE")]
+        image: Option<String>,
         /// The sluice binary (default: [local] sluice_bin, then next to sluice-trigger, then PATH).
         #[arg(long, env = "SLUICE_BIN")]
         sluice_bin: Option<PathBuf>,
@@ -376,6 +379,7 @@ async fn dispatch(cli: Cli, log_format: ResolvedFormat) -> i32 {
             parallelism,
             docker,
             engine,
+            image,
             sluice_bin,
         } => {
             let opts = commands::LocalOptions {
@@ -388,6 +392,7 @@ async fn dispatch(cli: Cli, log_format: ResolvedFormat) -> i32 {
                 env: overrides.env.clone(),
                 docker: *docker,
                 engine: engine.clone(),
+                image: image.clone(),
                 sluice_bin: sluice_bin.clone(),
                 current_exe: std::env::current_exe().ok(),
                 log_mode: match log_format {

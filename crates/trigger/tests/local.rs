@@ -38,6 +38,7 @@ fn options(spec: &Path, job: &str) -> LocalOptions {
         env: vec![],
         docker: false,
         engine: PathBuf::from("docker"),
+        image: None,
         sluice_bin: None,
         current_exe: None,
         log_mode: LogMode::Text,
