@@ -17,6 +17,9 @@
 #              exact row count in the emulator, dbt build passes and uploads its artifacts
 #   stop       `docker stop` mid-extract (slow source): exit code 143, no object under the
 #              destination prefix
+#   adc        `sluice-trigger local --docker --adc`: a 0600 credentials file owned by another
+#              uid is readable in the container at GOOGLE_APPLICATION_CREDENTIALS, which runs
+#              as that uid
 
 IMAGE_TAG="${SLUICE_IMAGE_TAG:-sluice:test}"
 ENGINE_STARTED_HERE=false
@@ -160,6 +163,26 @@ check_readonly() {
   grep -qE 'Done\. PASS=[1-9][0-9]* WARN=[0-9]+ ERROR=0' <<<"$out" || { echo "$out" | tail -30; echo "dbt build did not pass"; return 1; }
   objects readonly-dbt/ | grep -q 'run_results.json' || { echo "no dbt artifacts uploaded"; return 1; }
   echo "dbt artifacts: $(objects readonly-dbt/ | wc -l) objects"
+}
+
+check_adc() {
+  local dir="$WORK/adc" trigger out owner="12345:12346"
+  mkdir -p "$dir"
+  trigger="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+    "$ROOT/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/sluice-trigger"
+  (cd "$ROOT" && cargo build --quiet --bin sluice-trigger) || { echo "building sluice-trigger failed"; return 1; }
+  printf '{"type": "authorized_user", "marker": "adc-%s"}\n' "$$" > "$dir/adc.json"
+  chmod 0600 "$dir/adc.json"
+  # As root (CI), give the file to another uid, as gcloud leaves it: only its owner reads it.
+  if [ "$(id -u)" = 0 ]; then chown "$owner" "$dir/adc.json"; else owner="$(id -u):$(id -g)"; fi
+  # shellcheck disable=SC2016 # expanded by the container's shell, not here
+  printf '%s\n' '[[jobs]]' 'name = "whoami"' "image = \"$IMAGE_TAG\"" 'command = ["sh"]' \
+    'args = ["-c", "echo uid=$(id -u); cat $GOOGLE_APPLICATION_CREDENTIALS"]' > "$dir/jobs.toml"
+  out="$(GOOGLE_APPLICATION_CREDENTIALS="$dir/adc.json" "$trigger" local "$dir/jobs.toml" whoami \
+    --docker --adc --log-format text 2>&1)" || { echo "$out" | tail -20; echo "local --docker --adc failed"; return 1; }
+  grep -E 'uid=|marker' <<<"$out" | head -3
+  grep -q "uid=${owner%%:*}" <<<"$out" || { echo "$out" | tail -20; echo "the container did not run as the file's owner"; return 1; }
+  grep -q "adc-$$" <<<"$out" || { echo "$out" | tail -20; echo "the credentials file was not readable in the container"; return 1; }
 }
 
 check_stop() {

@@ -635,6 +635,8 @@ pub struct LocalOptions {
     pub engine: PathBuf,
     /// `--image`: overrides the job's image in container mode.
     pub image: Option<String>,
+    /// `--adc`: mount the Application Default Credentials file into every container.
+    pub adc: bool,
     pub sluice_bin: Option<PathBuf>,
     pub current_exe: Option<PathBuf>,
     pub log_mode: local::LogMode,
@@ -672,7 +674,12 @@ pub async fn local(
             })?;
         let engine =
             local::check_engine(&opts.engine, path_var.as_ref()).map_err(CommandError::usage)?;
-        local::Launcher::Docker { engine, image }
+        let adc = opts
+            .adc
+            .then(|| crate::local_docker::AdcMount::locate(&opts.parent_env))
+            .transpose()
+            .map_err(CommandError::usage)?;
+        local::Launcher::Docker { engine, image, adc }
     } else {
         let needs_sluice = job
             .command

@@ -44,8 +44,12 @@ pub(crate) enum Launcher {
     /// The command itself; `sluice` (absent command, or a command whose first word is
     /// `sluice` or `.../sluice`) means this binary.
     Direct { sluice_bin: Option<PathBuf> },
-    /// `ENGINE run --rm --network host ... IMAGE`.
-    Docker { engine: PathBuf, image: String },
+    /// `ENGINE run --rm --network host ... IMAGE`, with `--adc` credentials mounted.
+    Docker {
+        engine: PathBuf,
+        image: String,
+        adc: Option<local_docker::AdcMount>,
+    },
 }
 
 /// How task output is re-emitted.
@@ -395,7 +399,7 @@ impl Exec {
         let container = format!("sluice-{}-{index}-{attempt}", self.execution);
         let argv = match &self.launcher {
             Launcher::Direct { .. } => self.argv_direct.clone().unwrap_or_default(),
-            Launcher::Docker { engine, image } => {
+            Launcher::Docker { engine, image, adc } => {
                 let names = local_docker::env_names(&env, &self.parent_env, &self.spec);
                 local_docker::DockerTask {
                     engine,
@@ -405,6 +409,7 @@ impl Exec {
                     args: &self.args,
                     env_names: &names,
                     workdir: &self.workdir,
+                    adc: adc.as_ref(),
                 }
                 .argv()
             }

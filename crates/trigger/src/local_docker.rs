@@ -23,10 +23,66 @@
 //! Paths: the local workdir is mounted read-only at the same path and is the container's
 //! working directory, so relative paths in `args`, `local_env` and `local_args` (e.g.
 //! `SLUICE_DBT_PROJECT_DIR = "examples/open-data/dbt"`) mean the same file in both modes.
+//!
+//! Credentials: `--adc` mounts the Application Default Credentials file read-only at
+//! [`ADC_IN_CONTAINER`] and points `GOOGLE_APPLICATION_CREDENTIALS` at it, for runs against
+//! real GCP. gcloud writes that file with mode 0600, so the container then runs as the file's
+//! owner (`--user UID:GID`) instead of the image's uid 10001, which could not read it.
 
 use crate::spec::{EnvValue, JobSpec};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where `--adc` mounts the credentials file in the container.
+pub(crate) const ADC_IN_CONTAINER: &str = "/var/run/sluice/adc.json";
+
+/// `--adc`: the host's Application Default Credentials file and its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdcMount {
+    pub(crate) path: PathBuf,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+impl AdcMount {
+    /// The file gcloud's ADC lookup uses: `GOOGLE_APPLICATION_CREDENTIALS`, else
+    /// `$CLOUDSDK_CONFIG/application_default_credentials.json`, else
+    /// `~/.config/gcloud/application_default_credentials.json`. It must exist.
+    pub(crate) fn locate(parent_env: &[(String, String)]) -> Result<AdcMount, String> {
+        let var = |name: &str| {
+            parent_env
+                .iter()
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| PathBuf::from(v))
+        };
+        let path = var("GOOGLE_APPLICATION_CREDENTIALS")
+            .or_else(|| {
+                var("CLOUDSDK_CONFIG").map(|d| d.join("application_default_credentials.json"))
+            })
+            .or_else(|| {
+                var("HOME").map(|h| h.join(".config/gcloud/application_default_credentials.json"))
+            })
+            .ok_or(
+                "--adc: neither GOOGLE_APPLICATION_CREDENTIALS, CLOUDSDK_CONFIG nor HOME is set",
+            )?;
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            format!(
+                "--adc: {}: {e} (create it with `gcloud auth application-default login`, or set \
+                 GOOGLE_APPLICATION_CREDENTIALS to a credentials file)",
+                path.display()
+            )
+        })?;
+        if !meta.is_file() {
+            return Err(format!("--adc: {} is not a file", path.display()));
+        }
+        use std::os::unix::fs::MetadataExt;
+        Ok(AdcMount {
+            path,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+}
 
 /// Inherited variables forwarded when their name starts with one of these.
 const FORWARDED_PREFIXES: &[&str] = &["SLUICE_", "DBT_", "GOOGLE_"];
@@ -108,6 +164,7 @@ pub(crate) struct DockerTask<'a> {
     pub(crate) env_names: &'a [String],
     /// Mounted read-only at the same path and used as the working directory.
     pub(crate) workdir: &'a Path,
+    pub(crate) adc: Option<&'a AdcMount>,
 }
 
 impl DockerTask<'_> {
@@ -131,6 +188,16 @@ impl DockerTask<'_> {
             "--workdir".into(),
             workdir,
         ];
+        if let Some(adc) = self.adc {
+            argv.extend([
+                "--volume".into(),
+                format!("{}:{ADC_IN_CONTAINER}:ro", adc.path.display()),
+                "-e".into(),
+                format!("GOOGLE_APPLICATION_CREDENTIALS={ADC_IN_CONTAINER}"),
+                "--user".into(),
+                format!("{}:{}", adc.uid, adc.gid),
+            ]);
+        }
         for name in self.env_names {
             argv.push("-e".into());
             argv.push(name.clone());
@@ -175,12 +242,61 @@ mod tests {
             args: &j.args,
             env_names: &names,
             workdir: Path::new("/src/repo"),
+            adc: None,
         };
         assert_eq!(
             task.argv().join(" "),
             "docker run --rm --name c1 --network host --cpus 2 --memory 1073741824b \
              --volume /src/repo:/src/repo:ro --workdir /src/repo -e TOKEN \
              --entrypoint sluice img:1 load"
+        );
+        let adc = AdcMount {
+            path: "/home/me/.config/gcloud/application_default_credentials.json".into(),
+            uid: 1000,
+            gid: 1001,
+        };
+        let with_adc = DockerTask {
+            adc: Some(&adc),
+            ..task
+        };
+        assert_eq!(
+            with_adc.argv().join(" "),
+            "docker run --rm --name c1 --network host --cpus 2 --memory 1073741824b \
+             --volume /src/repo:/src/repo:ro --workdir /src/repo \
+             --volume /home/me/.config/gcloud/application_default_credentials.json:/var/run/sluice/adc.json:ro \
+             -e GOOGLE_APPLICATION_CREDENTIALS=/var/run/sluice/adc.json --user 1000:1001 -e TOKEN \
+             --entrypoint sluice img:1 load"
+        );
+    }
+
+    #[test]
+    fn adc_is_found_where_gcloud_puts_it_and_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("application_default_credentials.json");
+        std::fs::write(&file, "{}").unwrap();
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let dir_text = dir.path().display().to_string();
+        let found = AdcMount::locate(&env(&[("CLOUDSDK_CONFIG", &dir_text)])).unwrap();
+        assert_eq!(found.path, file);
+        let explicit = AdcMount::locate(&env(&[
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                &file.display().to_string(),
+            ),
+            ("HOME", "/nowhere"),
+        ]))
+        .unwrap();
+        assert_eq!(explicit.path, file);
+        let err = AdcMount::locate(&env(&[("HOME", "/nowhere")])).unwrap_err();
+        assert!(
+            err.contains("/nowhere/.config/gcloud/application_default_credentials.json")
+                && err.contains("gcloud auth application-default login"),
+            "{err}"
         );
     }
 

@@ -148,6 +148,11 @@ enum Command {
         /// Image for --docker (default: the job's image), e.g. one built locally.
         #[arg(long, env = "SLUICE_TRIGGER_IMAGE")]
         image: Option<String>,
+        /// With --docker: mount your Application Default Credentials file read-only and set
+        /// GOOGLE_APPLICATION_CREDENTIALS, for runs against real GCP (containers then run as
+        /// the file's owner, who alone can read it).
+        #[arg(long, env = "SLUICE_TRIGGER_ADC", requires = "docker")]
+        adc: bool,
         /// The sluice binary (default: [local] sluice_bin, then next to sluice-trigger, then PATH).
         #[arg(long, env = "SLUICE_BIN")]
         sluice_bin: Option<PathBuf>,
@@ -380,6 +385,7 @@ async fn dispatch(cli: Cli, log_format: ResolvedFormat) -> i32 {
             docker,
             engine,
             image,
+            adc,
             sluice_bin,
         } => {
             let opts = commands::LocalOptions {
@@ -393,6 +399,7 @@ async fn dispatch(cli: Cli, log_format: ResolvedFormat) -> i32 {
                 docker: *docker,
                 engine: engine.clone(),
                 image: image.clone(),
+                adc: *adc,
                 sluice_bin: sluice_bin.clone(),
                 current_exe: std::env::current_exe().ok(),
                 log_mode: match log_format {

@@ -39,6 +39,7 @@ fn options(spec: &Path, job: &str) -> LocalOptions {
         docker: false,
         engine: PathBuf::from("docker"),
         image: None,
+        adc: false,
         sluice_bin: None,
         current_exe: None,
         log_mode: LogMode::Text,
