@@ -8,7 +8,7 @@
 
 mod process_support;
 
-use process_support::{sluice, text};
+use process_support::{sluice, task_env, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs, Soda, TestServer};
 
@@ -26,15 +26,13 @@ struct Day<'a> {
 
 impl Day<'_> {
     fn env(&self, job: &str, index: u32, count: u32, attempt: u32) -> Vec<(&'static str, String)> {
-        vec![
-            ("STORAGE_EMULATOR_HOST", self.gcs.endpoint()),
-            ("BIGQUERY_EMULATOR_HOST", self.bq.endpoint()),
-            ("CLOUD_RUN_JOB", job.to_string()),
-            ("CLOUD_RUN_EXECUTION", format!("{job}-{}", self.date)),
-            ("CLOUD_RUN_TASK_INDEX", index.to_string()),
-            ("CLOUD_RUN_TASK_COUNT", count.to_string()),
-            ("CLOUD_RUN_TASK_ATTEMPT", attempt.to_string()),
-        ]
+        task_env(
+            &self.gcs.endpoint(),
+            &self.bq.endpoint(),
+            job,
+            self.date,
+            (index, count, attempt),
+        )
     }
 
     /// Two extract tasks, each run twice (the second run is Cloud Run's retry).

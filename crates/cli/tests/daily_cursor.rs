@@ -8,7 +8,7 @@
 
 mod process_support;
 
-use process_support::{sluice, text};
+use process_support::{sluice, task_env, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs, ServedFile, TestServer};
 
@@ -46,17 +46,16 @@ struct Day<'a> {
 
 impl Day<'_> {
     fn env(&self, job: &str, index: u32, count: u32, attempt: u32) -> Vec<(&'static str, String)> {
-        vec![
-            ("STORAGE_EMULATOR_HOST", self.gcs.endpoint()),
-            ("BIGQUERY_EMULATOR_HOST", self.bq.endpoint()),
-            ("CLOUD_RUN_JOB", job.to_string()),
-            ("CLOUD_RUN_EXECUTION", format!("{job}-{}", self.date)),
-            ("CLOUD_RUN_TASK_INDEX", index.to_string()),
-            ("CLOUD_RUN_TASK_COUNT", count.to_string()),
-            ("CLOUD_RUN_TASK_ATTEMPT", attempt.to_string()),
-            // The cursor through its env twin, the rest as flags.
-            ("SLUICE_EXTRACT_CURSOR", "updated_at".to_string()),
-        ]
+        let mut env = task_env(
+            &self.gcs.endpoint(),
+            &self.bq.endpoint(),
+            job,
+            self.date,
+            (index, count, attempt),
+        );
+        // The cursor through its env twin, the rest as flags.
+        env.push(("SLUICE_EXTRACT_CURSOR", "updated_at".to_string()));
+        env
     }
 
     /// One extract task, run twice (the second run is Cloud Run's retry); the task manifest.

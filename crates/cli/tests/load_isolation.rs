@@ -10,21 +10,12 @@ mod process_support;
 
 use std::process::Output;
 
-use process_support::{sluice, text};
+use process_support::{csv, sluice, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs, ServedFile, TestServer};
 
 const BUCKET: &str = "lake";
 const PROJECT: &str = "demo-project";
-
-/// `count` rows of `name,value`.
-fn csv(count: usize) -> String {
-    let mut out = String::from("name,value\n");
-    for i in 0..count {
-        out.push_str(&format!("row{i},{}\n", i * 7));
-    }
-    out
-}
 
 struct Stack {
     gcs: FakeGcs,

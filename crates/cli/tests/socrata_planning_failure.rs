@@ -8,20 +8,12 @@ mod process_support;
 
 use std::process::Output;
 
-use process_support::{sluice, text};
+use process_support::{csv, sluice, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs, ServedFile, Soda, TestServer};
 
 const BUCKET: &str = "lake";
 const PROJECT: &str = "demo-project";
-
-fn csv(count: usize) -> String {
-    let mut out = String::from("name,value\n");
-    for i in 0..count {
-        out.push_str(&format!("row{i},{}\n", i * 7));
-    }
-    out
-}
 
 fn manifest(gcs: &FakeGcs, index: u32) -> serde_json::Value {
     let key = format!("raw/_manifests/task-{index:05}.json");

@@ -244,6 +244,25 @@ fn sync_dir(dir: &Path) {
 }
 
 impl LocalStore {
+    /// Before a write of `key`: its path and URL, refused once the store is cancelled, with
+    /// the parent directories created.
+    async fn prepare_write(&self, key: &str) -> Result<(PathBuf, String)> {
+        let path = self.checked_path(key)?;
+        let url = self.url_of(key);
+        if self.cancel.is_cancelled() {
+            return Err(StorageError::Cancelled {
+                url,
+                operation: "write",
+            });
+        }
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_err(&url, "create parent directories", e))?;
+        }
+        Ok((path, url))
+    }
+
     /// A store rooted at `root` (should be absolute; [`crate::open`] makes it so).
     pub fn new(root: impl Into<PathBuf>, cancel: CancellationToken) -> Self {
         let root = root.into();
@@ -450,18 +469,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn writer(&self, key: &str, options: WriteOptions) -> Result<Box<dyn ObjectWriter>> {
-        let path = self.checked_path(key)?;
-        let url = self.url_of(key);
-        if self.cancel.is_cancelled() {
-            return Err(StorageError::Cancelled {
-                url,
-                operation: "write",
-            });
-        }
+        let (path, url) = self.prepare_write(key).await?;
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io_err(&url, "create parent directories", e))?;
             self.sweep_once(parent).await;
         }
         // Fail before any bytes are produced; the link at commit is what actually enforces it.
@@ -518,19 +527,7 @@ impl ObjectStore for LocalStore {
         generation: i64,
         options: WriteOptions,
     ) -> Result<ObjectMeta> {
-        let path = self.checked_path(key)?;
-        let url = self.url_of(key);
-        if self.cancel.is_cancelled() {
-            return Err(StorageError::Cancelled {
-                url,
-                operation: "write",
-            });
-        }
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io_err(&url, "create parent directories", e))?;
-        }
+        let (path, url) = self.prepare_write(key).await?;
         let owner = self.temp_owner.clone();
         let (owned_key, error_url) = (key.to_string(), url.clone());
         let outcome = blocking(&url, "conditional write", move || {

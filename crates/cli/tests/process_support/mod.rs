@@ -24,3 +24,34 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     )
 }
+
+/// The env of one Cloud Run task against the emulators at `gcs` and `bq`: execution
+/// `{job}-{day}`, task `index` of `count`, attempt `attempt`.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn task_env(
+    gcs: &str,
+    bq: &str,
+    job: &str,
+    day: &str,
+    (index, count, attempt): (u32, u32, u32),
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("STORAGE_EMULATOR_HOST", gcs.to_string()),
+        ("BIGQUERY_EMULATOR_HOST", bq.to_string()),
+        ("CLOUD_RUN_JOB", job.to_string()),
+        ("CLOUD_RUN_EXECUTION", format!("{job}-{day}")),
+        ("CLOUD_RUN_TASK_INDEX", index.to_string()),
+        ("CLOUD_RUN_TASK_COUNT", count.to_string()),
+        ("CLOUD_RUN_TASK_ATTEMPT", attempt.to_string()),
+    ]
+}
+
+/// A CSV of `count` rows `name,value`.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn csv(count: usize) -> String {
+    let mut out = String::from("name,value\n");
+    for i in 0..count {
+        out.push_str(&format!("row{i},{}\n", i * 7));
+    }
+    out
+}
