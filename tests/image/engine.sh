@@ -6,7 +6,8 @@
 #
 #   engine     scripts/dockerd start (installs docker.io/debootstrap with apt when missing)
 #   build      scripts/image-build: stand-in bases, then the repository's Dockerfile with
-#              CARGO_PROFILE=static-check and the demo's dbt project; times and layer sizes
+#              CARGO_PROFILE=static-check (release with --release) and the demo's dbt project;
+#              times and layer sizes
 #   container  `--version` shows the git sha; the configured user and `id` are uid 10001;
 #              start-up times of --version and `sluice dbt -- --version`
 #   demo       scripts/demo --docker: the open-data pipeline, day 1 and day 2, through
@@ -40,7 +41,7 @@ check_engine() {
 
 check_build() {
   local start=$SECONDS
-  SLUICE_IMAGE_TAG="$IMAGE_TAG" "$ROOT/scripts/image-build" --profile static-check \
+  SLUICE_IMAGE_TAG="$IMAGE_TAG" "$ROOT/scripts/image-build" --profile "${profile:-static-check}" \
     --dbt-project examples/open-data/dbt > "$WORK/build.out" 2> "$WORK/build.log" ||
     { tail -60 "$WORK/build.log"; echo "scripts/image-build failed"; return 1; }
   grep -E '^Step [0-9]+/|Using cache|scripts/image-(bases|build):' "$WORK/build.log" |

@@ -10,7 +10,7 @@ mod process_support;
 
 use std::process::Output;
 
-use process_support::{csv, sluice, text};
+use process_support::{csv, lines_with, sluice, text};
 
 use sluice_testkit::{BigQueryEmulator, FakeGcs, ServedFile, TestServer};
 
@@ -102,15 +102,6 @@ impl Stack {
             .unwrap();
         status
     }
-}
-
-/// The JSON log lines of `out` that carry `field`.
-fn lines_with(out: &Output, field: &str) -> Vec<serde_json::Value> {
-    text(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get(field).is_some())
-        .collect()
 }
 
 #[test]

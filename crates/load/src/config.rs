@@ -224,7 +224,7 @@ pub struct LoadConfig {
     pub labels: BTreeMap<String, String>,
     /// Jobs in flight at once per task.
     pub concurrency: usize,
-    /// Footers read at once per task.
+    /// Storage reads in flight at once per task while planning (footers, `HEAD`s, listings).
     pub read_concurrency: usize,
     pub shard_strategy: ShardStrategy,
     /// New submissions per work item after jobs that failed transiently (the first included).
@@ -383,8 +383,11 @@ impl LoadConfig {
                 self.write.api_name()
             ));
         }
-        if self.concurrency == 0 || self.read_concurrency == 0 {
+        if self.concurrency == 0 {
             return err("--concurrency must be at least 1".into());
+        }
+        if self.read_concurrency == 0 {
+            return err("--read-concurrency must be at least 1".into());
         }
         if self.max_job_attempts == 0 {
             return err("--max-job-attempts must be at least 1".into());

@@ -14,6 +14,7 @@ use sluice_storage::{Location, ObjectStore, StoreConfig};
 use crate::completeness::{Completeness, ManifestFacts};
 use crate::config::{Input, LoadConfig};
 use crate::errors::{LoadError, ManifestOrigin};
+use crate::recorded::Recorded;
 use crate::template::ObjectVars;
 
 /// Manifests larger than this are refused (they list objects; they are not data).
@@ -35,6 +36,9 @@ pub(crate) struct SourceObject {
     /// The incremental cursor column extract recorded for the object's item
     /// (`source.cursor.column`): `--write merge` orders rows of one key by it.
     pub(crate) cursor_column: Option<String>,
+    /// The columns and rows extract recorded for the object (manifests only): planning needs no
+    /// footer read when they are there.
+    pub(crate) recorded: Option<Recorded>,
 }
 
 impl SourceObject {
@@ -106,8 +110,13 @@ impl Stores {
 
     /// The store of an object whose bucket [`Stores::open_all`] opened.
     pub(crate) fn of(&self, object: &SourceObject) -> &dyn ObjectStore {
+        self.in_bucket(&object.bucket)
+    }
+
+    /// The store of a bucket [`Stores::open_all`] opened.
+    pub(crate) fn in_bucket(&self, bucket: &str) -> &dyn ObjectStore {
         self.by_bucket
-            .get(&object.bucket)
+            .get(bucket)
             .expect("open_all opened every bucket of the share")
             .as_ref()
     }
@@ -189,6 +198,7 @@ async fn list_glob(url: &str, stores: &mut Stores) -> Result<Vec<SourceObject>, 
             size: Some(meta.size),
             listed_in: url.to_string(),
             cursor_column: None,
+            recorded: None,
         });
     }
     if skipped_hidden > 0 {
@@ -238,7 +248,7 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<ReadManifests,
             sluice_storage::read_to_bytes(store.as_ref(), &manifest.key, MAX_MANIFEST_BYTES)
                 .await?;
         // Either form comes down to the objects it lists.
-        let listed: Vec<(ListedObject, Option<String>)> =
+        let listed: Vec<(ListedObject, Option<String>, Option<Recorded>)> =
             match sluice_manifest::parse_any(&bytes, &manifest_url)? {
                 AnyManifest::Task(task) => {
                     facts.push(manifest_facts(&task, &manifest_url));
@@ -260,20 +270,23 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<ReadManifests,
                         .flat_map(|item| {
                             let cursor = item.source.cursor.and_then(|c| c.column);
                             item.objects.into_iter().map(move |o| {
+                                let recorded = Recorded::of(o.columns, o.rows);
                                 let listed = ListedObject {
                                     url: o.url,
                                     generation: o.generation,
                                     size: Some(o.size),
                                     dataset: Some(o.dataset),
                                 };
-                                (listed, cursor.clone())
+                                (listed, cursor.clone(), recorded)
                             })
                         })
                         .collect()
                 }
-                AnyManifest::Objects(list) => list.objects.into_iter().map(|o| (o, None)).collect(),
+                AnyManifest::Objects(list) => {
+                    list.objects.into_iter().map(|o| (o, None, None)).collect()
+                }
             };
-        for (entry, cursor_column) in listed {
+        for (entry, cursor_column, recorded) in listed {
             let (bucket, key) = resolve_entry_url(&entry.url, &bucket, &base)?;
             objects.push(SourceObject {
                 vars: ObjectVars::from_key(&key, &base, entry.dataset),
@@ -283,6 +296,7 @@ async fn read_manifests(url: &str, stores: &mut Stores) -> Result<ReadManifests,
                 size: entry.size,
                 listed_in: manifest_url.clone(),
                 cursor_column,
+                recorded,
             });
         }
     }

@@ -24,12 +24,14 @@ mod job_id;
 mod merge_sql;
 mod plan;
 mod prepare;
+mod recorded;
 mod report;
 mod run;
 mod schema;
 mod spec;
 mod state;
 mod template;
+mod verify;
 
 pub use bq_error::{BqError, ErrorClass};
 pub use client::{ApiError, ApiFailure, ClientConfig, Credentials};

@@ -151,6 +151,7 @@ pub(crate) mod tests {
             listed_in: "gs://b/raw/**".into(),
             vars: ObjectVars::from_key(key, "raw/", None),
             cursor_column: None,
+            recorded: None,
         }
     }
 

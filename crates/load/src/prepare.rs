@@ -1,9 +1,11 @@
 //! Stage 3, prepare: this task's work items -> job specs ready to submit, with every check that
 //! can fail before any job exists:
 //!
-//! - a manifest's objects still exist with the generations it lists (`HEAD` each);
-//! - Parquet: every footer read (ranged reads, bounded concurrency), mapped, and merged per
-//!   item ([`ParquetSchema::merge`]): the files of one job must agree;
+//! - a manifest's objects still exist with the generations it lists (`verify.rs`: one listing
+//!   per directory of many objects, else `HEAD` each);
+//! - Parquet: every object's schema -- from what extract recorded in the manifest, else from
+//!   its footer (ranged reads, bounded concurrency) -- mapped, and merged per item
+//!   ([`ParquetSchema::merge`]): the files of one job must agree;
 //! - the spec and its deterministic base job id per item;
 //! - unless it is a dry run, the spec compared with the existing table (`compat.rs`).
 
@@ -21,6 +23,7 @@ use crate::plan::WorkItem;
 use crate::schema::{self, Field, ParquetSchema};
 use crate::spec::{self, LoadSpec};
 use crate::template::TableRef;
+use crate::verify;
 
 /// A work item with its job: what `execute` submits.
 pub(crate) struct Prepared {
@@ -43,7 +46,7 @@ pub(crate) async fn prepare(
         .open_all(items.iter().flat_map(|i| i.objects.iter()))
         .await?;
     let items = if from_manifests {
-        verify_manifest_objects(config, stores, items).await?
+        verify::verify_manifest_objects(config, stores, items).await?
     } else {
         items
     };
@@ -80,52 +83,6 @@ fn with_spec(
     })
 }
 
-/// Manifest entries are claims: check each object still exists with the listed generation
-/// (a rewritten object would silently load other data under a stale identity).
-async fn verify_manifest_objects(
-    config: &LoadConfig,
-    stores: &Stores,
-    items: Vec<WorkItem>,
-) -> Result<Vec<WorkItem>, LoadError> {
-    let mut out = Vec::with_capacity(items.len());
-    for mut item in items {
-        let checked: Vec<Result<SourceObject, LoadError>> =
-            futures::stream::iter(item.objects.drain(..))
-                .map(|object| verify_object(stores, object))
-                .buffered(config.read_concurrency)
-                .collect()
-                .await;
-        item.objects = checked.into_iter().collect::<Result<_, _>>()?;
-        out.push(item);
-    }
-    Ok(out)
-}
-
-async fn verify_object(
-    stores: &Stores,
-    mut object: SourceObject,
-) -> Result<SourceObject, LoadError> {
-    let Some(meta) = stores.of(&object).head(&object.key).await? else {
-        return Err(LoadError::MissingObject {
-            url: object.url(),
-            manifest: object.listed_in.clone(),
-        });
-    };
-    if let (Some(expected), Some(actual)) = (object.generation, meta.generation)
-        && expected != actual
-    {
-        return Err(LoadError::ObjectChanged {
-            url: object.url(),
-            manifest: object.listed_in.clone(),
-            expected,
-            actual,
-        });
-    }
-    object.generation = object.generation.or(meta.generation);
-    object.size = Some(meta.size);
-    Ok(object)
-}
-
 /// Every footer of every item (bounded concurrency across items), merged per item: the merged
 /// schema and the footers' row count, in item order.
 async fn read_schemas(
@@ -138,20 +95,29 @@ async fn read_schemas(
         .enumerate()
         .flat_map(|(i, item)| item.objects.iter().enumerate().map(move |(j, o)| (i, j, o)))
         .collect();
-    let footers: Vec<Result<(usize, usize, ParquetSchema, u64), LoadError>> =
-        futures::stream::iter(reads)
-            .map(|(i, j, object)| async move {
-                let (schema, rows) = read_schema(stores, object).await?;
-                Ok((i, j, schema, rows))
-            })
-            .buffer_unordered(config.read_concurrency)
-            .collect()
-            .await;
+    let objects = reads.len();
+    let footers: Vec<Result<(usize, usize, Shape), LoadError>> = futures::stream::iter(reads)
+        .map(|(i, j, object)| async move { Ok((i, j, read_schema(stores, object).await?)) })
+        .buffer_unordered(config.read_concurrency)
+        .collect()
+        .await;
     let mut by_item: BTreeMap<usize, BTreeMap<usize, (ParquetSchema, u64)>> = BTreeMap::new();
+    let mut footers_read = 0usize;
     for footer in footers {
-        let (i, j, parsed, rows) = footer?;
-        by_item.entry(i).or_default().insert(j, (parsed, rows));
+        let (i, j, shape) = footer?;
+        footers_read += usize::from(shape.origin == Origin::Footer);
+        by_item
+            .entry(i)
+            .or_default()
+            .insert(j, (shape.schema, shape.rows));
     }
+    let recorded = objects - footers_read;
+    tracing::info!(
+        objects,
+        recorded,
+        footers_read,
+        "schemas of {objects} object(s): {recorded} from the manifests' records, {footers_read} from footers"
+    );
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let mut merged: Option<ParquetSchema> = None;
@@ -175,11 +141,31 @@ async fn read_schemas(
     Ok(out)
 }
 
-/// One object's footer, mapped to a BigQuery schema, and its row count.
-async fn read_schema(
-    stores: &Stores,
-    object: &SourceObject,
-) -> Result<(ParquetSchema, u64), LoadError> {
+/// One object's schema and rows, and where they came from.
+struct Shape {
+    schema: ParquetSchema,
+    rows: u64,
+    origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Recorded,
+    Footer,
+}
+
+/// One object's schema, mapped to BigQuery's, and its row count: from what extract recorded
+/// when the manifest has it (`recorded.rs`), else from the footer.
+async fn read_schema(stores: &Stores, object: &SourceObject) -> Result<Shape, LoadError> {
+    if let Some(recorded) = &object.recorded
+        && let Some(schema) = recorded.schema()
+    {
+        return Ok(Shape {
+            schema,
+            rows: recorded.rows,
+            origin: Origin::Recorded,
+        });
+    }
     let store = stores.of(object);
     let size = match object.size {
         Some(s) => s,
@@ -207,7 +193,11 @@ async fn read_schema(
             source,
         }
     })?;
-    Ok((parsed, rows))
+    Ok(Shape {
+        schema: parsed,
+        rows,
+        origin: Origin::Footer,
+    })
 }
 
 /// For loads that keep the table's schema (append, WRITE_EMPTY, a `$` partition's

@@ -401,7 +401,7 @@ const RESERVED_PREFIXES: [&str; 6] = [
 ];
 
 /// BigQuery rejects these names; catching them here names the column and file up front.
-fn validate_names(fields: &[Field], parent: &str) -> Result<(), ColumnError> {
+pub(crate) fn validate_names(fields: &[Field], parent: &str) -> Result<(), ColumnError> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for field in fields {
         let path = if parent.is_empty() {

@@ -197,6 +197,16 @@ pub struct Args {
     #[arg(long, env = "SLUICE_LOAD_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
 
+    /// Storage reads in flight while planning: Parquet footers (glob input, or objects a
+    /// manifest has no columns for), existence checks of manifest entries.
+    #[arg(
+        long,
+        env = "SLUICE_LOAD_READ_CONCURRENCY",
+        default_value_t = 16,
+        value_name = "N"
+    )]
+    read_concurrency: usize,
+
     /// How work items (destinations) are dealt to tasks: contiguous, round-robin or hash.
     #[arg(long, env = "SLUICE_LOAD_SHARD_STRATEGY", default_value = "hash")]
     shard_strategy: ShardStrategy,
@@ -349,6 +359,7 @@ fn build_config(args: Args, context: &Context) -> anyhow::Result<LoadConfig> {
             .contains(&SchemaUpdateOption::AllowFieldRelaxation),
     };
     config.concurrency = args.concurrency;
+    config.read_concurrency = args.read_concurrency;
     config.shard_strategy = args.shard_strategy;
     config.job_project = args.job_project;
     config.job_id_salt = args.job_id_salt;

@@ -55,3 +55,13 @@ pub fn csv(count: usize) -> String {
     }
     out
 }
+
+/// The JSON log lines of `out` that have `field`.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn lines_with(out: &Output, field: &str) -> Vec<serde_json::Value> {
+    text(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get(field).is_some())
+        .collect()
+}
