@@ -30,6 +30,7 @@ mod schema;
 mod spec;
 mod state;
 mod template;
+mod widen;
 
 pub use bq_error::{BqError, ErrorClass};
 pub use client::{ApiError, ApiFailure, ClientConfig, Credentials};

@@ -21,6 +21,7 @@ use crate::plan::WorkItem;
 use crate::schema::{self, Field, ParquetSchema};
 use crate::spec::{self, LoadSpec};
 use crate::template::TableRef;
+use crate::widen::{self, ObjectSchema};
 
 /// A work item with its job: what `execute` submits.
 pub(crate) struct Prepared {
@@ -29,6 +30,38 @@ pub(crate) struct Prepared {
     pub(crate) base_id: String,
     /// Rows in the Parquet footers (Parquet only).
     pub(crate) file_rows: Option<u64>,
+    /// Parquet: the objects grouped by their own schema, and what the footers say about each
+    /// column (`widen.rs`); a group whose types differ from `spec.schema` is drifted.
+    pub(crate) widen: Option<Widen>,
+}
+
+/// The objects' own schemas behind a Parquet item's joined one.
+#[derive(Debug, Clone)]
+pub(crate) struct Widen {
+    pub(crate) facts: widen::Facts,
+    pub(crate) groups: Vec<widen::Group>,
+}
+
+impl Prepared {
+    /// The groups of objects that cannot load as they are into `spec.schema` (empty when all
+    /// can: the item is one plain load job).
+    pub(crate) fn drifted_groups(&self) -> Vec<&widen::Group> {
+        match (&self.widen, &self.spec.schema) {
+            (Some(w), Some(fields)) => {
+                let drifted: Vec<&widen::Group> = w
+                    .groups
+                    .iter()
+                    .filter(|g| !widen::loads_as_is(&g.fields, fields))
+                    .collect();
+                if drifted.is_empty() {
+                    drifted
+                } else {
+                    w.groups.iter().collect()
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Prepares `items`. `api` is `None` on a dry run, which talks to no BigQuery.
@@ -50,8 +83,13 @@ pub(crate) async fn prepare(
     let mut prepared = Vec::with_capacity(items.len());
     if config.format == SourceFormat::Parquet {
         let schemas = read_schemas(config, stores, &items).await?;
-        for (item, (merged, rows)) in items.into_iter().zip(schemas) {
-            prepared.push(with_spec(config, item, Some(&merged), Some(rows))?);
+        for (item, (unified, rows)) in items.into_iter().zip(schemas) {
+            let mut p = with_spec(config, item, Some(&unified.schema), Some(rows))?;
+            p.widen = Some(Widen {
+                facts: unified.facts,
+                groups: unified.groups,
+            });
+            prepared.push(p);
         }
     } else {
         for item in items {
@@ -77,6 +115,7 @@ fn with_spec(
         spec,
         base_id,
         file_rows,
+        widen: None,
     })
 }
 
@@ -126,19 +165,19 @@ async fn verify_object(
     Ok(object)
 }
 
-/// Every footer of every item (bounded concurrency across items), merged per item: the merged
-/// schema and the footers' row count, in item order.
+/// Every footer of every item (bounded concurrency across items), joined per item
+/// (`widen::unify`): the joined schema and the footers' row count, in item order.
 async fn read_schemas(
     config: &LoadConfig,
     stores: &Stores,
     items: &[WorkItem],
-) -> Result<Vec<(ParquetSchema, u64)>, LoadError> {
+) -> Result<Vec<(widen::Unified, u64)>, LoadError> {
     let reads: Vec<(usize, usize, &SourceObject)> = items
         .iter()
         .enumerate()
         .flat_map(|(i, item)| item.objects.iter().enumerate().map(move |(j, o)| (i, j, o)))
         .collect();
-    let footers: Vec<Result<(usize, usize, ParquetSchema, u64), LoadError>> =
+    let footers: Vec<Result<(usize, usize, ObjectSchema, u64), LoadError>> =
         futures::stream::iter(reads)
             .map(|(i, j, object)| async move {
                 let (schema, rows) = read_schema(stores, object).await?;
@@ -147,39 +186,36 @@ async fn read_schemas(
             .buffer_unordered(config.read_concurrency)
             .collect()
             .await;
-    let mut by_item: BTreeMap<usize, BTreeMap<usize, (ParquetSchema, u64)>> = BTreeMap::new();
+    let mut by_item: BTreeMap<usize, BTreeMap<usize, (ObjectSchema, u64)>> = BTreeMap::new();
     for footer in footers {
         let (i, j, parsed, rows) = footer?;
         by_item.entry(i).or_default().insert(j, (parsed, rows));
     }
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let mut merged: Option<ParquetSchema> = None;
         let mut rows = 0u64;
-        for (j, (parsed, file_rows)) in by_item.remove(&i).unwrap_or_default() {
+        let mut schemas = Vec::with_capacity(item.objects.len());
+        for (_, (parsed, file_rows)) in by_item.remove(&i).unwrap_or_default() {
             rows += file_rows;
-            match merged.as_mut() {
-                None => merged = Some(parsed),
-                Some(m) => m.merge(parsed).map_err(|d| LoadError::SchemaMismatch {
-                    table: item.destination.to_string(),
-                    first: item.objects[0].url(),
-                    file: item.objects[j].url(),
-                    column: d.column,
-                    detail: d.detail,
-                })?,
-            }
+            schemas.push(parsed);
         }
-        let merged = merged.expect("a work item has at least one object");
-        out.push((merged, rows));
+        let unified = widen::unify(schemas).map_err(|(j, d)| LoadError::SchemaMismatch {
+            table: item.destination.to_string(),
+            first: item.objects[0].url(),
+            file: item.objects[j].url(),
+            column: d.column,
+            detail: d.detail,
+        })?;
+        out.push((unified, rows));
     }
     Ok(out)
 }
 
-/// One object's footer, mapped to a BigQuery schema, and its row count.
+/// One object's footer, mapped to a BigQuery schema with its columns' facts, and its row count.
 async fn read_schema(
     stores: &Stores,
     object: &SourceObject,
-) -> Result<(ParquetSchema, u64), LoadError> {
+) -> Result<(ObjectSchema, u64), LoadError> {
     let store = stores.of(object);
     let size = match object.size {
         Some(s) => s,
@@ -207,7 +243,14 @@ async fn read_schema(
             source,
         }
     })?;
-    Ok((parsed, rows))
+    let facts = widen::facts(&metadata);
+    Ok((
+        ObjectSchema {
+            schema: parsed,
+            facts,
+        },
+        rows,
+    ))
 }
 
 /// For loads that keep the table's schema (append, WRITE_EMPTY, a `$` partition's
@@ -248,6 +291,13 @@ async fn check_table_schemas(
         let Some(Some(table_fields)) = tables.get(&base) else {
             continue;
         };
+        // Inference-caused drift against the table (a column with no value in any file, a
+        // narrower type) takes the table's type; the drifted objects then load through
+        // `execute/widen.rs`.
+        let adopted = p
+            .widen
+            .as_ref()
+            .is_some_and(|w| widen::adopt_table_types(sent, &w.facts, table_fields));
         let changed = compat::check(sent, table_fields, config.schema_update).map_err(|e| {
             let file = match p.item.objects.len() - 1 {
                 0 => p.item.objects[0].url(),
@@ -265,7 +315,7 @@ async fn check_table_schemas(
                 hint: e.hint,
             }))
         })?;
-        if changed {
+        if changed || adopted {
             p.base_id = spec::base_job_id(&p.item, &p.spec);
         }
     }
