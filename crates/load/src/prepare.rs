@@ -51,7 +51,9 @@ impl Prepared {
                 let drifted: Vec<&widen::Group> = w
                     .groups
                     .iter()
-                    .filter(|g| !widen::loads_as_is(&g.fields, fields))
+                    .filter(|g| {
+                        !widen::loads_as_is(&g.fields, fields, self.spec.hive_prefix.is_some())
+                    })
                     .collect();
                 if drifted.is_empty() {
                     drifted

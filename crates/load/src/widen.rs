@@ -330,9 +330,10 @@ pub(crate) fn adopt_table_types(sent: &mut [Field], facts: &Facts, table: &[Fiel
     changed
 }
 
-/// Whether the group's objects load as they are into `target` (same types, top level).
-pub(crate) fn loads_as_is(group: &[Field], target: &[Field]) -> bool {
-    group.len() == target.len()
+/// Whether the group's objects load as they are into `target` (same types, top level). With
+/// `hive`, `target` ends with the `key=value` directories' columns, which the files lack.
+pub(crate) fn loads_as_is(group: &[Field], target: &[Field], hive: bool) -> bool {
+    (group.len() == target.len() || (hive && group.len() < target.len()))
         && group.iter().zip(target).all(|(g, t)| {
             g.name.eq_ignore_ascii_case(&t.name)
                 && schema::canonical_type(&g.field_type) == schema::canonical_type(&t.field_type)
@@ -397,8 +398,8 @@ mod tests {
         assert_eq!(types(&u), ["id INTEGER", "dep INTEGER"]);
         assert_eq!(u.groups.len(), 2);
         assert_eq!(u.groups[0].objects, [0]);
-        assert!(!loads_as_is(&u.groups[0].fields, &u.schema.fields));
-        assert!(loads_as_is(&u.groups[1].fields, &u.schema.fields));
+        assert!(!loads_as_is(&u.groups[0].fields, &u.schema.fields, false));
+        assert!(loads_as_is(&u.groups[1].fields, &u.schema.fields, false));
         // Order does not matter, and facts join: the column holds values.
         let u = unify(vec![b, a]).unwrap();
         assert_eq!(types(&u), ["id INTEGER", "dep INTEGER"]);

@@ -106,7 +106,7 @@ fn group_prepared(p: &Prepared, group: &Group, n: usize, staging: &TableRef) -> 
     let spec = LoadSpec {
         destination: staging.to_string(),
         write_disposition: "WRITE_TRUNCATE",
-        schema: Some(group.fields.clone()),
+        schema: Some(staged_fields(p, group)),
         ..p.spec.clone()
     };
     Prepared {
@@ -116,6 +116,18 @@ fn group_prepared(p: &Prepared, group: &Group, n: usize, staging: &TableRef) -> 
         file_rows: None,
         widen: None,
     }
+}
+
+/// The group's own columns, then (with `--hive-partitioning`) the `key=value` directories'
+/// columns the joined schema ends with.
+fn staged_fields(p: &Prepared, group: &Group) -> Vec<Field> {
+    let mut fields = group.fields.clone();
+    if p.spec.hive_prefix.is_some()
+        && let Some(target) = &p.spec.schema
+    {
+        fields.extend(target.iter().skip(group.fields.len()).cloned());
+    }
+    fields
 }
 
 /// `INSERT INTO target (cols) SELECT CAST(..) FROM stage_0 UNION ALL ...`.
@@ -203,12 +215,12 @@ pub(super) async fn run_widened(
 
     let mut loaded = false;
     let mut stages: Vec<(String, &[Field])> = Vec::new();
-    for ((staged, staging), group) in stagings.iter().zip(&groups) {
+    for (staged, staging) in &stagings {
         let (report, _) = Box::pin(merge::stage(config, api, staged, staging, site)).await?;
         loaded |= report.outcome == Outcome::Loaded;
         stages.push((
             merge_sql::table_path(&staging.project, &staging.dataset, &staging.table),
-            &group.fields,
+            staged.spec.schema.as_deref().unwrap_or_default(),
         ));
     }
     let target_path = merge_sql::table_path(&target.project, &target.dataset, &target.table);
