@@ -87,9 +87,13 @@ impl Stack {
 
     /// One load task by manifest, appending into `raw.{dataset}`.
     fn load(&self, day: &str, dataset: &str) -> std::process::Output {
+        self.load_with(day, dataset, &[])
+    }
+
+    fn load_with(&self, day: &str, dataset: &str, extra: &[&str]) -> std::process::Output {
         let manifests = format!("gs://{BUCKET}/{dataset}-src/_manifests/");
         let table = format!("{PROJECT}.raw.{{dataset}}");
-        let args = [
+        let mut args = vec![
             "load",
             "--manifests",
             &manifests,
@@ -100,6 +104,7 @@ impl Stack {
             "--location",
             "US",
         ];
+        args.extend(extra);
         sluice(&args, &self.env(&format!("load-{dataset}"), day, (0, 1, 0)))
     }
 
@@ -269,13 +274,36 @@ fn text_widens_integers_exactly_and_text_against_floats_is_refused() {
             let code = if f == 2 {
                 "N/A".to_string()
             } else {
-                format!("-{f}7")
+                (-(f * 10 + 7)).to_string()
             };
             (format!("c{f}.csv"), format!("id,code\n{f},{code}\n"))
         })
         .collect();
     let sources = stack.write("codes", &codes);
     stack.extract("2026-12-01", "codes", &sources, 2);
+    // An INSERT cannot stand in for a truncating load: refused before any job, naming the
+    // drifted files' columns and the fix.
+    let truncate = stack.load_with("2026-12-01", "codes", &["--write", "truncate"]);
+    let out = text(&truncate);
+    assert!(!truncate.status.success(), "{out}");
+    assert!(
+        out.contains("5 object(s) like gs://lake/codes-src/codes/dt=2026-12-01/c0-00000.parquet: `code` INTEGER not STRING")
+            && out.contains("not with --write truncate"),
+        "{out}"
+    );
+    assert_eq!(
+        stack
+            .bq
+            .rest(
+                "GET",
+                &format!("/bigquery/v2/projects/{PROJECT}/datasets/raw/tables/codes"),
+                None
+            )
+            .map(|(status, _)| status)
+            .unwrap_or(0),
+        404,
+        "no table before the append"
+    );
     let load = stack.load("2026-12-01", "codes");
     assert!(load.status.success(), "{}", text(&load));
     assert_eq!(

@@ -48,18 +48,7 @@ impl Prepared {
     pub(crate) fn drifted_groups(&self) -> Vec<&widen::Group> {
         match (&self.widen, &self.spec.schema) {
             (Some(w), Some(fields)) => {
-                let drifted: Vec<&widen::Group> = w
-                    .groups
-                    .iter()
-                    .filter(|g| {
-                        !widen::loads_as_is(&g.fields, fields, self.spec.hive_prefix.is_some())
-                    })
-                    .collect();
-                if drifted.is_empty() {
-                    drifted
-                } else {
-                    w.groups.iter().collect()
-                }
+                widen::drifted(&w.groups, fields, self.spec.hive_prefix.is_some())
             }
             _ => Vec::new(),
         }
@@ -100,6 +89,9 @@ pub(crate) async fn prepare(
     }
     if let Some(api) = api {
         check_table_schemas(config, api, &mut prepared).await?;
+    }
+    for p in &prepared {
+        widen::refuse_unsupported(config, &p.item, &p.spec, &p.drifted_groups())?;
     }
     Ok(prepared)
 }

@@ -28,7 +28,11 @@ use std::collections::BTreeMap;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 
+use crate::config::{LoadConfig, WriteMode};
+use crate::errors::LoadError;
+use crate::plan::WorkItem;
 use crate::schema::{self, Disagreement, Field, Mode, ParquetSchema};
+use crate::spec::LoadSpec;
 
 /// 2^53: every integer of at most this magnitude is exactly a FLOAT64.
 const EXACT_IN_FLOAT: i64 = 1 << 53;
@@ -124,6 +128,28 @@ pub(crate) fn facts(metadata: &ParquetMetaData) -> Facts {
         );
     }
     out
+}
+
+/// The facts extract recorded in a manifest's `ColumnRecord.values` (the same reading of the
+/// footer as [`facts`]): what planning from the manifest joins with, without reading footers.
+/// Columns without `values` (manifests from before it existed) get no facts, so drift in them
+/// stays an error unless the footers are read.
+// Called by the manifest planning path (`inputs.rs`); until that lands, only by tests.
+#[allow(dead_code)]
+pub(crate) fn facts_from_manifest(columns: &[sluice_manifest::ColumnRecord]) -> Facts {
+    columns
+        .iter()
+        .filter_map(|c| {
+            let v = c.values?;
+            Some((
+                c.name.clone(),
+                ColumnFacts {
+                    no_value: v.none,
+                    int_range: v.int_range,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// One object's schema and facts.
@@ -330,6 +356,67 @@ pub(crate) fn adopt_table_types(sent: &mut [Field], facts: &Facts, table: &[Fiel
     changed
 }
 
+/// The groups that must go through staging: none when every group loads as it is into
+/// `target`, else all of them (one INSERT then writes the item, atomically).
+pub(crate) fn drifted<'a>(groups: &'a [Group], target: &[Field], hive: bool) -> Vec<&'a Group> {
+    if groups.iter().all(|g| loads_as_is(&g.fields, target, hive)) {
+        Vec::new()
+    } else {
+        groups.iter().collect()
+    }
+}
+
+/// Refuses drifted objects where an INSERT cannot stand in for the load job: anything but
+/// `--write append` into a base table (`execute/widen.rs`). Prepare calls it, so the refusal
+/// comes before any job, naming the groups' differing columns and the fix.
+pub(crate) fn refuse_unsupported(
+    config: &LoadConfig,
+    item: &WorkItem,
+    spec: &LoadSpec,
+    drifted: &[&Group],
+) -> Result<(), LoadError> {
+    if drifted.is_empty() {
+        return Ok(());
+    }
+    let why = if config.write != WriteMode::Append {
+        format!("--write {}", config.write.flag_name())
+    } else if item.destination.decorator.is_some() {
+        "a `$` partition destination".to_string()
+    } else {
+        return Ok(());
+    };
+    let target = spec.schema.as_deref().unwrap_or_default();
+    let groups: Vec<String> = drifted
+        .iter()
+        .filter_map(|g| {
+            let differing: Vec<String> = g
+                .fields
+                .iter()
+                .zip(target)
+                .filter(|(a, b)| a.field_type != b.field_type)
+                .map(|(a, b)| format!("`{}` {} not {}", a.name, a.field_type, b.field_type))
+                .collect();
+            (!differing.is_empty()).then(|| {
+                format!(
+                    "{} object(s) like {}: {}",
+                    g.objects.len(),
+                    item.objects[g.objects[0]].url(),
+                    differing.join(", ")
+                )
+            })
+        })
+        .collect();
+    Err(LoadError::Table {
+        table: item.destination.to_string(),
+        reason: format!(
+            "its files' inferred schemas differ ({}); load widens them only with --write append \
+             into a base table, not with {why}: re-extract with a schema file (--schema) or \
+             load with --write append",
+            groups.join("; ")
+        ),
+    })
+}
+
 /// Whether the group's objects load as they are into `target` (same types, top level). With
 /// `hive`, `target` ends with the `key=value` directories' columns, which the files lack.
 pub(crate) fn loads_as_is(group: &[Field], target: &[Field], hive: bool) -> bool {
@@ -505,6 +592,35 @@ mod tests {
         two.schema.fields = vec![rec2];
         let (_, d) = unify(vec![one, two]).unwrap_err();
         assert_eq!(d.column, "r.x");
+    }
+
+    #[test]
+    fn manifest_values_read_as_footer_facts() {
+        let record = |name: &str, values| sluice_manifest::ColumnRecord {
+            name: name.into(),
+            column_type: "INT64".into(),
+            values,
+        };
+        let facts = facts_from_manifest(&[
+            record(
+                "a",
+                Some(sluice_manifest::ColumnValues {
+                    none: false,
+                    int_range: Some((1, 5)),
+                }),
+            ),
+            record(
+                "b",
+                Some(sluice_manifest::ColumnValues {
+                    none: true,
+                    int_range: None,
+                }),
+            ),
+            record("old", None),
+        ]);
+        assert_eq!(facts.get("a"), Some(&ints(1, 5)));
+        assert_eq!(facts.get("b"), Some(&EMPTY));
+        assert_eq!(facts.get("old"), None);
     }
 
     #[test]

@@ -126,7 +126,7 @@ async fn run_item(
     };
     let drifted = !p.drifted_groups().is_empty();
     if drifted {
-        widen::check_supported(config, p)?;
+        crate::widen::refuse_unsupported(config, &p.item, &p.spec, &p.drifted_groups())?;
     }
     let done = match config.write {
         WriteMode::Append if drifted => {

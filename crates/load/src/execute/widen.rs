@@ -11,14 +11,14 @@
 //! 4. the staging tables are dropped.
 //!
 //! Only `--write append` into a base table takes this path: an INSERT cannot truncate or
-//! write one partition atomically, so truncate, empty and `$` partitions refuse drift (as they
-//! did before, now naming the fix). Retries: the INSERT's id is looked up first; DONE means the
+//! write one partition atomically, so truncate, empty, merge and `$` partitions refuse drift
+//! (`widen::refuse_unsupported`, as they did before, now naming the fix). Retries: the INSERT's id is looked up first; DONE means the
 //! item is done. Staging loads are found as a merge's are (`merge::stage`).
 
 use std::time::Instant;
 
 use crate::api::Api;
-use crate::config::{LoadConfig, WriteMode};
+use crate::config::LoadConfig;
 use crate::errors::LoadError;
 use crate::job_id;
 use crate::merge_sql::{self, ident};
@@ -27,63 +27,12 @@ use crate::report::{JobReport, Outcome, log_job};
 use crate::schema::Field;
 use crate::spec::LoadSpec;
 use crate::template::TableRef;
-use crate::widen::Group;
+use crate::widen::{Group, refuse_unsupported};
 
 use super::Finished;
 use super::job::{self, display_job_id};
 use super::merge;
 use super::query::{self, Found, JobSite, QueryJob};
-
-/// Refuses drift where an INSERT cannot stand in for the load job.
-pub(super) fn check_supported(config: &LoadConfig, p: &Prepared) -> Result<(), LoadError> {
-    let why = if config.write != WriteMode::Append {
-        Some(format!("--write {}", config.write.flag_name()))
-    } else if p.item.destination.decorator.is_some() {
-        Some("a `$` partition destination".to_string())
-    } else {
-        None
-    };
-    match why {
-        None => Ok(()),
-        Some(why) => Err(LoadError::Table {
-            table: p.item.destination.to_string(),
-            reason: format!(
-                "its files' inferred schemas differ ({}), which load widens only with --write \
-                 append into a base table, not with {why}; re-extract with a schema file \
-                 (--schema) or load with --write append",
-                describe_groups(p)
-            ),
-        }),
-    }
-}
-
-/// `f1.parquet: dep_time STRING; f2.parquet: dep_time INTEGER`: the groups' differing columns.
-fn describe_groups(p: &Prepared) -> String {
-    let Some(target) = p.spec.schema.as_deref() else {
-        return String::new();
-    };
-    p.drifted_groups()
-        .iter()
-        .filter_map(|g| {
-            let differing: Vec<String> = g
-                .fields
-                .iter()
-                .zip(target)
-                .filter(|(a, b)| a.field_type != b.field_type)
-                .map(|(a, b)| format!("`{}` {} not {}", a.name, a.field_type, b.field_type))
-                .collect();
-            (!differing.is_empty()).then(|| {
-                format!(
-                    "{} object(s) like {}: {}",
-                    g.objects.len(),
-                    p.item.objects[g.objects[0]].url(),
-                    differing.join(", ")
-                )
-            })
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
 
 /// The staging table of group `n`.
 fn staging(target: &TableRef, group_base: &str, n: usize) -> TableRef {
@@ -176,7 +125,7 @@ pub(super) async fn run_widened(
     p: &Prepared,
     location: Option<&str>,
 ) -> Result<Finished, LoadError> {
-    check_supported(config, p)?;
+    refuse_unsupported(config, &p.item, &p.spec, &p.drifted_groups())?;
     let wall = Instant::now();
     let target = p.item.destination.base();
     let table = target.to_string();
