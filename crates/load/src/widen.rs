@@ -130,26 +130,45 @@ pub(crate) fn facts(metadata: &ParquetMetaData) -> Facts {
     out
 }
 
-/// The facts extract recorded in a manifest's `ColumnRecord.values` (the same reading of the
-/// footer as [`facts`]): what planning from the manifest joins with, without reading footers.
-/// Columns without `values` (manifests from before it existed) get no facts, so drift in them
-/// stays an error unless the footers are read.
-// Called by the manifest planning path (`inputs.rs`); until that lands, only by tests.
+/// An object's schema and facts from its manifest record, for planning without its footer:
+/// extract writes every column NULLABLE with one of six types, which map as a footer's would
+/// (`INT64` -> `INTEGER`, `FLOAT64` -> `FLOAT`, `BOOL` -> `BOOLEAN`, `DATE`, `TIMESTAMP`,
+/// `STRING`). `None` when the record has no columns (passthrough) or an unknown type: read the
+/// footer then. Columns without `values` (manifests from before it existed) get no facts, so
+/// drift in them stays an error.
+// Called by the manifest planning path (`inputs.rs`/`prepare.rs`, the lead's); until that
+// lands, only by tests.
 #[allow(dead_code)]
-pub(crate) fn facts_from_manifest(columns: &[sluice_manifest::ColumnRecord]) -> Facts {
-    columns
-        .iter()
-        .filter_map(|c| {
-            let v = c.values?;
-            Some((
+pub(crate) fn object_schema_from_manifest(
+    columns: &[sluice_manifest::ColumnRecord],
+) -> Option<ObjectSchema> {
+    if columns.is_empty() {
+        return None;
+    }
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut facts = Facts::new();
+    for c in columns {
+        let field_type = schema::canonical_type(&c.column_type)?;
+        fields.push(Field::new(c.name.clone(), field_type, Mode::Nullable));
+        if let Some(v) = c.values {
+            facts.insert(
                 c.name.clone(),
                 ColumnFacts {
                     no_value: v.none,
                     int_range: v.int_range,
                 },
-            ))
-        })
-        .collect()
+            );
+        }
+    }
+    Some(ObjectSchema {
+        schema: ParquetSchema {
+            fields,
+            decimal_targets: Default::default(),
+            list_inference: false,
+            enum_as_string: false,
+        },
+        facts,
+    })
 }
 
 /// One object's schema and facts.
@@ -595,32 +614,45 @@ mod tests {
     }
 
     #[test]
-    fn manifest_values_read_as_footer_facts() {
-        let record = |name: &str, values| sluice_manifest::ColumnRecord {
+    fn manifest_records_read_as_footers() {
+        let record = |name: &str, t: &str, values| sluice_manifest::ColumnRecord {
             name: name.into(),
-            column_type: "INT64".into(),
+            column_type: t.into(),
             values,
         };
-        let facts = facts_from_manifest(&[
+        let a = object_schema_from_manifest(&[
             record(
-                "a",
+                "id",
+                "INT64",
                 Some(sluice_manifest::ColumnValues {
                     none: false,
                     int_range: Some((1, 5)),
                 }),
             ),
             record(
-                "b",
+                "dep",
+                "STRING",
                 Some(sluice_manifest::ColumnValues {
                     none: true,
                     int_range: None,
                 }),
             ),
-            record("old", None),
-        ]);
-        assert_eq!(facts.get("a"), Some(&ints(1, 5)));
-        assert_eq!(facts.get("b"), Some(&EMPTY));
-        assert_eq!(facts.get("old"), None);
+            record("old", "BOOL", None),
+        ])
+        .unwrap();
+        assert_eq!(a.facts.get("id"), Some(&ints(1, 5)));
+        assert_eq!(a.facts.get("dep"), Some(&EMPTY));
+        assert_eq!(a.facts.get("old"), None);
+        let b = object_schema_from_manifest(&[
+            record("id", "INT64", None),
+            record("dep", "INT64", None),
+            record("old", "BOOL", None),
+        ])
+        .unwrap();
+        let u = unify(vec![a, b]).unwrap();
+        assert_eq!(types(&u), ["id INTEGER", "dep INTEGER", "old BOOLEAN"]);
+        assert!(object_schema_from_manifest(&[]).is_none());
+        assert!(object_schema_from_manifest(&[record("x", "DECIMAL(3)", None)]).is_none());
     }
 
     #[test]
