@@ -4,6 +4,7 @@
 //! reading as `load`'s from a footer (`crates/load/src/widen.rs`): every row group's
 //! `null_count` equal to its rows means no value; integer columns carry their range.
 
+use parquet::basic::LogicalType;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 use sluice_manifest::ColumnValues;
@@ -11,9 +12,14 @@ use sluice_manifest::ColumnValues;
 /// One entry per column of the (flat) schema, in order.
 pub(crate) fn column_values(metadata: &ParquetMetaData) -> Vec<ColumnValues> {
     let groups = metadata.row_groups();
-    let columns = metadata.file_metadata().schema_descr().num_columns();
-    (0..columns)
+    let descr = metadata.file_metadata().schema_descr();
+    (0..descr.num_columns())
         .map(|i| {
+            // TIMESTAMP is an INT64 too; only plain integers get a range.
+            let integer = matches!(
+                descr.column(i).logical_type_ref(),
+                None | Some(LogicalType::Integer(_))
+            );
             let mut none = true;
             let mut range: Option<(i64, i64)> = Some((i64::MAX, i64::MIN));
             for group in groups {
@@ -24,7 +30,9 @@ pub(crate) fn column_values(metadata: &ParquetMetaData) -> Vec<ColumnValues> {
                 }
                 none = false;
                 let own = match stats {
-                    Some(Statistics::Int64(s)) => s.min_opt().copied().zip(s.max_opt().copied()),
+                    Some(Statistics::Int64(s)) if integer => {
+                        s.min_opt().copied().zip(s.max_opt().copied())
+                    }
                     _ => None,
                 };
                 range = range.zip(own).map(|((a, b), (c, d))| (a.min(c), b.max(d)));
@@ -41,7 +49,7 @@ pub(crate) fn column_values(metadata: &ParquetMetaData) -> Vec<ColumnValues> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
     use arrow::record_batch::RecordBatch;
     use parquet::arrow::ArrowWriter;
 
@@ -53,6 +61,11 @@ mod tests {
             (
                 "n",
                 Arc::new(Int64Array::from(vec![Some(-3), None, Some(9)])) as ArrayRef,
+            ),
+            (
+                "at",
+                Arc::new(TimestampMicrosecondArray::from(vec![1, 2, 3]).with_timezone("UTC"))
+                    as ArrayRef,
             ),
             (
                 "empty",
@@ -74,6 +87,10 @@ mod tests {
                 ColumnValues {
                     none: false,
                     int_range: Some((-3, 9))
+                },
+                ColumnValues {
+                    none: false,
+                    int_range: None
                 },
                 ColumnValues {
                     none: true,
