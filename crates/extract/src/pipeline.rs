@@ -416,9 +416,11 @@ fn convert_text(
                 converted
                     .columns
                     .iter()
-                    .map(|c| ColumnRecord {
+                    .enumerate()
+                    .map(|(i, c)| ColumnRecord {
                         name: c.name.clone(),
                         column_type: c.column_type.name().to_string(),
+                        values: converted.values.get(i).copied(),
                     })
                     .collect(),
             );

@@ -32,6 +32,7 @@ mod spec;
 mod state;
 mod template;
 mod verify;
+mod widen;
 
 pub use bq_error::{BqError, ErrorClass};
 pub use client::{ApiError, ApiFailure, ClientConfig, Credentials};

@@ -24,6 +24,7 @@ use crate::schema::{self, Field, ParquetSchema};
 use crate::spec::{self, LoadSpec};
 use crate::template::TableRef;
 use crate::verify;
+use crate::widen::{self, ObjectSchema};
 
 /// A work item with its job: what `execute` submits.
 pub(crate) struct Prepared {
@@ -32,6 +33,29 @@ pub(crate) struct Prepared {
     pub(crate) base_id: String,
     /// Rows in the Parquet footers (Parquet only).
     pub(crate) file_rows: Option<u64>,
+    /// Parquet: the objects grouped by their own schema, and what the footers say about each
+    /// column (`widen.rs`); a group whose types differ from `spec.schema` is drifted.
+    pub(crate) widen: Option<Widen>,
+}
+
+/// The objects' own schemas behind a Parquet item's joined one.
+#[derive(Debug, Clone)]
+pub(crate) struct Widen {
+    pub(crate) facts: widen::Facts,
+    pub(crate) groups: Vec<widen::Group>,
+}
+
+impl Prepared {
+    /// The groups of objects that cannot load as they are into `spec.schema` (empty when all
+    /// can: the item is one plain load job).
+    pub(crate) fn drifted_groups(&self) -> Vec<&widen::Group> {
+        match (&self.widen, &self.spec.schema) {
+            (Some(w), Some(fields)) => {
+                widen::drifted(&w.groups, fields, self.spec.hive_prefix.is_some())
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Prepares `items`. `api` is `None` on a dry run, which talks to no BigQuery.
@@ -53,8 +77,13 @@ pub(crate) async fn prepare(
     let mut prepared = Vec::with_capacity(items.len());
     if config.format == SourceFormat::Parquet {
         let schemas = read_schemas(config, stores, &items).await?;
-        for (item, (merged, rows)) in items.into_iter().zip(schemas) {
-            prepared.push(with_spec(config, item, Some(&merged), Some(rows))?);
+        for (item, (unified, rows)) in items.into_iter().zip(schemas) {
+            let mut p = with_spec(config, item, Some(&unified.schema), Some(rows))?;
+            p.widen = Some(Widen {
+                facts: unified.facts,
+                groups: unified.groups,
+            });
+            prepared.push(p);
         }
     } else {
         for item in items {
@@ -63,6 +92,9 @@ pub(crate) async fn prepare(
     }
     if let Some(api) = api {
         check_table_schemas(config, api, &mut prepared).await?;
+    }
+    for p in &prepared {
+        widen::refuse_unsupported(config, &p.item, &p.spec, &p.drifted_groups())?;
     }
     Ok(prepared)
 }
@@ -80,16 +112,17 @@ fn with_spec(
         spec,
         base_id,
         file_rows,
+        widen: None,
     })
 }
 
-/// Every footer of every item (bounded concurrency across items), merged per item: the merged
-/// schema and the footers' row count, in item order.
+/// Every object's schema (the manifests' records, else the footer; bounded concurrency across
+/// items), joined per item (`widen::unify`): the joined schema and the row count, in item order.
 async fn read_schemas(
     config: &LoadConfig,
     stores: &Stores,
     items: &[WorkItem],
-) -> Result<Vec<(ParquetSchema, u64)>, LoadError> {
+) -> Result<Vec<(widen::Unified, u64)>, LoadError> {
     let reads: Vec<(usize, usize, &SourceObject)> = items
         .iter()
         .enumerate()
@@ -101,7 +134,7 @@ async fn read_schemas(
         .buffer_unordered(config.read_concurrency)
         .collect()
         .await;
-    let mut by_item: BTreeMap<usize, BTreeMap<usize, (ParquetSchema, u64)>> = BTreeMap::new();
+    let mut by_item: BTreeMap<usize, BTreeMap<usize, (ObjectSchema, u64)>> = BTreeMap::new();
     let mut footers_read = 0usize;
     for footer in footers {
         let (i, j, shape) = footer?;
@@ -120,30 +153,27 @@ async fn read_schemas(
     );
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let mut merged: Option<ParquetSchema> = None;
         let mut rows = 0u64;
-        for (j, (parsed, file_rows)) in by_item.remove(&i).unwrap_or_default() {
+        let mut schemas = Vec::with_capacity(item.objects.len());
+        for (_, (parsed, file_rows)) in by_item.remove(&i).unwrap_or_default() {
             rows += file_rows;
-            match merged.as_mut() {
-                None => merged = Some(parsed),
-                Some(m) => m.merge(parsed).map_err(|d| LoadError::SchemaMismatch {
-                    table: item.destination.to_string(),
-                    first: item.objects[0].url(),
-                    file: item.objects[j].url(),
-                    column: d.column,
-                    detail: d.detail,
-                })?,
-            }
+            schemas.push(parsed);
         }
-        let merged = merged.expect("a work item has at least one object");
-        out.push((merged, rows));
+        let unified = widen::unify(schemas).map_err(|(j, d)| LoadError::SchemaMismatch {
+            table: item.destination.to_string(),
+            first: item.objects[0].url(),
+            file: item.objects[j].url(),
+            column: d.column,
+            detail: d.detail,
+        })?;
+        out.push((unified, rows));
     }
     Ok(out)
 }
 
 /// One object's schema and rows, and where they came from.
 struct Shape {
-    schema: ParquetSchema,
+    schema: ObjectSchema,
     rows: u64,
     origin: Origin,
 }
@@ -154,8 +184,9 @@ enum Origin {
     Footer,
 }
 
-/// One object's schema, mapped to BigQuery's, and its row count: from what extract recorded
-/// when the manifest has it (`recorded.rs`), else from the footer.
+/// One object's schema, mapped to BigQuery's with its columns' facts (`widen.rs`), and its row
+/// count: from what extract recorded when the manifest has all of it (`recorded.rs`), else from
+/// the footer.
 async fn read_schema(stores: &Stores, object: &SourceObject) -> Result<Shape, LoadError> {
     if let Some(recorded) = &object.recorded
         && let Some(schema) = recorded.schema()
@@ -194,7 +225,10 @@ async fn read_schema(stores: &Stores, object: &SourceObject) -> Result<Shape, Lo
         }
     })?;
     Ok(Shape {
-        schema: parsed,
+        schema: ObjectSchema {
+            schema: parsed,
+            facts: widen::facts(&metadata),
+        },
         rows,
         origin: Origin::Footer,
     })
@@ -238,6 +272,13 @@ async fn check_table_schemas(
         let Some(Some(table_fields)) = tables.get(&base) else {
             continue;
         };
+        // Inference-caused drift against the table (a column with no value in any file, a
+        // narrower type) takes the table's type; the drifted objects then load through
+        // `execute/widen.rs`.
+        let adopted = p
+            .widen
+            .as_ref()
+            .is_some_and(|w| widen::adopt_table_types(sent, &w.facts, table_fields));
         let changed = compat::check(sent, table_fields, config.schema_update).map_err(|e| {
             let file = match p.item.objects.len() - 1 {
                 0 => p.item.objects[0].url(),
@@ -255,7 +296,7 @@ async fn check_table_schemas(
                 hint: e.hint,
             }))
         })?;
-        if changed {
+        if changed || adopted {
             p.base_id = spec::base_job_id(&p.item, &p.spec);
         }
     }

@@ -9,7 +9,8 @@
 
 use sluice_manifest::ColumnRecord;
 
-use crate::schema::{self, Field, Mode, ParquetSchema};
+use crate::schema;
+use crate::widen::{self, ObjectSchema};
 
 /// What extract recorded about one Parquet object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,54 +28,47 @@ impl Recorded {
         })
     }
 
-    /// The BigQuery schema a footer read of the object would give, or `None` when a column's
-    /// type is not one extract writes (then the footer decides).
-    pub(crate) fn schema(&self) -> Option<ParquetSchema> {
-        let fields = self
+    /// The BigQuery schema and column facts a footer read of the object would give, or `None`
+    /// when the record cannot stand in for the footer: a column without its `values` (a manifest
+    /// from before they were recorded: the footer's statistics have them), a type extract does
+    /// not write, a name BigQuery refuses (the footer path reports it with the file).
+    pub(crate) fn schema(&self) -> Option<ObjectSchema> {
+        if self.columns.iter().any(|c| c.values.is_none()) {
+            return None;
+        }
+        if self
             .columns
             .iter()
-            .map(|c| {
-                Some(Field::new(
-                    &c.name,
-                    bigquery_type(&c.column_type)?,
-                    Mode::Nullable,
-                ))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        let parsed = ParquetSchema {
-            fields,
-            decimal_targets: Default::default(),
-            list_inference: false,
-            enum_as_string: false,
-        };
-        schema::validate_names(&parsed.fields, "").ok()?;
-        Some(parsed)
+            .any(|c| !EXTRACT_TYPES.contains(&c.column_type.as_str()))
+        {
+            return None;
+        }
+        let object = widen::object_schema_from_manifest(&self.columns)?;
+        schema::validate_names(&object.schema.fields, "").ok()?;
+        Some(object)
     }
 }
 
-/// Extract's column types (every column nullable, `convert/columns.rs`) as BigQuery maps their
-/// Parquet form: Utf8 -> STRING, Int64 -> INTEGER, Float64 -> FLOAT, Boolean -> BOOLEAN,
-/// Date32 -> DATE, Timestamp(us, UTC) -> TIMESTAMP.
-fn bigquery_type(extract_type: &str) -> Option<&'static str> {
-    Some(match extract_type {
-        "STRING" => "STRING",
-        "INT64" => "INTEGER",
-        "FLOAT64" => "FLOAT",
-        "BOOL" => "BOOLEAN",
-        "DATE" => "DATE",
-        "TIMESTAMP" => "TIMESTAMP",
-        _ => return None,
-    })
-}
+/// The column types extract writes (`convert/columns.rs`, every column nullable): Utf8, Int64,
+/// Float64, Boolean, Date32, Timestamp(us, UTC), which the footer mapping reads as STRING,
+/// INTEGER, FLOAT, BOOLEAN, DATE, TIMESTAMP -- as `widen::object_schema_from_manifest` maps
+/// these names.
+const EXTRACT_TYPES: [&str; 6] = ["STRING", "INT64", "FLOAT64", "BOOL", "DATE", "TIMESTAMP"];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::Mode;
+    use sluice_manifest::ColumnValues;
 
     fn column(name: &str, column_type: &str) -> ColumnRecord {
         ColumnRecord {
             name: name.into(),
             column_type: column_type.into(),
+            values: Some(ColumnValues {
+                none: false,
+                int_range: None,
+            }),
         }
     }
 
@@ -92,7 +86,7 @@ mod tests {
             Some(7),
         )
         .unwrap();
-        let schema = recorded.schema().unwrap();
+        let schema = recorded.schema().unwrap().schema;
         let types: Vec<&str> = schema
             .fields
             .iter()
@@ -112,6 +106,10 @@ mod tests {
         assert_eq!(Recorded::of(Some(vec![]), Some(1)), None);
         let odd = Recorded::of(Some(vec![column("a", "DECIMAL(10,2)")]), Some(1)).unwrap();
         assert_eq!(odd.schema(), None);
+        let mut old = column("a", "STRING");
+        old.values = None;
+        let old = Recorded::of(Some(vec![old]), Some(1)).unwrap();
+        assert_eq!(old.schema(), None, "no facts recorded: the footer has them");
         let bad_name = Recorded::of(Some(vec![column("_TABLE_x", "STRING")]), Some(1)).unwrap();
         assert_eq!(
             bad_name.schema(),

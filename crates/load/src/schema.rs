@@ -539,16 +539,13 @@ pub(crate) struct Disagreement {
     pub(crate) detail: String,
 }
 
-impl ParquetSchema {
-    /// Merges the schema of another file of the same job into this one: the columns must agree
-    /// (see [`merge`]), and the load options either file needs apply to the job.
-    pub(crate) fn merge(&mut self, other: ParquetSchema) -> Result<(), Disagreement> {
-        merge(&mut self.fields, &other.fields, "")?;
-        self.decimal_targets.extend(other.decimal_targets);
-        self.list_inference |= other.list_inference;
-        self.enum_as_string |= other.enum_as_string;
-        Ok(())
-    }
+/// [`merge`] for the lattice's joins (`widen.rs`): exact agreement of names, order, nesting.
+pub(crate) fn merge_fields(
+    merged: &mut [Field],
+    other: &[Field],
+    parent: &str,
+) -> Result<(), Disagreement> {
+    merge(merged, other, parent)
 }
 
 /// Merges the schema of another file of the same job into `merged`. Names, order and types must

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 
 pub use list::{ListedObject, ObjectList};
 pub use records::{
-    ColumnRecord, CursorRecord, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt,
-    RejectsRecord, SourceRecord, SourceVersion, TaskManifest, Totals,
+    ColumnRecord, ColumnValues, CursorRecord, ItemRecord, ItemStatus, ObjectRecord, PageRecord,
+    Receipt, RejectsRecord, SourceRecord, SourceVersion, TaskManifest, Totals,
 };
 pub use state::{STATE_KIND, STATE_VERSION, SourceState, StateFile, compare_marks};
 

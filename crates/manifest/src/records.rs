@@ -13,6 +13,22 @@ pub struct ColumnRecord {
     /// `STRING`, `INT64`, `FLOAT64`, `BOOL`, `DATE`, `TIMESTAMP`.
     #[serde(rename = "type")]
     pub column_type: String,
+    /// What the object's footer says about the column's values, so `load` can join the
+    /// drifted inferences of one dataset without reading footers (`docs/load.md`, "One schema
+    /// per dataset"). Absent in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ColumnValues>,
+}
+
+/// A column's values in one object: whether it holds any, and an integer column's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnValues {
+    /// No row has a value (every row NULL, or no rows): the column's type says nothing.
+    pub none: bool,
+    /// An integer column's smallest and largest value (FLOAT64 holds them exactly when both
+    /// are within +-2^53).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int_range: Option<(i64, i64)>,
 }
 
 /// The quarantined rows that go with an output object.

@@ -67,6 +67,7 @@ fn round_trip_through_the_types() {
         columns: Some(vec![ColumnRecord {
             name: "id".into(),
             column_type: "INT64".into(),
+            values: None,
         }]),
         row_groups: Some(1),
         rejects: Some(RejectsRecord {

@@ -10,6 +10,7 @@ pub(crate) mod lossless;
 pub(crate) mod parquet;
 pub(crate) mod records;
 pub(crate) mod schema;
+pub(crate) mod values;
 
 use std::io::Read;
 

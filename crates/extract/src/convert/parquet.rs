@@ -13,6 +13,7 @@
 //! Memory: Parquet keeps a row group's encoded pages until the group is closed, so row groups
 //! are bounded in rows and in (estimated encoded) bytes, `ParquetOptions::row_group_bytes`.
 
+use sluice_manifest::ColumnValues;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Cursor, Read};
 use std::panic::AssertUnwindSafe;
@@ -72,6 +73,8 @@ pub(crate) struct Converted {
     pub rejects: Option<Committed>,
     pub columns: Vec<Column>,
     pub row_groups: usize,
+    /// Per column: whether it holds a value, integer ranges (`super::values`).
+    pub values: Vec<ColumnValues>,
     /// What `--cursor` kept and dropped (`rows` counts only the rows written).
     pub cursor: Option<CursorOutcome>,
 }
@@ -185,6 +188,7 @@ fn convert(
                 rejects: None,
                 columns: Vec::new(),
                 row_groups: 0,
+                values: Vec::new(),
                 cursor: None,
             });
         }
@@ -277,7 +281,7 @@ fn convert(
                     // The encoder stopped early; its error is the one to report.
                 }
                 drop(tx);
-                let (object, row_groups) = join(encoder)?;
+                let (object, row_groups, values) = join(encoder)?;
                 let cursor = match (filter, job.cursor) {
                     (Some(filter), Some(spec)) => Some(filter.finish(spec, src)),
                     _ => None,
@@ -289,6 +293,7 @@ fn convert(
                     rejects,
                     columns,
                     row_groups,
+                    values,
                     cursor,
                 })
             }
@@ -324,8 +329,8 @@ fn typing_workers() -> usize {
 }
 
 fn join(
-    handle: std::thread::ScopedJoinHandle<'_, Result<(Committed, usize)>>,
-) -> Result<(Committed, usize)> {
+    handle: std::thread::ScopedJoinHandle<'_, Result<(Committed, usize, Vec<ColumnValues>)>>,
+) -> Result<(Committed, usize, Vec<ColumnValues>)> {
     handle
         .join()
         .map_err(|_| ExtractError::Internal("parquet encoder thread panicked".into()))?
@@ -726,7 +731,7 @@ fn encode(
     schema: arrow::datatypes::SchemaRef,
     props: WriterProperties,
     src: &str,
-) -> Result<(Committed, usize)> {
+) -> Result<(Committed, usize, Vec<ColumnValues>)> {
     let encode_err = |e: parquet::errors::ParquetError| {
         // An I/O error inside Parquet's writer may be the sink's (upload) error.
         match e {
@@ -763,7 +768,8 @@ fn encode(
     }
     let metadata = writer.finish().map_err(encode_err)?;
     let committed = writer.inner_mut().commit()?;
-    Ok((committed, metadata.num_row_groups()))
+    let values = super::values::column_values(&metadata);
+    Ok((committed, metadata.num_row_groups(), values))
 }
 
 #[cfg(test)]

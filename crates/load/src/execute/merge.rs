@@ -219,7 +219,7 @@ fn finished(
 
 /// The staging load: found (a DONE job that loaded the staging table as it exists now), or
 /// run under the first free id after creating the staging table with its expiration.
-async fn stage(
+pub(super) async fn stage(
     config: &LoadConfig,
     api: &Api<'_>,
     p: &Prepared,
@@ -276,6 +276,7 @@ fn staging_prepared(p: &Prepared, staging: &TableRef) -> Prepared {
         spec,
         base_id: p.base_id.clone(),
         file_rows: p.file_rows,
+        widen: None,
     }
 }
 
@@ -385,7 +386,7 @@ async fn check_staged_rows(
 /// adds the staged columns it lacks and relaxes REQUIRED columns the staged rows hold as
 /// NULLABLE, each only as `--schema-update` allows (the same rules as an append; prepare
 /// already refused type changes when the schema was known).
-async fn prepare_target(
+pub(super) async fn prepare_target(
     config: &LoadConfig,
     api: &Api<'_>,
     site: JobSite<'_>,
@@ -496,7 +497,7 @@ fn nested_differs(staged: &[Field], table: &[Field]) -> bool {
 }
 
 /// Drops the staging table; one that is already gone is fine.
-async fn drop_staging(api: &Api<'_>, staging: &TableRef) -> Result<(), LoadError> {
+pub(super) async fn drop_staging(api: &Api<'_>, staging: &TableRef) -> Result<(), LoadError> {
     let dropped = api
         .call(format!("tables.delete {staging}"), || {
             api.client.delete_table(staging)

@@ -3,7 +3,9 @@
 //! (partitioning/clustering), then every job, `--concurrency` at once (`job.rs`). A dry run
 //! submits nothing and reports the jobs it would run.
 //!
-//! `--write merge` items go through `merge.rs` (staging load, checks, MERGE, drop) instead;
+//! `--write merge` items go through `merge.rs` (staging load, checks, MERGE, drop) instead,
+//! and items whose files' inferred schemas drifted through `widen.rs` (staging loads, one
+//! widening INSERT, drop);
 //! after either, `lineage.rs` appends the item's row to `{dataset}._sluice_loads`.
 //!
 //! Idempotence under Cloud Run's task retries rests on the job ids (job_id.rs): a retried task
@@ -15,6 +17,7 @@ mod job;
 mod lineage;
 mod merge;
 mod query;
+mod widen;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -121,7 +124,14 @@ async fn run_item(
         project: job::job_project(config, destination),
         location,
     };
+    let drifted = !p.drifted_groups().is_empty();
+    if drifted {
+        crate::widen::refuse_unsupported(config, &p.item, &p.spec, &p.drifted_groups())?;
+    }
     let done = match config.write {
+        WriteMode::Append if drifted => {
+            Box::pin(widen::run_widened(config, api, p, location)).await?
+        }
         WriteMode::Merge => Box::pin(merge::run_merge(config, api, p, location)).await?,
         _ => {
             let (report, job) = Box::pin(job::run_job(config, api, p)).await?;
