@@ -25,7 +25,7 @@ fn csv(file: usize) -> String {
             "\"row, {n}\",{},{},{},{},{},{}\n",
             v(n.to_string()),
             v(format!("{}.25", n)),
-            v((n % 2 == 0).to_string()),
+            v(n.is_multiple_of(2).to_string()),
             v(format!("2026-11-{:02}", 1 + n % 28)),
             v(format!("2026-11-{:02}T10:{:02}:00Z", 1 + n % 28, n % 60)),
             if row == 0 {
