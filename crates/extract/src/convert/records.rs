@@ -378,6 +378,12 @@ pub struct RecordReader<R> {
 /// Initial guess of bytes per record, for buffer sizing.
 const RECORD_BYTES_GUESS: usize = 128;
 
+/// Field bytes a record buffer starts with (it grows as needed).
+const INITIAL_DATA_BYTES: usize = 64 * 1024;
+
+/// Field ends a record buffer starts with (it grows as needed).
+const INITIAL_FIELD_ENDS: usize = 4096;
+
 impl<R: BufRead> RecordReader<R> {
     pub fn new(input: R, dialect: Dialect) -> Self {
         RecordReader {
@@ -438,12 +444,16 @@ impl<R: BufRead> RecordReader<R> {
         if self.ended {
             return Ok(0);
         }
-        let want_data = (max * RECORD_BYTES_GUESS).max(4096);
+        // Buffers start small and double when csv-core fills them (below), then keep their
+        // size for the next batches: a 2 KB file does not pay for zeroing (and faulting in)
+        // the megabyte a full batch of `max` records may need.
+        let want_data = (max * RECORD_BYTES_GUESS).clamp(4096, INITIAL_DATA_BYTES);
         if out.data.len() < want_data {
             out.data.resize(want_data, 0);
         }
-        if out.ends.len() < max * 4 + 64 {
-            out.ends.resize(max * 4 + 64, 0);
+        let want_ends = (max * 4 + 64).min(INITIAL_FIELD_ENDS);
+        if out.ends.len() < want_ends {
+            out.ends.resize(want_ends, 0);
         }
         let mut record_data_start = 0usize;
         let mut record_first_end = 0usize;
