@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Cursor, Read};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -540,6 +540,7 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
