@@ -54,6 +54,7 @@ def small_csv(rng, first_id):
 
 
 def gen(directory, n):
+    directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     rng = random.Random(42)
     paths = []

@@ -18,7 +18,7 @@ use std::io::{BufRead, Cursor, Read};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
@@ -335,8 +335,14 @@ const SPARE_BUFFERS: usize = 1;
 /// the limit). On 2 cores that is one typing thread: the three stages (about 25%, 33% and 35%
 /// of the CPU time) fill both cores, and every extra thread costs a record buffer and an
 /// allocator arena of memory.
+///
+/// Computed once per process: `available_parallelism` reads the cgroup files (about 18 system
+/// calls), which per item is a measurable share of a small file's cost.
 fn typing_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 3))
+    static WORKERS: OnceLock<usize> = OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 3))
+    })
 }
 
 fn join(
