@@ -1,11 +1,14 @@
 //! Converters: what is written for one decoded member.
 //!
 //! - passthrough: the bytes, unchanged ([`passthrough`]);
-//! - CSV -> Parquet ([`parquet`]), built from [`records`] (CSV records with line numbers),
-//!   [`schema`] (inference and overrides) and [`columns`] (typed Arrow arrays).
+//! - CSV -> Parquet ([`parquet`]; small inputs on one thread, [`inline`]), built from
+//!   [`records`] (CSV records with line numbers), [`schema`] (inference and overrides),
+//!   [`columns`] (typed Arrow arrays) and [`batches`] (bad rows and the way to the encoder).
 
+pub(crate) mod batches;
 pub(crate) mod columns;
 pub(crate) mod cursor;
+pub(crate) mod inline;
 pub(crate) mod lossless;
 pub(crate) mod parquet;
 pub(crate) mod records;

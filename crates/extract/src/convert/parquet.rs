@@ -1,4 +1,4 @@
-//! CSV -> Parquet, streamed on two threads.
+//! CSV -> Parquet, streamed on two threads (small inputs: on one, [`super::inline`]).
 //!
 //! The calling (blocking) thread reads CSV records, builds typed Arrow batches and deals with
 //! bad rows; a second thread encodes and compresses Parquet and feeds the object sink, whose
@@ -17,28 +17,25 @@ use sluice_manifest::ColumnValues;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Cursor, Read};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use serde_json::json;
 
-use super::columns::{BatchBuilder, Built, Column, NullMarkers, Problem};
+use super::batches::{ENCODER_GONE, Handler, Msg, Output, encode_error};
+use super::columns::{BatchBuilder, Built, Column, NullMarkers};
 use super::cursor::{CursorFilter, CursorOutcome, CursorSpec};
+use super::inline::{self, Inline};
 use super::read_error;
-use super::records::{Dialect, Flaw, RecordReader, Records, utf8_bom_len};
+use super::records::{Dialect, RecordReader, Records, utf8_bom_len};
 use super::schema::{SchemaOverride, apply_overrides, describe, infer};
 use crate::config::{BadRows, Compression, ParquetOptions};
-use crate::error::{BadValue, ExtractError, Result};
+use crate::error::{ExtractError, Result};
 use crate::sink::{Committed, ObjectSink};
-
-/// Longest value quoted in an error message or reject line.
-const MAX_VALUE_CHARS: usize = 200;
 
 /// What the conversion needs besides the bytes.
 pub(crate) struct CsvToParquet<'a> {
@@ -131,11 +128,6 @@ fn read_sample(
     Ok((sample, whole))
 }
 
-enum Msg {
-    Batch(RecordBatch),
-    Finish,
-}
-
 /// Converts the CSV in `input` to Parquet in `sink`; `open_rejects` opens the rejects object
 /// the first time a row is quarantined.
 pub(crate) fn csv_to_parquet(
@@ -144,16 +136,33 @@ pub(crate) fn csv_to_parquet(
     sink: ObjectSink,
     open_rejects: &mut dyn FnMut() -> ObjectSink,
 ) -> Result<Converted> {
-    convert(input, job, sink, open_rejects, typing_workers())
+    convert(
+        input,
+        job,
+        sink,
+        open_rejects,
+        typing_workers(),
+        INLINE_MAX_BYTES,
+    )
 }
 
-/// [`csv_to_parquet`] with `workers` typing threads.
+/// Inputs up to this size (read whole into the inference sample) convert on the calling
+/// thread alone ([`super::inline`]): no encoder or typing threads, no channels, one record
+/// buffer. Starting and joining those threads and their buffers costs about as much CPU as
+/// converting a few KB (issue 18: ~2 ms per 2 KB file), while at this size the conversion
+/// itself takes a few ms, so what parallelism would save is small. Many small files still use
+/// every core: `--concurrency` items run at once.
+const INLINE_MAX_BYTES: usize = 256 * 1024;
+
+/// [`csv_to_parquet`] with `workers` typing threads, converting inputs of at most
+/// `inline_max` bytes on the calling thread.
 fn convert(
     input: &mut dyn BufRead,
     job: &CsvToParquet<'_>,
     sink: ObjectSink,
     open_rejects: &mut dyn FnMut() -> ObjectSink,
     workers: usize,
+    inline_max: usize,
 ) -> Result<Converted> {
     let src = job.source_name;
     let (mut sample, whole) =
@@ -217,7 +226,6 @@ fn convert(
         "{src}: schema from {data_rows} sampled rows: {}",
         describe(&columns)
     );
-    drop(sampled);
     let filter = job
         .cursor
         .map(|spec| CursorFilter::new(spec, &columns, src))
@@ -225,6 +233,16 @@ fn convert(
     let builder = BatchBuilder::new(columns.clone(), NullMarkers::new(job.null_values));
     let schema = builder.schema().clone();
     let props = writer_properties(job.parquet, &job.footer_metadata);
+    if whole && sample.len() <= inline_max {
+        // The sample's record buffer is reused for the batches.
+        let input = Inline {
+            sample: &sample,
+            bom,
+            records: sampled,
+        };
+        return inline::convert(input, job, &builder, sink, props, open_rejects, filter);
+    }
+    drop(sampled);
 
     let mut reader =
         RecordReader::new(Cursor::new(sample).chain(input), job.dialect).starting_at(bom as u64);
@@ -311,8 +329,6 @@ fn convert(
     })
 }
 
-const ENCODER_GONE: &str = "parquet encoder stopped";
-
 /// Record buffers beyond one per typing worker: the one being filled by the reader while the
 /// workers are busy. (Each holds a batch of records, about 2 MiB at 8192 rows of 12 columns.)
 const SPARE_BUFFERS: usize = 1;
@@ -324,8 +340,14 @@ const SPARE_BUFFERS: usize = 1;
 /// the limit). On 2 cores that is one typing thread: the three stages (about 25%, 33% and 35%
 /// of the CPU time) fill both cores, and every extra thread costs a record buffer and an
 /// allocator arena of memory.
+///
+/// Computed once per process: `available_parallelism` reads the cgroup files (about 18 system
+/// calls), which per item is a measurable share of a small file's cost.
 fn typing_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 3))
+    static WORKERS: OnceLock<usize> = OnceLock::new();
+    *WORKERS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 3))
+    })
 }
 
 fn join(
@@ -403,17 +425,19 @@ fn parse_loop(
         encoder,
     } = stages;
     let mut order = InOrder {
-        builder,
-        job,
-        encoder,
-        open_rejects,
+        handler: Handler {
+            builder,
+            job,
+            output: Output::Thread(encoder),
+            open_rejects,
+            rows: 0,
+            rejected: 0,
+            rejects: None,
+            filter,
+        },
         next: 0,
         waiting: BTreeMap::new(),
         free: (0..buffers).map(|_| Records::default()).collect(),
-        rows: 0,
-        rejected: 0,
-        rejects: None,
-        filter,
     };
     let mut sent = 0u64;
     let mut header_pending = job.has_header;
@@ -464,23 +488,17 @@ fn parse_loop(
         order.take(t)?;
     }
     read_result?;
-    Ok((order.rows, order.rejected, order.rejects, order.filter))
+    let h = order.handler;
+    Ok((h.rows, h.rejected, h.rejects, h.filter))
 }
 
-/// Puts typed batches back in input order and handles each in turn.
+/// Puts typed batches back in input order and hands each to the [`Handler`].
 struct InOrder<'a, 'j> {
-    builder: &'a BatchBuilder,
-    job: &'a CsvToParquet<'j>,
-    encoder: &'a SyncSender<Msg>,
-    open_rejects: &'a mut dyn FnMut() -> ObjectSink,
+    handler: Handler<'a, 'j>,
     /// Sequence number of the next batch to hand on.
     next: u64,
     waiting: BTreeMap<u64, Typed>,
     free: Vec<Records>,
-    rows: u64,
-    rejected: u64,
-    rejects: Option<ObjectSink>,
-    filter: Option<CursorFilter>,
 }
 
 impl InOrder<'_, '_> {
@@ -496,232 +514,11 @@ impl InOrder<'_, '_> {
             } = t;
             let built =
                 built.ok_or_else(|| ExtractError::Internal("CSV typing thread panicked".into()))?;
-            self.handle(built, &records, skip)?;
+            self.handler.handle(built, &records, skip)?;
             self.free.push(records);
         }
         Ok(())
     }
-
-    fn handle(&mut self, built: Built, records: &Records, skip: usize) -> Result<()> {
-        let job = self.job;
-        let src = job.source_name;
-        let builder = self.builder;
-        if let Some(fatal) = built.problems.iter().find(|p| p.fails_item()) {
-            return Err(problem_error(fatal, records, skip, builder, src));
-        }
-        if !built.problems.is_empty() {
-            match job.bad_rows {
-                BadRows::Fail => {
-                    return Err(problem_error(
-                        &built.problems[0],
-                        records,
-                        skip,
-                        builder,
-                        src,
-                    ));
-                }
-                BadRows::Quarantine => {
-                    let sink = self.rejects.get_or_insert_with(&mut *self.open_rejects);
-                    self.rejected +=
-                        write_rejects(sink, &built.problems, records, skip, builder, src)?;
-                    if let Some(limit) = job.max_bad_rows
-                        && self.rejected > limit
-                    {
-                        return Err(ExtractError::TooManyBadRows {
-                            source_name: src.to_string(),
-                            rejected: self.rejected,
-                            limit,
-                        });
-                    }
-                }
-            }
-        }
-        // `--cursor`: only rows after the mark go on (and count as written).
-        let batch = match &mut self.filter {
-            Some(filter) => filter.apply(built.batch, src)?,
-            None => built.batch,
-        };
-        let batch_rows = batch.num_rows() as u64;
-        if batch_rows > 0 {
-            self.encoder
-                .send(Msg::Batch(batch))
-                .map_err(|_| ExtractError::Internal(ENCODER_GONE.into()))?;
-        }
-        self.rows += batch_rows;
-        job.rows_counter.fetch_add(batch_rows, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-fn truncate(value: &str) -> String {
-    if value.chars().count() <= MAX_VALUE_CHARS {
-        value.to_string()
-    } else {
-        let cut: String = value.chars().take(MAX_VALUE_CHARS).collect();
-        format!("{cut}...")
-    }
-}
-
-/// `column 2 (comment)`, also for a field beyond the header's columns.
-fn column_label(columns: &[Column], col: usize) -> String {
-    match columns.get(col) {
-        Some(c) => format!("column {} ({})", col + 1, c.name),
-        None => format!("column {}", col + 1),
-    }
-}
-
-/// What is wrong with a record whose quoting is broken.
-fn flaw_detail(flaw: Flaw, line: u64, columns: &[Column]) -> String {
-    match flaw {
-        Flaw::TextAfterQuote { field } => format!(
-            "text follows the closing quote of {}; a quote inside a quoted value must be \
-             doubled (\"\")",
-            column_label(columns, field)
-        ),
-        Flaw::UnterminatedQuote {
-            field,
-            last_line,
-            swallowed_lines: true,
-        } => format!(
-            "the quote opened in {} is never closed: the value runs to the end of input, \
-             swallowing lines {}-{last_line}, which are most likely rows of their own; fix the \
-             quoting at the source (this fails the item even with --bad-rows quarantine)",
-            column_label(columns, field),
-            line + 1
-        ),
-        Flaw::UnterminatedQuote { field, .. } => format!(
-            "the quote opened in {} is never closed before the end of input",
-            column_label(columns, field)
-        ),
-    }
-}
-
-/// The error `--bad-rows fail` reports for a problem.
-fn problem_error(
-    problem: &Problem,
-    records: &Records,
-    skip: usize,
-    builder: &BatchBuilder,
-    src: &str,
-) -> ExtractError {
-    let row = problem.row() + skip;
-    let line = records.line(row);
-    let offset = records.offset(row);
-    let columns = builder.columns();
-    let bad_record = |detail: String| ExtractError::BadRecord {
-        source_name: src.to_string(),
-        line,
-        offset,
-        detail,
-    };
-    match *problem {
-        Problem::BadValue { col, .. } => {
-            let column = &columns[col];
-            ExtractError::BadValue(Box::new(BadValue {
-                source_name: src.to_string(),
-                line,
-                offset,
-                column: column.name.clone(),
-                column_index: col + 1,
-                value: truncate(&String::from_utf8_lossy(records.field(row, col))),
-                expected: column.column_type.name().to_string(),
-                hint: Some(if column.lossless {
-                    format!(
-                        "expected {}, written so that nothing is lost; the type was inferred \
-                         from the sampled rows: declare the column's type with a schema file, \
-                         sample more rows with --infer-rows, or use --bad-rows quarantine",
-                        column.column_type.expected_form()
-                    )
-                } else {
-                    format!(
-                        "expected {}; fix the type with a schema file or use --bad-rows \
-                         quarantine",
-                        column.column_type.expected_form()
-                    )
-                }),
-            }))
-        }
-        Problem::InvalidUtf8 { col, .. } => {
-            bad_record(format!("{} is not valid UTF-8", column_label(columns, col)))
-        }
-        Problem::NulByte { col, .. } => bad_record(format!(
-            "{} holds a NUL byte (binary or UTF-16 data?)",
-            column_label(columns, col)
-        )),
-        Problem::Malformed { flaw, .. } => bad_record(flaw_detail(flaw, line, columns)),
-        Problem::FieldCount { found, .. } => bad_record(format!(
-            "expected {} fields (as in the header), found {found}",
-            columns.len()
-        )),
-    }
-}
-
-/// Writes one JSON line per bad row; returns the number of rows.
-fn write_rejects(
-    sink: &mut ObjectSink,
-    problems: &[Problem],
-    records: &Records,
-    skip: usize,
-    builder: &BatchBuilder,
-    src: &str,
-) -> Result<u64> {
-    let columns = builder.columns();
-    let mut count = 0;
-    let mut i = 0;
-    while i < problems.len() {
-        let row = problems[i].row();
-        let mut errors = Vec::new();
-        while i < problems.len() && problems[i].row() == row {
-            errors.push(match problems[i] {
-                Problem::BadValue { col, .. } => json!({
-                    "column": columns[col].name,
-                    "column_index": col + 1,
-                    "value": truncate(&String::from_utf8_lossy(records.field(row + skip, col))),
-                    "expected": columns[col].column_type.name(),
-                }),
-                Problem::InvalidUtf8 { col, .. } => json!({
-                    "column": columns[col].name,
-                    "column_index": col + 1,
-                    "error": "invalid UTF-8",
-                }),
-                Problem::NulByte { col, .. } => json!({
-                    "column": columns[col].name,
-                    "column_index": col + 1,
-                    "error": "NUL byte",
-                }),
-                Problem::Malformed { flaw, .. } => json!({
-                    "error": flaw_detail(flaw, records.line(row + skip), columns),
-                }),
-                Problem::FieldCount { found, .. } => json!({
-                    "error": format!("expected {} fields, found {found}", columns.len()),
-                }),
-            });
-            i += 1;
-        }
-        let mut line = json!({
-            "source": src,
-            "line": records.line(row + skip),
-            "offset": records.offset(row + skip),
-            "errors": errors,
-            "fields": records.record_strings(row + skip),
-        });
-        // `fields` is text: bytes that are not UTF-8 show as U+FFFD there, so the exact bytes
-        // go along too, or the quarantined row could not be recovered.
-        let raw: Vec<&[u8]> = (0..records.fields(row + skip))
-            .map(|c| records.field(row + skip, c))
-            .collect();
-        if raw.iter().any(|f| std::str::from_utf8(f).is_err()) {
-            use base64::Engine;
-            let engine = base64::engine::general_purpose::STANDARD;
-            line["fields_base64"] = raw.iter().map(|f| engine.encode(f)).collect();
-        }
-        let mut text = serde_json::to_vec(&line)
-            .map_err(|e| ExtractError::Internal(format!("rejects JSON: {e}")))?;
-        text.push(b'\n');
-        sink.write_all_bytes(&text)?;
-        count += 1;
-    }
-    Ok(count)
 }
 
 /// The encoder thread: Arrow batches in, Parquet bytes out to the sink.
@@ -732,27 +529,7 @@ fn encode(
     props: WriterProperties,
     src: &str,
 ) -> Result<(Committed, usize, Vec<ColumnValues>)> {
-    let encode_err = |e: parquet::errors::ParquetError| {
-        // An I/O error inside Parquet's writer may be the sink's (upload) error.
-        match e {
-            parquet::errors::ParquetError::External(inner) => {
-                match inner.downcast::<std::io::Error>() {
-                    Ok(io) => ExtractError::from_io(*io, |io| ExtractError::Encode {
-                        source_name: src.to_string(),
-                        detail: io.to_string(),
-                    }),
-                    Err(other) => ExtractError::Encode {
-                        source_name: src.to_string(),
-                        detail: other.to_string(),
-                    },
-                }
-            }
-            other => ExtractError::Encode {
-                source_name: src.to_string(),
-                detail: other.to_string(),
-            },
-        }
-    };
+    let encode_err = |e| encode_error(e, src);
     let mut writer = ArrowWriter::try_new(sink, schema, Some(props)).map_err(encode_err)?;
     loop {
         match rx.recv() {
@@ -775,6 +552,7 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
@@ -817,6 +595,17 @@ mod tests {
             bad_rows: BadRows,
             batch_rows: usize,
         ) -> Result<Converted> {
+            self.convert_with(input, bad_rows, batch_rows, Path::Threads)
+        }
+
+        /// [`Self::convert`] on the given path; `Path::Inline` samples the whole input.
+        fn convert_with(
+            &self,
+            input: &mut dyn BufRead,
+            bad_rows: BadRows,
+            batch_rows: usize,
+            path: Path,
+        ) -> Result<Converted> {
             let _guard = self.runtime.enter();
             let options = ParquetOptions::default();
             let counter = AtomicU64::new(0);
@@ -830,8 +619,8 @@ mod tests {
                 },
                 has_header: true,
                 null_values: &nulls,
-                infer_rows: 20,
-                infer_bytes: 4096,
+                infer_rows: if path == Path::Threads { 20 } else { 1_000_000 },
+                infer_bytes: if path == Path::Threads { 4096 } else { 8 << 20 },
                 batch_rows,
                 soda_types: None,
                 schema_file: None,
@@ -848,7 +637,8 @@ mod tests {
                     .open("out.rejects.jsonl", Default::default(), "x")
             };
             // Three typing threads, whatever the machine: batches finish out of order.
-            let converted = convert(input, &job, sink, &mut open_rejects, 3);
+            let inline_max = if path == Path::Inline { usize::MAX } else { 0 };
+            let converted = convert(input, &job, sink, &mut open_rejects, 3, inline_max);
             if let Ok(c) = &converted {
                 assert_eq!(counter.load(Ordering::Relaxed), c.rows);
             }
@@ -878,6 +668,17 @@ mod tests {
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect()
         }
+    }
+
+    /// Which way [`Harness::convert_with`] converts.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Path {
+        /// The threaded pipeline, three typing threads, whatever the machine; 20 rows sampled.
+        Threads,
+        /// The threaded pipeline, every row sampled (as `Inline`).
+        ThreadsWholeSample,
+        /// On the calling thread (the whole input is the inference sample).
+        Inline,
     }
 
     /// `id,amount,note` rows 0..n; `bad` ids get an amount that is not a number.
@@ -963,6 +764,91 @@ mod tests {
             assert!(err.contains("\"bad1500\""), "{err}");
             assert!(!h.dir.path().join("out.parquet").exists());
         }
+    }
+
+    /// `id,amount,note` rows 0..n; `ragged` ids get a fourth field (a bad row that does not
+    /// change what inference finds).
+    fn ragged_csv(n: usize, ragged: &[usize]) -> String {
+        let mut text = String::from("id,amount,note\n");
+        for i in 0..n {
+            let extra = if ragged.contains(&i) { ",extra" } else { "" };
+            text.push_str(&format!("{i},{}.5,\"a, \"\"b\"\"\"{extra}\n", i * 2));
+        }
+        text
+    }
+
+    #[test]
+    fn small_inputs_convert_on_the_calling_thread_to_the_same_bytes() {
+        let cases = [
+            ("many batches", csv(3000, &[]), BadRows::Fail, 7),
+            ("one batch", csv(12, &[]), BadRows::Fail, 8192),
+            (
+                "header only",
+                "id,amount,note\n".to_string(),
+                BadRows::Fail,
+                8192,
+            ),
+            (
+                "quarantine",
+                ragged_csv(500, &[0, 6, 7, 499]),
+                BadRows::Quarantine,
+                6,
+            ),
+            (
+                "blank lines",
+                "\n\na,b\n\n1,x\n\n2,y\n".to_string(),
+                BadRows::Fail,
+                1,
+            ),
+        ];
+        for (name, text, bad_rows, batch) in cases {
+            let mut outputs = Vec::new();
+            for path in [Path::ThreadsWholeSample, Path::Inline] {
+                let h = Harness::new();
+                let c = h
+                    .convert_with(&mut text.as_bytes(), bad_rows, batch, path)
+                    .unwrap();
+                let read = |file: &str| std::fs::read(h.dir.path().join(file)).ok();
+                outputs.push((
+                    c.rows,
+                    c.rejected,
+                    c.row_groups,
+                    read("out.parquet").expect("the data object"),
+                    read("out.rejects.jsonl"),
+                ));
+            }
+            assert_eq!(outputs[0], outputs[1], "{name}: threaded and inline differ");
+        }
+        // The cases exercise what they say.
+        let h = Harness::new();
+        let text = ragged_csv(500, &[0, 6, 7, 499]);
+        let c = h
+            .convert_with(&mut text.as_bytes(), BadRows::Quarantine, 6, Path::Inline)
+            .unwrap();
+        assert_eq!((c.rows, c.rejected), (496, 4));
+        assert_eq!(h.rejects().len(), 4);
+        assert_eq!(
+            h.ids(),
+            (1..499)
+                .filter(|i| ![6, 7].contains(i))
+                .collect::<Vec<i64>>()
+        );
+    }
+
+    #[test]
+    fn an_inline_conversion_that_fails_commits_nothing() {
+        let h = Harness::new();
+        let text = ragged_csv(50, &[20]);
+        let err = h
+            .convert_with(&mut text.as_bytes(), BadRows::Fail, 8192, Path::Inline)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected 3 fields (as in the header), found 4"),
+            "{err}"
+        );
+        assert!(err.contains("line 22"), "{err}");
+        assert!(!h.dir.path().join("out.parquet").exists());
     }
 
     /// Input that breaks off after its bytes (a dropped connection).

@@ -20,6 +20,7 @@
 //! - A record longer than [`MAX_RECORD_BYTES`] fails the item (bounded memory; it is almost
 //!   always a quote that is never closed).
 
+use std::cell::RefCell;
 use std::io::{self, BufRead};
 
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
@@ -32,8 +33,28 @@ pub struct Dialect {
     pub escape: Option<u8>,
 }
 
+thread_local! {
+    /// The csv-core reader the thread's last [`RecordReader`] used, reset, for the next one.
+    static SPARE_PARSER: RefCell<Option<(Dialect, Reader)>> = const { RefCell::new(None) };
+}
+
 impl Dialect {
+    /// A csv-core reader for this dialect, in its start state.
+    ///
+    /// Building one compiles csv-core's DFA, which costs more than splitting a 2 KB file, and a
+    /// conversion needs two (the sample's and the input's), one after the other. So a dropped
+    /// [`RecordReader`] leaves its reader, reset, to the next one on the same thread. (A
+    /// reader cannot be cloned instead: csv-core's `Clone` for it keeps only part of the DFA.)
     fn reader(&self) -> Reader {
+        let spare = SPARE_PARSER
+            .try_with(|spare| spare.borrow_mut().take())
+            .ok()
+            .flatten();
+        if let Some((dialect, reader)) = spare
+            && dialect == *self
+        {
+            return reader;
+        }
         let mut builder = ReaderBuilder::new();
         builder
             .delimiter(self.delimiter)
@@ -364,7 +385,8 @@ impl Tracker {
 /// Reads records from a buffered source.
 pub struct RecordReader<R> {
     input: R,
-    parser: Reader,
+    /// Present until the reader is dropped (then it goes back to [`SPARE_PARSER`]).
+    parser: Option<Reader>,
     tracker: Tracker,
     max_record_bytes: usize,
     /// csv-core has been called: see [`Self::read_batch_inner`] on its BOM handling.
@@ -375,14 +397,31 @@ pub struct RecordReader<R> {
     records: u64,
 }
 
+impl<R> Drop for RecordReader<R> {
+    fn drop(&mut self) {
+        if let Some(mut parser) = self.parser.take() {
+            parser.reset();
+            let dialect = self.tracker.quotes.dialect;
+            // During thread exit the slot may be gone: the reader is just dropped then.
+            let _ = SPARE_PARSER.try_with(|spare| *spare.borrow_mut() = Some((dialect, parser)));
+        }
+    }
+}
+
 /// Initial guess of bytes per record, for buffer sizing.
 const RECORD_BYTES_GUESS: usize = 128;
+
+/// Field bytes a record buffer starts with (it grows as needed).
+const INITIAL_DATA_BYTES: usize = 64 * 1024;
+
+/// Field ends a record buffer starts with (it grows as needed).
+const INITIAL_FIELD_ENDS: usize = 4096;
 
 impl<R: BufRead> RecordReader<R> {
     pub fn new(input: R, dialect: Dialect) -> Self {
         RecordReader {
             input,
-            parser: dialect.reader(),
+            parser: Some(dialect.reader()),
             tracker: Tracker {
                 position: Position {
                     offset: 0,
@@ -438,12 +477,16 @@ impl<R: BufRead> RecordReader<R> {
         if self.ended {
             return Ok(0);
         }
-        let want_data = (max * RECORD_BYTES_GUESS).max(4096);
+        // Buffers start small and double when csv-core fills them (below), then keep their
+        // size for the next batches: a 2 KB file does not pay for zeroing (and faulting in)
+        // the megabyte a full batch of `max` records may need.
+        let want_data = (max * RECORD_BYTES_GUESS).clamp(4096, INITIAL_DATA_BYTES);
         if out.data.len() < want_data {
             out.data.resize(want_data, 0);
         }
-        if out.ends.len() < max * 4 + 64 {
-            out.ends.resize(max * 4 + 64, 0);
+        let want_ends = (max * 4 + 64).min(INITIAL_FIELD_ENDS);
+        if out.ends.len() < want_ends {
+            out.ends.resize(want_ends, 0);
         }
         let mut record_data_start = 0usize;
         let mut record_first_end = 0usize;
@@ -463,7 +506,8 @@ impl<R: BufRead> RecordReader<R> {
                 input = &input[..1];
                 self.started = true;
             }
-            let (result, nin, nout, nend) = self.parser.read_record(
+            let parser = self.parser.as_mut().expect("taken only on drop");
+            let (result, nin, nout, nend) = parser.read_record(
                 input,
                 &mut out.data[out.data_len..],
                 &mut out.ends[out.ends_len..],
@@ -596,6 +640,29 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn readers_of_other_dialects_on_one_thread_split_their_own_way() {
+        // Each reader comes from the thread's last built one when the dialect matches: a
+        // reader left mid-record, or built for another dialect, must not leak into the next.
+        let fields = |d: Dialect, text: &[u8]| -> Vec<Vec<String>> {
+            read_with(text, d, 4096, 100)
+                .into_iter()
+                .map(|(_, _, _, f)| f)
+                .collect()
+        };
+        let semicolon = Dialect {
+            delimiter: b';',
+            quote: b'\'',
+            escape: Some(b'\\'),
+        };
+        for _ in 0..2 {
+            let mut cut = RecordReader::new(&b"a,\"open"[..], dialect());
+            cut.read_sample_batch(&mut Records::default(), 10).unwrap();
+            assert_eq!(fields(dialect(), b"a;b,'c,d'\n"), [vec!["a;b", "'c", "d'"]]);
+            assert_eq!(fields(semicolon, b"a,b;'c;\\'d'\n"), [vec!["a,b", "c;'d"]]);
+        }
     }
 
     /// [`read_with`] through 1-, 5- and 4096-byte buffers, which must all agree.
