@@ -31,7 +31,8 @@ use crate::error::Result;
 use crate::naming::{KeyClaims, Layout};
 use crate::receipt::{ItemRecord, ItemStatus, objects_intact};
 
-/// Records per part: ~1-2 KB each, so a part is about 1-2 MB.
+/// Records per batch of the end-of-task check; parts hold `--journal-part-items` records
+/// (default 1000: ~1-2 KB each, so a part is about 1-2 MB).
 pub(crate) const PART_ITEMS: usize = 1000;
 /// Oldest unwritten record: bounds the work a crash makes a retry redo.
 pub(crate) const PART_AGE: Duration = Duration::from_secs(30);
@@ -85,10 +86,16 @@ pub(crate) struct Journal {
     pending: Vec<ItemRecord>,
     oldest: Option<Instant>,
     written: Vec<String>,
+    part_items: usize,
 }
 
 impl Journal {
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, dir: String, task: &TaskContext) -> Journal {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        dir: String,
+        task: &TaskContext,
+        part_items: usize,
+    ) -> Journal {
         Journal {
             store,
             dir,
@@ -97,6 +104,7 @@ impl Journal {
             pending: Vec::new(),
             oldest: None,
             written: Vec::new(),
+            part_items: part_items.max(1),
         }
     }
 
@@ -105,7 +113,7 @@ impl Journal {
         self.oldest.get_or_insert_with(Instant::now);
         self.pending.push(record);
         let old = self.oldest.is_some_and(|t| t.elapsed() >= PART_AGE);
-        if self.pending.len() >= PART_ITEMS || old {
+        if self.pending.len() >= self.part_items || old {
             self.flush().await?;
         }
         Ok(())

@@ -229,7 +229,12 @@ pub async fn run_with_hooks(
         states,
     });
 
-    let mut journal = Journal::new(store.clone(), journal_dir, task);
+    let mut journal = Journal::new(
+        store.clone(),
+        journal_dir,
+        task,
+        shared.config.journal_part_items,
+    );
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut records = futures::stream::iter(share)
         .map(|item| {

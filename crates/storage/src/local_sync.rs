@@ -56,3 +56,31 @@ pub(crate) fn sync_dir(dir: &Path) {
         let _ = d.sync_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferred_directories_are_synced_once_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        let deferred = DeferredSyncs::default();
+        // Off: synced at once, nothing noted.
+        deferred.renamed_in(&a);
+        assert!(deferred.lock().is_empty());
+        deferred.enable();
+        for _ in 0..3 {
+            deferred.renamed_in(&a);
+        }
+        deferred.renamed_in(dir.path());
+        assert_eq!(deferred.lock().len(), 2, "one entry per directory");
+        deferred.sync().unwrap();
+        assert!(deferred.lock().is_empty());
+        // A directory removed before the sync has nothing left to make durable.
+        deferred.renamed_in(&a);
+        std::fs::remove_dir(&a).unwrap();
+        deferred.sync().unwrap();
+    }
+}
