@@ -8,7 +8,7 @@ mod extract_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use extract_support::{sluice, spawn, text, visible_files, wait_for};
+use extract_support::{sluice, text, visible_files, wait_for};
 use sluice_testkit::{ServedFile, TestServer, read_parquet};
 
 const FILES: usize = 300;
@@ -62,26 +62,40 @@ fn sigkill_mid_way_through_many_small_files_then_a_retry_writes_every_row_once()
     };
     let journal = dest.join("_manifests/executions/extract-k1/task-00000");
 
-    let mut child = spawn(&mut attempt("0"));
+    // Logs to a file: a pipe nobody reads would stall the task once full.
+    let log = dir.path().join("attempt0.log");
+    let mut child = attempt("0")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("attempt0.err")).unwrap())
+        .spawn()
+        .unwrap();
     // Five parts (100 items) recorded, the task still running: kill it.
-    assert!(
-        wait_for(Duration::from_secs(60), || journal
-            .join("a000-00004.json")
-            .exists()),
-        "no journal part appeared"
-    );
+    let appeared = wait_for(Duration::from_secs(60), || {
+        journal.join("a000-00004.json").exists() || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    let logs = || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("attempt0.err")).unwrap_or_default()
+    };
+    if !appeared || matches!(child.try_wait(), Ok(Some(_))) {
+        let _ = child.kill();
+        panic!("no journal part appeared while the task ran: {}", logs());
+    }
     child.kill().unwrap();
-    let killed = child.wait_with_output().unwrap();
-    assert_eq!(killed.status.code(), None, "{}", text(&killed));
+    let killed = child.wait().unwrap();
+    assert_eq!(killed.code(), None, "{}", logs());
     assert!(
         !dest.join("_manifests/task-00000.json").exists(),
         "the killed attempt got to its manifest: kill it earlier"
     );
+    // The parts (not their hidden metadata sidecars).
     let recorded: usize = std::fs::read_dir(&journal)
         .unwrap()
-        .map(|e| {
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| {
             let part: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+                serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
             part["items"].as_array().unwrap().len()
         })
         .sum();
