@@ -15,17 +15,20 @@ use sluice_testkit::{FakeGcs, ServedFile, TestServer};
 const BUCKET: &str = "lake";
 const FILES: usize = 40;
 
+/// What clients sent over one connection.
+type Sent = Arc<Mutex<Vec<u8>>>;
+
 /// Relays loopback TCP to `upstream` and keeps every byte clients sent, per connection.
 struct CountingRelay {
     port: u16,
-    sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
 }
 
 impl CountingRelay {
     fn start(upstream: u16) -> CountingRelay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
         let all = sent.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {

@@ -22,13 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use sluice_manifest::JournalPart;
 use sluice_runtime::TaskContext;
 use sluice_storage::{ObjectStore, WriteOptions};
 
 use crate::error::Result;
-use crate::naming::{KeyClaims, Layout};
+use crate::naming::{KeyClaims, Layout, key_hash};
 use crate::receipt::{ItemRecord, ItemStatus, objects_intact};
 
 /// Records per batch of the end-of-task check; parts hold `--journal-part-items` records
@@ -64,17 +63,11 @@ fn attempt_of(file: &str) -> Option<u32> {
     attempt.parse().ok()
 }
 
-/// A 128-bit digest of an item key: what the task keeps per item instead of the key.
-pub(crate) fn key_hash(key: &str) -> u128 {
-    let digest = Sha256::digest(key.as_bytes());
-    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
-}
-
 /// Reads a part (`url` for messages).
 pub(crate) async fn read_part(store: &dyn ObjectStore, key: &str) -> Result<JournalPart> {
     let bytes = sluice_storage::read_to_bytes(store, key, PART_LIMIT).await?;
-    Ok(JournalPart::parse(&bytes, &store.url_of(key))
-        .map_err(|e| crate::error::ExtractError::Internal(format!("task journal: {e}")))?)
+    JournalPart::parse(&bytes, &store.url_of(key))
+        .map_err(|e| crate::error::ExtractError::Internal(format!("task journal: {e}")))
 }
 
 /// This attempt's journal: records waiting for the next part, and the parts written.

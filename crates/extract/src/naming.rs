@@ -271,6 +271,13 @@ pub(crate) fn member_stem(source: &str, member_path: &str, format: OutputFormat)
     }
 }
 
+/// A 128-bit digest of a key (object, receipt or item key): what a task keeps per key instead
+/// of the key itself (claims, the journal's index of reusable items).
+pub(crate) fn key_hash(key: &str) -> u128 {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
 /// The object keys one task has written or is writing, with what each came from: a second,
 /// different source for a key fails instead of overwriting the first's object. The same source
 /// claiming again (an item redone after a broken transfer) is fine.
@@ -295,7 +302,7 @@ impl KeyClaims {
     /// sources named if another source has claimed it.
     pub(crate) fn claim(&self, key: &str, source: &str) -> Result<()> {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        let digest = crate::journal::key_hash(key);
+        let digest = key_hash(key);
         match owners.by_key.get(&digest) {
             Some(first) if &**first != source => Err(ExtractError::KeyCollision {
                 key: key.to_string(),
