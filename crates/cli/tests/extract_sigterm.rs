@@ -51,7 +51,7 @@ fn sigterm_mid_download_leaves_nothing_and_a_rerun_completes() {
     assert!(logs.contains("SIGTERM"), "{logs}");
     // Progress was being reported when the signal came.
     assert!(logs.contains("\"rate_bytes_per_sec\""), "{logs}");
-    // No object, no receipt, no manifest, and no temp file left behind.
+    // No object, no journal part, no manifest, and no temp file left behind.
     assert_eq!(all_files(&dest), Vec::<String>::new(), "{logs}");
 
     // Cloud Run retries the task.
@@ -67,7 +67,7 @@ fn sigterm_mid_download_leaves_nothing_and_a_rerun_completes() {
     assert_eq!(
         files,
         [
-            "_manifests/items/big/big.json",
+            "_manifests/executions/extract-x1/task-00000/a001-00000.json",
             "_manifests/task-00000.json",
             "big/big-00000.parquet"
         ]

@@ -32,6 +32,9 @@ pub struct ExtractConfig {
     pub max_bad_rows: Option<u64>,
     /// Skip items whose recorded source version (ETag / Last-Modified / size) still matches.
     pub skip_existing: bool,
+    /// Finished items recorded per task journal part (`--journal-part-items`): a crash makes
+    /// the retry redo at most this many items (or 30 s of work).
+    pub journal_part_items: usize,
     /// `--since auto`: per-source windows from the stored state `{dest}/_state/{dataset}.json`
     /// (`docs/state.md`). A literal `--since` (`socrata_options.since`) overrides it.
     pub since_auto: bool,
@@ -65,6 +68,7 @@ impl ExtractConfig {
             bad_rows: BadRows::Fail,
             max_bad_rows: None,
             skip_existing: false,
+            journal_part_items: 1000,
             since_auto: false,
             lag: Duration::ZERO,
             cursor: None,

@@ -23,6 +23,8 @@ mod convert;
 mod decode;
 mod error;
 mod execution_date;
+mod journal;
+mod manifest_writer;
 mod naming;
 mod pin;
 mod pipeline;

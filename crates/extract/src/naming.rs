@@ -44,7 +44,7 @@
 //! by the task's key claims ([`KeyClaims`]): the second writer of a key fails before it writes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::config::OutputFormat;
 use crate::error::{ExtractError, Result};
@@ -271,12 +271,30 @@ pub(crate) fn member_stem(source: &str, member_path: &str, format: OutputFormat)
     }
 }
 
+/// A 128-bit digest of a key (object, receipt or item key): what a task keeps per key instead
+/// of the key itself (claims, the journal's index of reusable items).
+pub(crate) fn key_hash(key: &str) -> u128 {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
 /// The object keys one task has written or is writing, with what each came from: a second,
 /// different source for a key fails instead of overwriting the first's object. The same source
 /// claiming again (an item redone after a broken transfer) is fine.
+///
+/// A task may claim hundreds of thousands of keys, so each is kept as a 128-bit digest (a
+/// collision is as likely as one of SHA-256's), and each source's name once, shared by all
+/// the keys it claims in a row.
 #[derive(Debug, Default)]
 pub(crate) struct KeyClaims {
-    owners: Mutex<HashMap<String, String>>,
+    owners: Mutex<Owners>,
+}
+
+#[derive(Debug, Default)]
+struct Owners {
+    by_key: HashMap<u128, Arc<str>>,
+    /// The source of the latest claim: an item claims its receipt and objects in a row.
+    last: Option<Arc<str>>,
 }
 
 impl KeyClaims {
@@ -284,15 +302,21 @@ impl KeyClaims {
     /// sources named if another source has claimed it.
     pub(crate) fn claim(&self, key: &str, source: &str) -> Result<()> {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        match owners.get(key) {
-            Some(first) if first != source => Err(ExtractError::KeyCollision {
+        let digest = key_hash(key);
+        match owners.by_key.get(&digest) {
+            Some(first) if &**first != source => Err(ExtractError::KeyCollision {
                 key: key.to_string(),
-                first: first.clone(),
+                first: first.to_string(),
                 second: source.to_string(),
             }),
             Some(_) => Ok(()),
             None => {
-                owners.insert(key.to_string(), source.to_string());
+                let shared = match &owners.last {
+                    Some(last) if &**last == source => last.clone(),
+                    _ => Arc::<str>::from(source),
+                };
+                owners.last = Some(shared.clone());
+                owners.by_key.insert(digest, shared);
                 Ok(())
             }
         }

@@ -1,5 +1,6 @@
 //! One task's run: plan, take the share, process items with bounded concurrency (reusing or
-//! skipping what is already written), write receipts and the task manifest.
+//! skipping what is already written), record them in the task journal and stream the task
+//! manifest from it (`journal`, `manifest_writer`): memory stays flat in the number of items.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,15 +14,17 @@ use sluice_storage::{ObjectStore, StorageError, StoreConfig, WriteOptions};
 use crate::config::{ExtractConfig, OutputFormat, PartitionValue};
 use crate::convert::cursor::CursorTracker;
 use crate::decode::ChannelReader;
-use crate::error::{ExtractError, FailedItem, MAX_LISTED_FAILURES, Result};
+use crate::error::{ExtractError, Result};
 use crate::execution_date::{execution_date, remove_expired_pins};
+use crate::journal::{self, Journal, Prior};
+use crate::manifest_writer::{self, Sources};
 use crate::naming::{KeyClaims, Layout};
 use crate::pipeline::{self, PipelineCtx};
 use crate::plan::plan_pinned;
 use crate::progress::{ItemProgress, ProgressHub, human_bytes};
 use crate::receipt::{
     FORMAT_VERSION, ItemRecord, ItemStatus, ObjectRecord, PageRecord, Receipt, SourceRecord,
-    TASK_MANIFEST_KIND, TaskManifest, Totals, objects_intact, verify_objects,
+    TASK_MANIFEST_KIND, TaskManifest, objects_intact,
 };
 use crate::sink::SinkFactory;
 use crate::source::http::{HttpClient, SourceVersion};
@@ -35,13 +38,12 @@ const ITEM_ATTEMPTS: u32 = 4;
 const PARQUET_UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 /// Largest receipt read back.
 const RECEIPT_LIMIT: u64 = 16 * 1024 * 1024;
-/// Metadata requests in flight during the end-of-task check.
-const VERIFY_CONCURRENCY: usize = 16;
+/// Items started ahead of the oldest unfinished one, per unit of `--concurrency`: results
+/// are taken in plan order (so the manifest lists items in key order) without a slow item
+/// stalling the others.
+const LOOKAHEAD: usize = 16;
 
-/// Called with every object the manifest will list, after the last item and before the
-/// end-of-task check reads them back.
-pub type BeforeVerify =
-    Arc<dyn Fn(Vec<ObjectRecord>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+pub use crate::manifest_writer::BeforeVerify;
 
 /// Test seams of [`run_with_hooks`]; [`run`] uses none.
 #[derive(Clone, Default)]
@@ -54,6 +56,8 @@ pub struct TaskHooks {
 /// What a successful task produced.
 #[derive(Debug)]
 pub struct TaskOutcome {
+    /// The task manifest's header and totals. Its `items` are empty: a task may have more
+    /// than fit in memory; they are in the stored manifest at `manifest_url`.
     pub manifest: TaskManifest,
     /// Where the task manifest was written.
     pub manifest_url: String,
@@ -71,6 +75,8 @@ struct Shared {
     task: TaskContext,
     cancel: CancellationToken,
     claims: Arc<KeyClaims>,
+    /// What earlier attempts of this task finished (a retry).
+    prior: Prior,
     /// `--since auto`: the stored state, for files whose version it records.
     states: Option<tokio::sync::Mutex<StateReader>>,
 }
@@ -107,6 +113,8 @@ pub async fn run_with_hooks(
             StorageError::InvalidLocation { .. } => ExtractError::Config(format!("--dest: {e}")),
             other => ExtractError::Storage(other),
         })?;
+    // Local directories: one directory fsync per journal part instead of one per object.
+    store.defer_directory_syncs();
     let dest_prefix = prefix.clone();
     let prefix = Layout::new(&prefix, None).prefix;
     let partition = match &config.partition {
@@ -177,6 +185,28 @@ pub async fn run_with_hooks(
         false => None,
     };
 
+    // The task journal: a retry (same execution) reads what earlier attempts finished; a
+    // local run (no execution, never retried) starts from an empty directory.
+    let journal_dir = journal::dir(&layout, task);
+    let claims = Arc::new(KeyClaims::default());
+    let prior = match (&task.execution, task.attempt) {
+        (Some(_), attempt) if attempt > 0 => {
+            Prior::read(store.as_ref(), &journal_dir, attempt, &claims).await?
+        }
+        (Some(_), _) => Prior::default(),
+        (None, _) => {
+            journal::clear(store.as_ref(), &journal_dir).await?;
+            Prior::default()
+        }
+    };
+    if prior.len() > 0 {
+        tracing::info!(
+            reused = prior.len(),
+            "{} items done by an earlier attempt of this execution (objects checked): reused",
+            prior.len()
+        );
+    }
+
     let hub = ProgressHub::new(config.progress.clone());
     let reporter_stop = CancellationToken::new();
     let reporter = hub.spawn_reporter(reporter_stop.clone());
@@ -194,35 +224,61 @@ pub async fn run_with_hooks(
         hub,
         task: task.clone(),
         cancel: cancel.clone(),
-        claims: Arc::new(KeyClaims::default()),
+        claims,
+        prior,
         states,
     });
 
-    let mut items: Vec<ItemRecord> = futures::stream::iter(share)
-        .map(|item| process(shared.clone(), item))
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let mut journal = Journal::new(
+        store.clone(),
+        journal_dir,
+        task,
+        shared.config.journal_part_items,
+    );
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut records = futures::stream::iter(share)
+        .map(|item| {
+            let (shared, slots) = (shared.clone(), slots.clone());
+            async move {
+                let _slot = slots.acquire_owned().await;
+                process(shared, item).await
+            }
+        })
+        .buffered(concurrency * LOOKAHEAD);
+    let mut journal_error = None;
+    while let Some(record) = records.next().await {
+        let Some(record) = record else { continue };
+        if journal_error.is_some() {
+            continue;
+        }
+        if let Err(e) = journal.push(record).await {
+            // Keep going: the items in flight finish, then the task fails on this.
+            tracing::error!(error = %e, "cannot write the task journal: {e}");
+            journal_error = Some(e);
+        }
+    }
+    drop(records);
     reporter_stop.cancel();
     let _ = reporter.await;
-    items.sort_by(|a, b| a.key.cmp(&b.key));
 
     if cancel.is_cancelled() {
         // SIGTERM: no time for bookkeeping, and every upload in flight has been aborted.
         return Err(ExtractError::Cancelled);
     }
-
-    if let Some(hook) = &hooks.before_verify {
-        hook(items.iter().flat_map(|i| i.objects.clone()).collect()).await;
+    if let Some(e) = journal_error {
+        return Err(e);
     }
-    verify(store.as_ref(), &mut items).await;
 
-    let totals = Totals::from_items(&items);
-    let failures: Vec<&ItemRecord> = items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Failed)
-        .collect();
-    let manifest = TaskManifest {
+    // A task that Cloud Run may retry (it has an execution) records every item in a part
+    // before the manifest: a retry after an incomplete manifest reads the parts. A local run's
+    // last records go straight into the manifest (a small task then writes no part at all).
+    if task.execution.is_some() {
+        journal.flush().await?;
+    }
+    let (parts, tail) = journal.into_parts();
+    // The manifest lists only durable objects.
+    store.sync().await?;
+    let header = TaskManifest {
         kind: TASK_MANIFEST_KIND.to_string(),
         version: FORMAT_VERSION,
         job: task.job.clone(),
@@ -233,15 +289,36 @@ pub async fn run_with_hooks(
         dest: store.url_of(layout.prefix.trim_end_matches('/')),
         partition,
         started_at: started_at.to_rfc3339(),
-        finished_at: chrono::Utc::now().to_rfc3339(),
-        complete: failures.is_empty(),
+        finished_at: String::new(),
+        complete: false,
         planned_items: Some(planned_per_dataset),
-        items: items.clone(),
-        totals: totals.clone(),
+        items: Vec::new(),
+        totals: Default::default(),
     };
     let manifest_key = layout.task_manifest_key(task.index);
     let manifest_url = store.url_of(&manifest_key);
-    write_json(store.as_ref(), &manifest_key, manifest.to_bytes()).await?;
+    let written = manifest_writer::write(
+        store.as_ref(),
+        &manifest_key,
+        &header,
+        Sources {
+            prior: &shared.prior,
+            parts: &parts,
+            tail,
+        },
+        hooks.before_verify.as_ref(),
+    )
+    .await?;
+    // The parts stay even when the manifest is complete: a task that dies after writing it
+    // is retried, and Cloud Run may run an attempt again. Task 0 removes them after 8 days
+    // with the execution's pins.
+    let totals = written.totals;
+    let manifest = TaskManifest {
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        complete: written.complete,
+        totals: totals.clone(),
+        ..header
+    };
 
     tracing::info!(
         items = totals.items,
@@ -266,8 +343,13 @@ pub async fn run_with_hooks(
         human_bytes(totals.bytes),
     );
 
-    if !failures.is_empty() {
-        return Err(items_failed(&failures, items.len(), &manifest_url));
+    if !written.complete {
+        return Err(ExtractError::ItemsFailed {
+            failed: totals.failed,
+            total: totals.items,
+            manifest: manifest_url,
+            items: written.failures,
+        });
     }
     Ok(TaskOutcome {
         manifest,
@@ -284,47 +366,6 @@ fn items_per_dataset(all: &[WorkItem]) -> BTreeMap<String, usize> {
         *counts.entry(item.dataset.clone()).or_insert(0) += 1;
     }
     counts
-}
-
-/// The task's exit error: every failed item (up to a cap) with its redacted source and cause.
-fn items_failed(failures: &[&ItemRecord], total: usize, manifest_url: &str) -> ExtractError {
-    ExtractError::ItemsFailed {
-        failed: failures.len(),
-        total,
-        manifest: manifest_url.to_string(),
-        items: failures
-            .iter()
-            .take(MAX_LISTED_FAILURES)
-            .map(|item| FailedItem {
-                key: item.key.clone(),
-                url: item.source.url.clone(),
-                cause: item
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "failed (no cause recorded)".into()),
-            })
-            .collect(),
-    }
-}
-
-/// The end-of-task check: every object the manifest is about to list (rejects included) must
-/// be in the store as committed -- recorded size and generation, and the commit-time
-/// `sluice-bytes` / `sluice-sha256` / `sluice-rows`. Another writer may have replaced or
-/// deleted one since (a second task or job on the same keys; claims only guard this task).
-/// An item with such an object fails, naming the object, the record and the store's view,
-/// so the manifest is incomplete and the task exits 1.
-async fn verify(store: &dyn ObjectStore, items: &mut [ItemRecord]) {
-    let problems = verify_objects(store, items, VERIFY_CONCURRENCY).await;
-    for (index, error) in problems {
-        let item = &mut items[index];
-        if item.status == ItemStatus::Failed {
-            continue;
-        }
-        tracing::error!(item = %item.source.url, error = %error, "{}/{}: end-of-task check failed: {error}", item.dataset, item.name);
-        item.status = ItemStatus::Failed;
-        item.error = Some(format!("end-of-task check: {error}"));
-        item.objects.clear();
-    }
 }
 
 /// Task manifests with an index past this execution's task count are left over from an
@@ -403,7 +444,16 @@ fn label(item: &WorkItem) -> String {
     }
 }
 
-async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
+/// Processes one item; `None` when an earlier attempt of this execution did it (its record
+/// is in that attempt's journal, its objects were checked when the journal was read).
+async fn process(shared: Arc<Shared>, item: WorkItem) -> Option<ItemRecord> {
+    if shared.prior.is_done(&item.shard_key()) {
+        return None;
+    }
+    Some(process_item(shared, item).await)
+}
+
+async fn process_item(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
     let item = Arc::new(item);
     let receipt_key = shared.layout.receipt_key(
         &item.dataset,
@@ -542,10 +592,15 @@ async fn process(shared: Arc<Shared>, item: WorkItem) -> ItemRecord {
         execution: shared.task.execution.clone(),
         finished_at: chrono::Utc::now().to_rfc3339(),
     };
-    let receipt = Receipt::new(record.clone());
-    if let Err(e) = write_json(shared.store.as_ref(), &receipt_key, receipt.to_bytes()).await {
-        tracing::error!(item = %item.display, error = %e, "{}: objects written but the receipt failed: {e}", label(&item));
-        return failed(format!("writing the receipt: {e}"), attempts);
+    // The task journal records the item for a retry of this execution. Only
+    // `--skip-existing`, which a later execution runs against what this one wrote, still needs
+    // a receipt per item at a key derived from the item.
+    if shared.config.skip_existing {
+        let receipt = Receipt::new(record.clone());
+        if let Err(e) = write_json(shared.store.as_ref(), &receipt_key, receipt.to_bytes()).await {
+            tracing::error!(item = %item.display, error = %e, "{}: objects written but the receipt failed: {e}", label(&item));
+            return failed(format!("writing the receipt: {e}"), attempts);
+        }
     }
     let rows: u64 = record.objects.iter().filter_map(|o| o.rows).sum();
     let written: u64 = record.objects.iter().map(|o| o.size).sum();
@@ -713,15 +768,15 @@ async fn extract_once(
     }
 }
 
-/// An earlier result this item can stand on, if any: done by an earlier attempt of this
-/// execution (task retry), or, with `--skip-existing`, written from the same source version.
+/// `--skip-existing`: the objects an earlier execution wrote from the same source version, if
+/// its receipt says so and they are intact. (A retry of this execution reads the task journal
+/// instead: `journal::Prior`.)
 async fn existing(
     shared: &Shared,
     item: &WorkItem,
     receipt_key: &str,
 ) -> Result<Option<ItemRecord>> {
-    let resuming = shared.task.attempt > 0 && shared.task.execution.is_some();
-    if !resuming && !shared.config.skip_existing {
+    if !shared.config.skip_existing {
         return Ok(None);
     }
     let store = shared.store.as_ref();
@@ -745,14 +800,7 @@ async fn existing(
     if !same_shape || !objects_intact(store, &previous.objects).await? {
         return Ok(None);
     }
-    if resuming && previous.execution == shared.task.execution {
-        return Ok(Some(ItemRecord {
-            status: ItemStatus::Reused,
-            ..previous
-        }));
-    }
-    if shared.config.skip_existing
-        && let Some(current) = item.current_version(&shared.client).await?
+    if let Some(current) = item.current_version(&shared.client).await?
         && previous.source.version.matches(&current)
     {
         return Ok(Some(ItemRecord {

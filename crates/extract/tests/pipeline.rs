@@ -43,7 +43,8 @@ async fn passthrough_is_byte_identical_and_named_deterministically() {
     assert!(item.source.version.etag.is_some());
     assert_eq!(item.source.bytes, body.len() as u64);
 
-    // The task manifest and the item receipt are where `load` and retries look.
+    // The task manifest and the task journal are where `load` and retries look; no receipt
+    // per item (that is only for `--skip-existing`).
     let manifest: serde_json::Value =
         serde_json::from_slice(&object(dir.path(), "_manifests/task-00000.json")).unwrap();
     assert_eq!(manifest["kind"], "sluice.extract.task-manifest");
@@ -51,13 +52,15 @@ async fn passthrough_is_byte_identical_and_named_deterministically() {
     assert_eq!(manifest["task_count"], 1);
     assert_eq!(manifest["items"][0]["objects"][0]["name"], key);
     assert_eq!(manifest["totals"]["objects"], 1);
-    let receipt: serde_json::Value = serde_json::from_slice(&object(
+    let part: serde_json::Value = serde_json::from_slice(&object(
         dir.path(),
-        "_manifests/items/city/dt=2026-11-28/rides.json",
+        "_manifests/executions/extract-test-exec1/task-00000/a000-00000.json",
     ))
     .unwrap();
-    assert_eq!(receipt["execution"], "extract-test-exec1");
-    assert_eq!(receipt["objects"][0]["sha256"], o.sha256);
+    assert_eq!(part["kind"], "sluice.extract.journal-part");
+    assert_eq!(part["items"][0]["execution"], "extract-test-exec1");
+    assert_eq!(part["items"][0]["objects"][0]["sha256"], o.sha256);
+    assert!(!dir.path().join("_manifests/items").exists());
 }
 
 #[tokio::test]

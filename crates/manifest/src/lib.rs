@@ -14,6 +14,7 @@
 mod list;
 mod records;
 mod state;
+mod stream;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +25,7 @@ pub use records::{
     Receipt, RejectsRecord, SourceRecord, SourceVersion, TaskManifest, Totals,
 };
 pub use state::{STATE_KIND, STATE_VERSION, SourceState, StateFile, compare_marks};
+pub use stream::{JOURNAL_PART_KIND, JournalPart, ManifestStream};
 
 /// The `kind` of a task manifest.
 pub const TASK_MANIFEST_KIND: &str = "sluice.extract.task-manifest";

@@ -237,10 +237,14 @@ pub struct Totals {
 
 impl Totals {
     pub fn from_items(items: &[ItemRecord]) -> Totals {
-        let mut t = Totals {
-            items: items.len(),
-            ..Totals::default()
-        };
+        let mut t = Totals::default();
+        t.add_counts(items);
+        t
+    }
+
+    pub(crate) fn add_counts(&mut self, items: &[ItemRecord]) {
+        let t = self;
+        t.items += items.len();
         for item in items {
             match item.status {
                 ItemStatus::Extracted => t.extracted += 1,
@@ -258,7 +262,6 @@ impl Totals {
                 t.bytes += o.size;
             }
         }
-        t
     }
 }
 

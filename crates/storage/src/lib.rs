@@ -17,6 +17,7 @@ mod crc;
 mod gcs;
 mod glob;
 mod local;
+mod local_sync;
 mod location;
 pub mod preflight;
 
@@ -152,6 +153,17 @@ pub trait ObjectStore: Send + Sync + Debug {
         generation: i64,
         options: WriteOptions,
     ) -> Result<ObjectMeta>;
+
+    /// From now on, a commit may leave the fsync of its directory (which makes the rename
+    /// durable) to the next [`ObjectStore::sync`]: for writers of many objects that record
+    /// them in batches. Local directories only; elsewhere a commit is durable when it returns.
+    fn defer_directory_syncs(&self) {}
+
+    /// Makes every commit so far durable (the directory fsyncs
+    /// [`ObjectStore::defer_directory_syncs`] put off, each directory once).
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -18,6 +19,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::sync::CancellationToken;
 
 use crate::crc::Crc32c;
+use crate::local_sync::{DeferredSyncs, sync_dir};
 use crate::location::{
     LOCAL_META_SUFFIX, LOCAL_TMP_MARKER, is_local_internal_name, validate_local_key,
 };
@@ -40,6 +42,8 @@ pub struct LocalStore {
     /// Sanitised [`crate::StoreConfig::temp_owner`]; `None`: temp files are untagged and no
     /// directory is swept.
     temp_owner: Option<String>,
+    /// Directory fsyncs put off until [`ObjectStore::sync`] (shared with clones and writers).
+    deferred: Arc<DeferredSyncs>,
 }
 
 /// What the sidecar records. `size` lets a reader notice a sidecar that does not belong to the
@@ -236,13 +240,6 @@ fn stat_object(key: &str, path: &Path) -> std::io::Result<Option<ObjectMeta>> {
     Ok(Some(meta))
 }
 
-/// Best-effort fsync of a directory so a rename in it survives a crash.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 impl LocalStore {
     /// Before a write of `key`: its path and URL, refused once the store is cancelled, with
     /// the parent directories created.
@@ -273,6 +270,7 @@ impl LocalStore {
             root_url,
             cancel,
             temp_owner: None,
+            deferred: Arc::default(),
         }
     }
 
@@ -500,6 +498,7 @@ impl ObjectStore for LocalStore {
             size: 0,
             options,
             cancel: self.cancel.clone(),
+            deferred: self.deferred.clone(),
         }))
     }
 
@@ -545,6 +544,16 @@ impl ObjectStore for LocalStore {
             url: error_url,
             expected: generation,
         })
+    }
+
+    fn defer_directory_syncs(&self) {
+        self.deferred.enable();
+    }
+
+    async fn sync(&self) -> Result<()> {
+        let deferred = self.deferred.clone();
+        let root = self.root_url.clone();
+        blocking(&root, "fsync directories", move || deferred.sync()).await
     }
 }
 
@@ -602,7 +611,7 @@ fn swap_locked(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    commit_files(path, &tmp, &sidecar, false, owner)?;
+    commit_files(path, &tmp, &sidecar, false, owner, None)?;
     let updated = std::fs::metadata(path)
         .ok()
         .and_then(|m| to_utc(m.modified()));
@@ -632,6 +641,7 @@ struct LocalWriter {
     size: u64,
     options: WriteOptions,
     cancel: CancellationToken,
+    deferred: Arc<DeferredSyncs>,
 }
 
 impl LocalWriter {
@@ -695,8 +705,16 @@ impl LocalWriter {
         let path = self.path.clone();
         let if_absent = self.options.if_absent;
         let owner = self.owner.clone();
+        let deferred = self.deferred.clone();
         let outcome = blocking(&url, "commit", move || {
-            commit_files(&path, &tmp, &sidecar, if_absent, owner.as_deref())
+            commit_files(
+                &path,
+                &tmp,
+                &sidecar,
+                if_absent,
+                owner.as_deref(),
+                Some(&deferred),
+            )
         })
         .await?;
         // The temp name is gone (renamed, or linked and removed) unless the link lost a race.
@@ -727,13 +745,15 @@ enum Committed {
 }
 
 /// Blocking: sidecar into place, then the data (atomic rename, or a hard link that refuses to
-/// replace an existing file for create-if-absent). Removes the temp files on every path.
+/// replace an existing file for create-if-absent). Removes the temp files on every path. The
+/// directory is fsynced now, or noted in `deferred` when the store defers directory syncs.
 fn commit_files(
     path: &Path,
     tmp: &Path,
     sidecar: &Sidecar,
     if_absent: bool,
     owner: Option<&str>,
+    deferred: Option<&DeferredSyncs>,
 ) -> std::io::Result<Committed> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let result = (|| {
@@ -771,7 +791,10 @@ fn commit_files(
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(path = %tmp.display(), error = %e, "could not remove temp file"),
     }
-    sync_dir(dir);
+    match deferred {
+        Some(deferred) => deferred.renamed_in(dir),
+        None => sync_dir(dir),
+    }
     result
 }
 

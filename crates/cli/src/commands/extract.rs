@@ -89,6 +89,12 @@ pub struct Args {
     #[arg(long, env = "SLUICE_SKIP_EXISTING")]
     skip_existing: bool,
 
+    /// Finished items recorded per task journal part (one object each); a crash makes the
+    /// retry redo at most this many items (or 30 s of work).
+    #[arg(long, env = "SLUICE_JOURNAL_PART_ITEMS", value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    journal_part_items: u32,
+
     /// How items are dealt to tasks: contiguous, round-robin or hash.
     #[arg(
         long,
@@ -243,6 +249,7 @@ fn config(args: Args, context: &Context) -> anyhow::Result<ExtractConfig> {
     config.bad_rows = args.bad_rows;
     config.max_bad_rows = args.max_bad_rows;
     config.skip_existing = args.skip_existing;
+    config.journal_part_items = args.journal_part_items as usize;
     config.shard_strategy = args.shard_strategy;
     config.decompress = !args.keep_compressed;
     config.csv.delimiter = args

@@ -42,13 +42,39 @@ pub async fn run(
     config: ExtractConfig,
     task: &TaskContext,
 ) -> Result<TaskOutcome, sluice_extract::ExtractError> {
-    sluice_extract::run(
+    let outcome = sluice_extract::run(
         config,
         task,
         StoreConfig::default(),
         CancellationToken::new(),
     )
-    .await
+    .await?;
+    Ok(with_items(outcome).await)
+}
+
+/// The outcome with its manifest's items read back from the store: `run` returns only the
+/// header and totals (a task's items need not fit in memory).
+pub async fn with_items(mut outcome: TaskOutcome) -> TaskOutcome {
+    outcome.manifest = stored_manifest(&outcome.manifest_url).await;
+    outcome
+}
+
+/// The task manifest stored at `url` (`file://` or `gs://`, the latter through the emulator
+/// in `STORAGE_EMULATOR_HOST`).
+pub async fn stored_manifest(url: &str) -> sluice_extract::TaskManifest {
+    let (dir, file) = url.rsplit_once('/').expect("a manifest URL has a '/'");
+    let config = StoreConfig {
+        gcs_emulator_host: std::env::var("STORAGE_EMULATOR_HOST").ok(),
+        ..StoreConfig::default()
+    };
+    let (store, prefix) = sluice_storage::open(dir, &config)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let key = sluice_storage::join_key(&prefix, file);
+    let bytes = sluice_storage::read_to_bytes(store.as_ref(), &key, 1 << 30)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    sluice_extract::TaskManifest::parse(&bytes, url).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub async fn run_ok(config: ExtractConfig) -> TaskOutcome {
