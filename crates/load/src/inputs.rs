@@ -8,13 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_manifest::{AnyManifest, ItemStatus, ListedObject, TaskManifest};
+use sluice_manifest::{AnyManifest, ColumnRecord, ItemStatus, ListedObject, TaskManifest};
 use sluice_storage::{Location, ObjectStore, StoreConfig};
 
 use crate::completeness::{Completeness, ManifestFacts};
 use crate::config::{Input, LoadConfig};
 use crate::errors::{LoadError, ManifestOrigin};
-use crate::recorded::Recorded;
 use crate::template::ObjectVars;
 
 /// Manifests larger than this are refused (they list objects; they are not data).
@@ -53,6 +52,24 @@ impl SourceObject {
             Some(g) => format!("{}#{g}", self.url()),
             None => self.url(),
         }
+    }
+}
+
+/// What extract recorded about one Parquet object in its task manifest (`recorded.rs` turns it
+/// into the schema a footer read would give).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub(crate) columns: Vec<ColumnRecord>,
+    pub(crate) rows: u64,
+}
+
+impl Recorded {
+    /// The record of a manifest entry, when it has both columns and rows.
+    pub(crate) fn of(columns: Option<Vec<ColumnRecord>>, rows: Option<u64>) -> Option<Recorded> {
+        Some(Recorded {
+            columns: columns.filter(|c| !c.is_empty())?,
+            rows: rows?,
+        })
     }
 }
 

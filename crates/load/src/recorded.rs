@@ -7,27 +7,11 @@
 //! or two ranged GETs per object. Objects without a usable record (a plain object list, an
 //! older manifest, a type this mapping does not know) fall back to the footer.
 
-use sluice_manifest::ColumnRecord;
-
+use crate::inputs::Recorded;
 use crate::schema;
 use crate::widen::{self, ObjectSchema};
 
-/// What extract recorded about one Parquet object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Recorded {
-    pub(crate) columns: Vec<ColumnRecord>,
-    pub(crate) rows: u64,
-}
-
 impl Recorded {
-    /// The record of a manifest entry, when it has both columns and rows.
-    pub(crate) fn of(columns: Option<Vec<ColumnRecord>>, rows: Option<u64>) -> Option<Recorded> {
-        Some(Recorded {
-            columns: columns.filter(|c| !c.is_empty())?,
-            rows: rows?,
-        })
-    }
-
     /// The BigQuery schema and column facts a footer read of the object would give, or `None`
     /// when the record cannot stand in for the footer: a column without its `values` (a manifest
     /// from before they were recorded: the footer's statistics have them), a type extract does
@@ -59,7 +43,7 @@ const EXTRACT_TYPES: [&str; 6] = ["STRING", "INT64", "FLOAT64", "BOOL", "DATE", 
 mod tests {
     use super::*;
     use crate::schema::Mode;
-    use sluice_manifest::ColumnValues;
+    use sluice_manifest::{ColumnRecord, ColumnValues};
 
     fn column(name: &str, column_type: &str) -> ColumnRecord {
         ColumnRecord {
