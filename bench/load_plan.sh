@@ -11,7 +11,8 @@
 # Usage: flock /tmp/sluice-bench.lock bench/load_plan.sh [N ...]   (default: 1000 10000)
 # Env:   SLUICE_BENCH_TARGET_DIR (release build dir, default target/bench), BENCH_VENV (default
 #        bench/.venv, or any venv with bench/requirements.txt's pins such as the project's .venv),
-#        BENCH_GCS_PORT, BENCH_SKIP_BUILD=1, BENCH_BEFORE (an older sluice binary to compare).
+#        BENCH_GCS_PORT, BENCH_SKIP_BUILD=1, BENCH_BEFORE (an older sluice binary to compare)
+#        with BENCH_BEFORE_LABEL (its name in the table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -68,16 +69,16 @@ measure() {
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-load=(load --dry-run --progress off --log-format json --table 'p.ds.{dataset}')
+load=(load --dry-run --log-format json --table 'p.ds.{dataset}')
 for n in "${COUNTS[@]}"; do
   prefix="plan$n/"
   "$PY" bench/load_plan_seed.py "$ENDPOINT" "$BUCKET" seed/ "$prefix" "$n"
   measure "sluice --manifests" "$n" "$SLUICE" "${load[@]}" --manifests "gs://$BUCKET/${prefix}_manifests/"
   if [ -n "${BENCH_BEFORE:-}" ]; then
-    measure "before: $(basename "$(dirname "$(dirname "$BENCH_BEFORE")")") --manifests" "$n" \
+    measure "${BENCH_BEFORE_LABEL:-before} --manifests" "$n" \
       "$BENCH_BEFORE" "${load[@]}" --manifests "gs://$BUCKET/${prefix}_manifests/"
   fi
-  measure "sluice --source GLOB (footers)" "$n" "$SLUICE" "${load[@]}" --source "gs://$BUCKET/${prefix}planned/*.parquet"
+  measure "sluice --source GLOB (footers)" "$n" "$SLUICE" "${load[@]}" --source "gs://$BUCKET/${prefix}*/*.parquet"
   measure "pyarrow + google-cloud-storage footers" "$n" "$PY" bench/peer_load_plan.py "$BUCKET" "${prefix}planned/"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
