@@ -9,6 +9,7 @@ use std::sync::mpsc::SyncSender;
 use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use serde_json::json;
+use sluice_manifest::ColumnValues;
 
 use super::columns::{BatchBuilder, Built, Column, Problem};
 use super::cursor::CursorFilter;
@@ -16,7 +17,7 @@ use super::parquet::CsvToParquet;
 use super::records::{Flaw, Records};
 use crate::config::BadRows;
 use crate::error::{BadValue, ExtractError, Result};
-use crate::sink::ObjectSink;
+use crate::sink::{Committed, ObjectSink};
 
 /// Longest value quoted in an error message or reject line.
 const MAX_VALUE_CHARS: usize = 200;
@@ -103,6 +104,22 @@ impl Handler<'_, '_> {
         job.rows_counter.fetch_add(batch_rows, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Closes a Parquet writer and commits its object: the object, its row groups, and what the
+/// footer says of each column's values (`values.rs`). Shared by the threaded encoder and the
+/// inline path, so both commit the same way.
+pub(super) fn finish_writer(
+    mut writer: ArrowWriter<ObjectSink>,
+    src: &str,
+) -> Result<(Committed, usize, Vec<ColumnValues>)> {
+    let metadata = writer.finish().map_err(|e| encode_error(e, src))?;
+    let committed = writer.inner_mut().commit()?;
+    Ok((
+        committed,
+        metadata.num_row_groups(),
+        super::values::column_values(&metadata),
+    ))
 }
 
 /// A Parquet writer's error, named after the source. An I/O error inside the writer may be

@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use super::batches::{Handler, Output, encode_error};
+use super::batches::{Handler, Output, encode_error, finish_writer};
 use super::columns::BatchBuilder;
 use super::cursor::CursorFilter;
 use super::parquet::{Converted, CsvToParquet};
@@ -95,8 +95,7 @@ pub(super) fn convert(
         Some(mut r) => Some(r.commit()?),
         None => None,
     };
-    let metadata = writer.finish().map_err(|e| encode_error(e, src))?;
-    let object = writer.inner_mut().commit()?;
+    let (object, row_groups, values) = finish_writer(writer, src)?;
     let cursor = match (filter, job.cursor) {
         (Some(filter), Some(spec)) => Some(filter.finish(spec, src)),
         _ => None,
@@ -107,8 +106,8 @@ pub(super) fn convert(
         rejected,
         rejects,
         columns: builder.columns().to_vec(),
-        row_groups: metadata.num_row_groups(),
-        values: super::values::column_values(&metadata),
+        row_groups,
+        values,
         cursor,
     })
 }

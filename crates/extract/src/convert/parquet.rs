@@ -26,7 +26,7 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use super::batches::{ENCODER_GONE, Handler, Msg, Output, encode_error};
+use super::batches::{ENCODER_GONE, Handler, Msg, Output, encode_error, finish_writer};
 use super::columns::{BatchBuilder, Built, Column, NullMarkers};
 use super::cursor::{CursorFilter, CursorOutcome, CursorSpec};
 use super::inline::{self, Inline};
@@ -543,10 +543,7 @@ fn encode(
             }
         }
     }
-    let metadata = writer.finish().map_err(encode_err)?;
-    let committed = writer.inner_mut().commit()?;
-    let values = super::values::column_values(&metadata);
-    Ok((committed, metadata.num_row_groups(), values))
+    finish_writer(writer, src)
 }
 
 #[cfg(test)]
